@@ -1,0 +1,2 @@
+//! kiln-autograd.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! kiln-models.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! kiln-nn.
+#![warn(missing_docs)]

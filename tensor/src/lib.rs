@@ -1,0 +1,5 @@
+//! kiln-tensor: a strided CPU tensor.
+#![warn(missing_docs)]
+
+pub mod kernels;
+pub mod parallel;
