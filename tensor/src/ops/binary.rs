@@ -1,0 +1,204 @@
+//! Elementwise functions of two tensors, with NumPy broadcasting.
+//!
+//! # Broadcasting
+//! Shapes are aligned at their last dim; each pair of sizes must be equal or
+//! one of them 1, and the output takes the larger (`[2, 1, 4] ⊕ [3, 1] →
+//! [2, 3, 4]`). Broadcasting is a stride-0 view: nothing is copied.
+
+use crate::dtype::{Element, FloatElement};
+use crate::shape::broadcast_shapes;
+use crate::strided::Walk;
+use crate::{Result, Tensor, TensorError};
+
+/// Checks that both operands have the same dtype.
+pub(crate) fn same_dtype(op: &'static str, lhs: &Tensor, rhs: &Tensor) -> Result<()> {
+    if lhs.dtype() != rhs.dtype() {
+        return Err(TensorError::DType {
+            op,
+            got: rhs.dtype(),
+            expected: format!("{} (the dtype of the left operand)", lhs.dtype()),
+        });
+    }
+    Ok(())
+}
+
+/// Broadcasts `lhs` and `rhs` together and applies `f` elementwise.
+pub(crate) fn zip_map<A: Element, B: Element, O: Element>(
+    op: &'static str,
+    lhs: &Tensor,
+    rhs: &Tensor,
+    f: impl Fn(A, B) -> O + Sync,
+) -> Result<Tensor> {
+    let shape = broadcast_shapes(op, lhs.shape(), rhs.shape())?;
+    let (a, b) = (lhs.typed::<A>(op)?, rhs.typed::<B>(op)?);
+    let la = lhs.layout().broadcast_to(&shape)?;
+    let lb = rhs.layout().broadcast_to(&shape)?;
+    let out = Walk::new([&la, &lb]).collect(|dst: &mut [O], [oa, ob], [sa, sb]| {
+        let n = dst.len();
+        if sa == 1 && sb == 1 {
+            for ((d, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
+                *d = f(x, y);
+            }
+        } else if sa == 1 && sb == 0 {
+            let y = b[ob];
+            for (d, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
+                *d = f(x, y);
+            }
+        } else if sa == 0 && sb == 1 {
+            let x = a[oa];
+            for (d, &y) in dst.iter_mut().zip(&b[ob..ob + n]) {
+                *d = f(x, y);
+            }
+        } else {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = f(a[oa + i * sa], b[ob + i * sb]);
+            }
+        }
+    });
+    Tensor::from_vec(out, &shape)
+}
+
+/// A float binary op: checks dtypes, dispatches on f32/f64.
+fn float_zip(
+    op: &'static str,
+    lhs: &Tensor,
+    rhs: &Tensor,
+    f32op: fn(f32, f32) -> f32,
+    f64op: fn(f64, f64) -> f64,
+) -> Result<Tensor> {
+    same_dtype(op, lhs, rhs)?;
+    match lhs.dtype() {
+        crate::DType::F32 => zip_map::<f32, f32, f32>(op, lhs, rhs, f32op),
+        crate::DType::F64 => zip_map::<f64, f64, f64>(op, lhs, rhs, f64op),
+        other => Err(TensorError::DType {
+            op,
+            got: other,
+            expected: "f32 or f64".into(),
+        }),
+    }
+}
+
+fn nan_max<T: FloatElement>(a: T, b: T) -> T {
+    // torch.maximum propagates NaN from either side.
+    if a.is_nan() || b.is_nan() {
+        T::nan()
+    } else if a >= b {
+        a
+    } else {
+        b
+    }
+}
+
+fn nan_min<T: FloatElement>(a: T, b: T) -> T {
+    if a.is_nan() || b.is_nan() {
+        T::nan()
+    } else if a <= b {
+        a
+    } else {
+        b
+    }
+}
+
+macro_rules! binary_op {
+    ($(#[$doc:meta])* $name:ident, |$a:ident, $b:ident| $body:expr) => {
+        $(#[$doc])*
+        ///
+        /// Broadcasts per NumPy rules (see the module docs).
+        ///
+        /// # Errors
+        /// [`TensorError::Broadcast`] for incompatible shapes,
+        /// [`TensorError::DType`] if the dtypes differ or are not f32/f64.
+        pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
+            float_zip(stringify!($name), self, rhs, |$a: f32, $b: f32| $body, |$a: f64, $b: f64| $body)
+        }
+    };
+}
+
+impl Tensor {
+    binary_op!(
+        /// `lhs + rhs` (`torch.add`).
+        add, |a, b| a + b);
+    binary_op!(
+        /// `lhs − rhs` (`torch.sub`).
+        sub, |a, b| a - b);
+    binary_op!(
+        /// `lhs · rhs`, elementwise (`torch.mul`).
+        mul, |a, b| a * b);
+    binary_op!(
+        /// `lhs / rhs`, elementwise (`torch.div`).
+        div, |a, b| a / b);
+    binary_op!(
+        /// Elementwise maximum, NaN-propagating (`torch.maximum`).
+        maximum, |a, b| nan_max(a, b));
+    binary_op!(
+        /// Elementwise minimum, NaN-propagating (`torch.minimum`).
+        minimum, |a, b| nan_min(a, b));
+    binary_op!(
+        /// `lhs ^ rhs`, elementwise (`torch.pow(lhs, rhs)`).
+        pow, |a, b| a.powf(b));
+}
+
+macro_rules! std_op {
+    ($trait:ident, $method:ident, $call:ident) => {
+        /// Operator sugar for the named method.
+        ///
+        /// # Panics
+        /// With the named method's error message if it fails (incompatible
+        /// shapes or dtypes). Use the method to get a `Result` instead.
+        impl std::ops::$trait<&Tensor> for &Tensor {
+            type Output = Tensor;
+            fn $method(self, rhs: &Tensor) -> Tensor {
+                self.$call(rhs).unwrap_or_else(|e| panic!("{e}"))
+            }
+        }
+    };
+}
+std_op!(Add, add, add);
+std_op!(Sub, sub, sub);
+std_op!(Mul, mul, mul);
+std_op!(Div, div, div);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_add_row_and_column() {
+        let col = Tensor::from_vec(vec![10.0f32, 20.0], &[2, 1]).unwrap();
+        let row = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap();
+        let s = col.add(&row).unwrap();
+        assert_eq!(s.shape(), &[2, 3]);
+        assert_eq!(
+            s.to_vec::<f32>().unwrap(),
+            vec![11.0, 12.0, 13.0, 21.0, 22.0, 23.0]
+        );
+    }
+
+    #[test]
+    fn mismatched_shapes_name_both() {
+        let a = Tensor::zeros(&[2, 3], crate::DType::F32);
+        let b = Tensor::zeros(&[4], crate::DType::F32);
+        let e = a.mul(&b).unwrap_err().to_string();
+        assert_eq!(e, "mul: shapes [2, 3] and [4] cannot be broadcast together");
+    }
+
+    #[test]
+    fn mixed_dtypes_are_rejected() {
+        let a = Tensor::zeros(&[2], crate::DType::F32);
+        let b = Tensor::zeros(&[2], crate::DType::F64);
+        assert!(matches!(a.add(&b), Err(TensorError::DType { .. })));
+    }
+
+    #[test]
+    fn maximum_propagates_nan() {
+        let a = Tensor::from_vec(vec![1.0f32, f32::NAN], &[2]).unwrap();
+        let b = Tensor::from_vec(vec![f32::NAN, 0.0], &[2]).unwrap();
+        assert!(a
+            .maximum(&b)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| v.is_nan()));
+    }
+}

@@ -1,0 +1,197 @@
+//! Joining and splitting along a dim: `cat`, `stack`, `split`, `chunk`.
+
+use crate::shape::Dim;
+use crate::{with_any, Result, Tensor, TensorError};
+
+impl Tensor {
+    /// Concatenates along `dim` (`torch.cat`). All tensors must share dtype
+    /// and every size except `dim`'s.
+    ///
+    /// # Errors
+    /// [`TensorError::Invalid`] for an empty list,
+    /// [`TensorError::ShapeMismatch`] / [`TensorError::DType`] for
+    /// incompatible inputs.
+    pub fn cat(tensors: &[&Tensor], dim: impl Dim) -> Result<Tensor> {
+        const OP: &str = "cat";
+        let first = tensors.first().ok_or_else(|| TensorError::Invalid {
+            op: OP,
+            shape: vec![],
+            msg: "needs at least one tensor".into(),
+        })?;
+        let d = dim.resolve(OP, first.shape())?;
+        let mut shape = first.shape().to_vec();
+        shape[d] = 0;
+        for t in tensors {
+            crate::ops::binary::same_dtype(OP, first, t)?;
+            let fits = t.rank() == first.rank()
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(k, (a, b))| k == d || a == b);
+            if !fits {
+                return Err(TensorError::ShapeMismatch {
+                    op: OP,
+                    expected: first.shape().to_vec(),
+                    got: t.shape().to_vec(),
+                });
+            }
+            shape[d] += t.shape()[d];
+        }
+        let outer: usize = shape[..d].iter().product();
+        let inner: usize = shape[d + 1..].iter().product();
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.contiguous()).collect();
+        with_any!(first.dtype(), |T| {
+            let slices: Vec<&[T]> = parts
+                .iter()
+                .map(|p| p.as_slice::<T>())
+                .collect::<Result<_>>()?;
+            let mut out = Vec::with_capacity(shape.iter().product());
+            for o in 0..outer {
+                for (p, s) in parts.iter().zip(&slices) {
+                    let run = p.shape()[d] * inner;
+                    out.extend_from_slice(&s[o * run..(o + 1) * run]);
+                }
+            }
+            Tensor::from_vec(out, &shape)
+        })
+    }
+
+    /// Stacks equal-shaped tensors along a new dim (`torch.stack`).
+    ///
+    /// # Errors
+    /// As [`Tensor::cat`].
+    pub fn stack(tensors: &[&Tensor], dim: impl Dim) -> Result<Tensor> {
+        let first = tensors.first().ok_or_else(|| TensorError::Invalid {
+            op: "stack",
+            shape: vec![],
+            msg: "needs at least one tensor".into(),
+        })?;
+        let d = crate::shape::resolve_dim("stack", dim.raw(), first.rank() + 1, first.shape())?;
+        for t in tensors {
+            if t.shape() != first.shape() {
+                return Err(TensorError::ShapeMismatch {
+                    op: "stack",
+                    expected: first.shape().to_vec(),
+                    got: t.shape().to_vec(),
+                });
+            }
+        }
+        let parts: Vec<Tensor> = tensors
+            .iter()
+            .map(|t| t.unsqueeze(d))
+            .collect::<Result<_>>()?;
+        Tensor::cat(&parts.iter().collect::<Vec<_>>(), d)
+    }
+
+    /// Splits into views of `sizes[i]` entries along `dim`
+    /// (`torch.split(x, sizes, dim)`).
+    ///
+    /// # Errors
+    /// [`TensorError::Invalid`] if the sizes do not add up to the dim's size.
+    pub fn split_sizes(&self, sizes: &[usize], dim: impl Dim) -> Result<Vec<Tensor>> {
+        let d = dim.resolve("split", self.shape())?;
+        if sizes.iter().sum::<usize>() != self.shape()[d] {
+            return Err(TensorError::Invalid {
+                op: "split",
+                shape: self.shape().to_vec(),
+                msg: format!(
+                    "sizes {sizes:?} do not add up to {} along dim {d}",
+                    self.shape()[d]
+                ),
+            });
+        }
+        let mut start = 0;
+        sizes
+            .iter()
+            .map(|&s| {
+                let v = self.narrow(d, start, s);
+                start += s;
+                v
+            })
+            .collect()
+    }
+
+    /// Splits into views of `size` entries along `dim`; the last may be
+    /// smaller (`torch.split(x, size, dim)`).
+    ///
+    /// # Errors
+    /// [`TensorError::Invalid`] if `size` is 0.
+    pub fn split(&self, size: usize, dim: impl Dim) -> Result<Vec<Tensor>> {
+        let d = dim.resolve("split", self.shape())?;
+        if size == 0 {
+            return Err(TensorError::Invalid {
+                op: "split",
+                shape: self.shape().to_vec(),
+                msg: "split size must be positive".into(),
+            });
+        }
+        let n = self.shape()[d];
+        let sizes: Vec<usize> = (0..n).step_by(size).map(|s| size.min(n - s)).collect();
+        self.split_sizes(&sizes, d)
+    }
+
+    /// Splits into `chunks` views of `ceil(size / chunks)` entries along
+    /// `dim` (the last may be smaller, and there may be fewer than `chunks`),
+    /// as `torch.chunk`.
+    ///
+    /// # Errors
+    /// [`TensorError::Invalid`] if `chunks` is 0.
+    pub fn chunk(&self, chunks: usize, dim: impl Dim) -> Result<Vec<Tensor>> {
+        let d = dim.resolve("chunk", self.shape())?;
+        if chunks == 0 {
+            return Err(TensorError::Invalid {
+                op: "chunk",
+                shape: self.shape().to_vec(),
+                msg: "number of chunks must be positive".into(),
+            });
+        }
+        let n = self.shape()[d];
+        self.split(n.div_ceil(chunks).max(1), d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    #[test]
+    fn cat_then_split_round_trips() {
+        let a = Tensor::from_vec((0..6).map(|v| v as f32).collect(), &[2, 3]).unwrap();
+        let b = Tensor::from_vec((6..10).map(|v| v as f32).collect(), &[2, 2]).unwrap();
+        let c = Tensor::cat(&[&a, &b], 1).unwrap();
+        assert_eq!(
+            c.to_vec::<f32>().unwrap(),
+            vec![0., 1., 2., 6., 7., 3., 4., 5., 8., 9.]
+        );
+        let parts = c.split_sizes(&[3, 2], 1).unwrap();
+        assert_eq!(
+            parts[0].to_vec::<f32>().unwrap(),
+            a.to_vec::<f32>().unwrap()
+        );
+        assert_eq!(
+            parts[1].to_vec::<f32>().unwrap(),
+            b.to_vec::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn chunk_like_torch() {
+        let x = Tensor::zeros(&[5], DType::F32);
+        let sizes: Vec<usize> = x
+            .chunk(3, 0)
+            .unwrap()
+            .iter()
+            .map(|t| t.shape()[0])
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+    }
+
+    #[test]
+    fn stack_adds_a_dim() {
+        let a = Tensor::ones(&[2], DType::F64);
+        let s = Tensor::stack(&[&a, &a, &a], 1).unwrap();
+        assert_eq!(s.shape(), &[2, 3]);
+    }
+}

@@ -1,0 +1,324 @@
+//! Layer normalisation over the last dim, forward and fused backward.
+//!
+//! For a row `x` of `C` elements: `μ = mean(x)`, `σ² = mean((x − μ)²)`
+//! (population variance), `rstd = 1/√(σ² + eps)`, `x̂ = (x − μ)·rstd`,
+//! `y = x̂ ⊙ w + b` — exactly `torch.nn.functional.layer_norm(x, [C], w, b, eps)`.
+
+use num_traits::Zero;
+use rayon::prelude::*;
+
+use crate::dtype::Element;
+use crate::strided::PAR_CHUNK;
+use crate::{with_float, Result, Tensor, TensorError};
+
+/// What the forward pass keeps for the backward pass: per-row mean and
+/// reciprocal standard deviation, each of shape `[rows]`.
+#[derive(Debug, Clone)]
+pub struct LayerNormStats {
+    /// Per-row mean `μ`, shape `[rows]`.
+    pub mean: Tensor,
+    /// Per-row `1/√(σ² + eps)`, shape `[rows]`.
+    pub rstd: Tensor,
+}
+
+fn check_param(op: &'static str, p: Option<&Tensor>, c: usize, x: &Tensor) -> Result<()> {
+    if let Some(p) = p {
+        if p.shape() != [c] {
+            return Err(TensorError::ShapeMismatch {
+                op,
+                expected: vec![c],
+                got: p.shape().to_vec(),
+            });
+        }
+        if p.dtype() != x.dtype() {
+            return Err(TensorError::DType {
+                op,
+                got: p.dtype(),
+                expected: format!("{} (the input's dtype)", x.dtype()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn last_dim(op: &'static str, x: &Tensor) -> Result<usize> {
+    x.shape()
+        .last()
+        .copied()
+        .ok_or_else(|| TensorError::Invalid {
+            op,
+            shape: vec![],
+            msg: "needs at least one dim".into(),
+        })
+}
+
+/// Rows per task for the reduction of `dw`/`db`: fixed, so the summation
+/// order (and the result) never depends on the thread count.
+const ROW_BLOCK: usize = 32;
+
+impl Tensor {
+    /// Layer norm over the last dim with optional affine `weight` and `bias`
+    /// of shape `[C]` (`F.layer_norm(x, [C], weight, bias, eps)`).
+    ///
+    /// # Shapes
+    /// `x: [..., C]` → same shape.
+    ///
+    /// # Errors
+    /// [`TensorError::ShapeMismatch`] if weight/bias are not `[C]`,
+    /// [`TensorError::DType`] unless all are the same f32/f64 dtype.
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<Tensor> {
+        Ok(self.layer_norm_forward(weight, bias, eps)?.0)
+    }
+
+    /// [`Tensor::layer_norm`] that also returns the per-row statistics the
+    /// backward pass needs.
+    ///
+    /// # Errors
+    /// As [`Tensor::layer_norm`].
+    pub fn layer_norm_forward(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f64,
+    ) -> Result<(Tensor, LayerNormStats)> {
+        const OP: &str = "layer_norm";
+        let c = last_dim(OP, self)?;
+        check_param(OP, weight, c, self)?;
+        check_param(OP, bias, c, self)?;
+        with_float!(OP, self.dtype(), |T| {
+            let x = self.contiguous();
+            let xs = x.as_slice::<T>()?;
+            let w = weight.map(|w| w.contiguous());
+            let b = bias.map(|b| b.contiguous());
+            let ws = w.as_ref().map(|w| w.as_slice::<T>()).transpose()?;
+            let bs = b.as_ref().map(|b| b.as_slice::<T>()).transpose()?;
+            let rows = xs.len().checked_div(c).unwrap_or(0);
+            let mut y = vec![T::zero(); xs.len()];
+            let mut mean = vec![T::zero(); rows];
+            let mut rstd = vec![T::zero(); rows];
+            let row_fn = |((yr, m), r): ((&mut [T], &mut T), &mut T), xr: &[T]| {
+                let mu = crate::ops::reduce::sum_f64(xr) / c as f64;
+                let var = xr.iter().map(|v| (v.as_f64() - mu).powi(2)).sum::<f64>() / c as f64;
+                let rs = 1.0 / (var + eps).sqrt();
+                let (mu_t, rs_t) = (T::from_f64(mu), T::from_f64(rs));
+                for (j, (o, &v)) in yr.iter_mut().zip(xr).enumerate() {
+                    let mut h = (v - mu_t) * rs_t;
+                    if let Some(ws) = ws {
+                        h *= ws[j];
+                    }
+                    if let Some(bs) = bs {
+                        h += bs[j];
+                    }
+                    *o = h;
+                }
+                *m = mu_t;
+                *r = rs_t;
+            };
+            if c > 0 {
+                if xs.len() >= 2 * PAR_CHUNK {
+                    crate::parallel::install(|| {
+                        y.par_chunks_mut(c)
+                            .zip(mean.par_iter_mut())
+                            .zip(rstd.par_iter_mut())
+                            .zip(xs.par_chunks(c))
+                            .for_each(|(a, xr)| row_fn(a, xr))
+                    });
+                } else {
+                    y.chunks_mut(c)
+                        .zip(mean.iter_mut())
+                        .zip(rstd.iter_mut())
+                        .zip(xs.chunks(c))
+                        .for_each(|(a, xr)| row_fn(a, xr));
+                }
+            }
+            Ok((
+                Tensor::from_vec(y, self.shape())?,
+                LayerNormStats {
+                    mean: Tensor::from_vec(mean, &[rows])?,
+                    rstd: Tensor::from_vec(rstd, &[rows])?,
+                },
+            ))
+        })
+    }
+
+    /// Fused backward of [`Tensor::layer_norm_forward`]. With `x̂ = (x − μ)·rstd`
+    /// and `g = dy ⊙ w` (or `dy` without weight):
+    /// `dx = rstd · (g − mean(g) − x̂ · mean(g ⊙ x̂))`, `dw = Σ_rows dy ⊙ x̂`,
+    /// `db = Σ_rows dy`. Returns `(dx, dw, db)`; `dw` and `db` are `[C]`.
+    ///
+    /// # Errors
+    /// [`TensorError::ShapeMismatch`] if `dy` differs from `x` in shape.
+    pub fn layer_norm_backward(
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        stats: &LayerNormStats,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        const OP: &str = "layer_norm_backward";
+        if dy.shape() != x.shape() {
+            return Err(TensorError::ShapeMismatch {
+                op: OP,
+                expected: x.shape().to_vec(),
+                got: dy.shape().to_vec(),
+            });
+        }
+        let c = last_dim(OP, x)?;
+        check_param(OP, weight, c, x)?;
+        with_float!(OP, x.dtype(), |T| {
+            let xc = x.contiguous();
+            let dyc = dy.contiguous();
+            let (xs, dys) = (xc.as_slice::<T>()?, dyc.as_slice::<T>()?);
+            let w = weight.map(|w| w.contiguous());
+            let ws = w.as_ref().map(|w| w.as_slice::<T>()).transpose()?;
+            let means = stats.mean.as_slice::<T>()?;
+            let rstds = stats.rstd.as_slice::<T>()?;
+            let rows = xs.len().checked_div(c).unwrap_or(0);
+            let mut dx = vec![T::zero(); xs.len()];
+            // Each block of rows computes dx for its rows and partial dw/db.
+            let block = |(bi, dxb): (usize, &mut [T])| -> (Vec<f64>, Vec<f64>) {
+                let mut dw = vec![0f64; c];
+                let mut db = vec![0f64; c];
+                for (ri, dxr) in dxb.chunks_mut(c).enumerate() {
+                    let row = bi * ROW_BLOCK + ri;
+                    let (xr, dyr) = (&xs[row * c..(row + 1) * c], &dys[row * c..(row + 1) * c]);
+                    let (mu, rs) = (means[row], rstds[row]);
+                    let mut sum_g = 0f64;
+                    let mut sum_gx = 0f64;
+                    for j in 0..c {
+                        let xh = (xr[j] - mu) * rs;
+                        let g = match ws {
+                            Some(w) => dyr[j] * w[j],
+                            None => dyr[j],
+                        };
+                        sum_g += g.as_f64();
+                        sum_gx += (g * xh).as_f64();
+                        dw[j] += (dyr[j] * xh).as_f64();
+                        db[j] += dyr[j].as_f64();
+                    }
+                    let mg = T::from_f64(sum_g / c as f64);
+                    let mgx = T::from_f64(sum_gx / c as f64);
+                    for j in 0..c {
+                        let xh = (xr[j] - mu) * rs;
+                        let g = match ws {
+                            Some(w) => dyr[j] * w[j],
+                            None => dyr[j],
+                        };
+                        dxr[j] = rs * (g - mg - xh * mgx);
+                    }
+                }
+                (dw, db)
+            };
+            let partials: Vec<(Vec<f64>, Vec<f64>)> = if c == 0 || rows == 0 {
+                Vec::new()
+            } else if xs.len() >= 2 * PAR_CHUNK {
+                crate::parallel::install(|| {
+                    dx.par_chunks_mut(ROW_BLOCK * c)
+                        .enumerate()
+                        .map(block)
+                        .collect()
+                })
+            } else {
+                dx.chunks_mut(ROW_BLOCK * c)
+                    .enumerate()
+                    .map(block)
+                    .collect()
+            };
+            let mut dw = vec![0f64; c];
+            let mut db = vec![0f64; c];
+            for (pw, pb) in &partials {
+                for j in 0..c {
+                    dw[j] += pw[j];
+                    db[j] += pb[j];
+                }
+            }
+            let to_t = |v: Vec<f64>| v.into_iter().map(T::from_f64).collect::<Vec<T>>();
+            Ok((
+                Tensor::from_vec(dx, x.shape())?,
+                Tensor::from_vec(to_t(dw), &[c])?,
+                Tensor::from_vec(to_t(db), &[c])?,
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalised_rows_have_zero_mean_unit_variance() {
+        let x = Tensor::from_vec(
+            (0..40)
+                .map(|v| (v as f64 * 0.7).cos() * 3.0 + 1.0)
+                .collect(),
+            &[4, 10],
+        )
+        .unwrap();
+        let y = x.layer_norm(None, None, 0.0).unwrap();
+        let m = y.mean(&[-1], false).unwrap().to_vec::<f64>().unwrap();
+        let v = y.var(&[-1], 0, false).unwrap().to_vec::<f64>().unwrap();
+        for (a, b) in m.iter().zip(&v) {
+            assert!(a.abs() < 1e-12 && (b - 1.0).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn wrong_weight_shape_names_both() {
+        let x = Tensor::zeros(&[2, 4], crate::DType::F32);
+        let w = Tensor::zeros(&[3], crate::DType::F32);
+        let e = x.layer_norm(Some(&w), None, 1e-5).unwrap_err().to_string();
+        assert_eq!(e, "layer_norm: expected shape [4], got [3]");
+    }
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let mut rng = crate::Rng::new(5);
+        let x = Tensor::randn(&[3, 5], 0.0, 1.0, crate::DType::F64, &mut rng).unwrap();
+        let w = Tensor::randn(&[5], 1.0, 0.3, crate::DType::F64, &mut rng).unwrap();
+        let b = Tensor::randn(&[5], 0.0, 0.3, crate::DType::F64, &mut rng).unwrap();
+        let dy = Tensor::randn(&[3, 5], 0.0, 1.0, crate::DType::F64, &mut rng).unwrap();
+        let (_, stats) = x.layer_norm_forward(Some(&w), Some(&b), 1e-5).unwrap();
+        let (dx, dw, _) = Tensor::layer_norm_backward(&x, Some(&w), &stats, &dy).unwrap();
+        // loss = Σ y ⊙ dy; check d loss / d x[i] and d loss / d w[j].
+        let loss = |x: &Tensor, w: &Tensor| {
+            x.layer_norm(Some(w), Some(&b), 1e-5)
+                .unwrap()
+                .mul(&dy)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .item::<f64>()
+                .unwrap()
+        };
+        let h = 1e-6;
+        let xv = x.to_vec::<f64>().unwrap();
+        let dxv = dx.to_vec::<f64>().unwrap();
+        for i in 0..xv.len() {
+            let mut p = xv.clone();
+            p[i] += h;
+            let mut m = xv.clone();
+            m[i] -= h;
+            let fd = (loss(&Tensor::from_vec(p, &[3, 5]).unwrap(), &w)
+                - loss(&Tensor::from_vec(m, &[3, 5]).unwrap(), &w))
+                / (2.0 * h);
+            assert!((fd - dxv[i]).abs() < 1e-6, "dx[{i}] {fd} vs {}", dxv[i]);
+        }
+        let wv = w.to_vec::<f64>().unwrap();
+        let dwv = dw.to_vec::<f64>().unwrap();
+        for j in 0..5 {
+            let mut p = wv.clone();
+            p[j] += h;
+            let mut m = wv.clone();
+            m[j] -= h;
+            let fd = (loss(&x, &Tensor::from_vec(p, &[5]).unwrap())
+                - loss(&x, &Tensor::from_vec(m, &[5]).unwrap()))
+                / (2.0 * h);
+            assert!((fd - dwv[j]).abs() < 1e-6);
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! Reductions along any set of dims, with `keepdim`, as in PyTorch.
+//!
+//! Every reduction is computed the same way: the tensor is viewed as rows
+//! `[K, R]` — the kept dims first, the reduced dims last (a permuted view,
+//! copied only if it is not already contiguous in that order) — and each
+//! output element reduces one row of `R` elements, **sequentially in a fixed
+//! order**. Rows are spread over threads, but a row is never split, so the
+//! result does not depend on the thread count. Sums accumulate in `f64`.
+//!
+//! An empty `dims` list reduces nothing (PyTorch's `sum(dim=[])` reduces
+//! everything; use [`Tensor::sum_all`] for that).
+
+use rayon::prelude::*;
+
+use crate::dtype::{Element, FloatElement};
+use crate::shape::{resolve_dims, Dim};
+use crate::strided::PAR_CHUNK;
+use crate::{with_float, Result, Tensor, TensorError};
+
+/// The `[K, R]` row view of `x` for reducing `dims`, plus the output shape.
+pub(crate) struct Rows {
+    /// Contiguous tensor whose row-major order is `[K, R]`.
+    pub data: Tensor,
+    /// Number of output elements.
+    pub k: usize,
+    /// Elements reduced into each output.
+    pub r: usize,
+    /// Shape of the result.
+    pub out_shape: Vec<usize>,
+}
+
+pub(crate) fn rows<D: Dim>(
+    op: &'static str,
+    x: &Tensor,
+    dims: &[D],
+    keepdim: bool,
+) -> Result<Rows> {
+    let dims = resolve_dims(op, dims, x.shape())?;
+    let shape = x.shape();
+    let kept: Vec<usize> = (0..x.rank()).filter(|d| !dims.contains(d)).collect();
+    let mut perm = kept.clone();
+    perm.extend(&dims);
+    let data = x.permute(&perm)?.contiguous();
+    let out_shape = reduced_shape(shape, &dims, keepdim);
+    Ok(Rows {
+        data,
+        k: kept.iter().map(|&d| shape[d]).product(),
+        r: dims.iter().map(|&d| shape[d]).product(),
+        out_shape,
+    })
+}
+
+/// Applies `f` to each row of `[K, R]` contiguous data, in parallel over rows.
+pub(crate) fn map_rows<T: Element, O: Element>(
+    data: &[T],
+    k: usize,
+    r: usize,
+    f: impl Fn(&[T]) -> O + Sync,
+) -> Vec<O> {
+    let mut out = vec![O::default(); k];
+    if r == 0 {
+        out.iter_mut().for_each(|o| *o = f(&[]));
+        return out;
+    }
+    let rows_per_task = (PAR_CHUNK / r).max(1);
+    if k * r >= 2 * PAR_CHUNK && k > 1 {
+        crate::parallel::install(|| {
+            out.par_chunks_mut(rows_per_task)
+                .enumerate()
+                .for_each(|(c, dst)| {
+                    for (i, o) in dst.iter_mut().enumerate() {
+                        let row = c * rows_per_task + i;
+                        *o = f(&data[row * r..(row + 1) * r]);
+                    }
+                })
+        });
+    } else {
+        for (row, o) in out.iter_mut().enumerate() {
+            *o = f(&data[row * r..(row + 1) * r]);
+        }
+    }
+    out
+}
+
+/// Sum of a slice in `f64`, with eight independent accumulators so the loop
+/// vectorises; the order is fixed, so the result is deterministic.
+pub fn sum_f64<T: Element>(x: &[T]) -> f64 {
+    let mut acc = [0f64; 8];
+    let chunks = x.chunks_exact(8);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] += c[i].as_f64();
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for v in rem {
+        s += v.as_f64();
+    }
+    s
+}
+
+fn max_row<T: FloatElement>(row: &[T]) -> T {
+    let mut m = T::neg_infinity();
+    for &v in row {
+        if v.is_nan() {
+            return v;
+        }
+        if v > m {
+            m = v;
+        }
+    }
+    m
+}
+
+fn min_row<T: FloatElement>(row: &[T]) -> T {
+    let mut m = T::infinity();
+    for &v in row {
+        if v.is_nan() {
+            return v;
+        }
+        if v < m {
+            m = v;
+        }
+    }
+    m
+}
+
+fn logsumexp_row<T: FloatElement>(row: &[T]) -> T {
+    let m = max_row(row);
+    if m.is_infinite() || m.is_nan() {
+        // All -inf gives -inf; any +inf gives +inf; NaN stays NaN.
+        return if m == T::neg_infinity() || m.is_nan() {
+            m
+        } else {
+            T::infinity()
+        };
+    }
+    let mut s = 0f64;
+    for &v in row {
+        s += (v - m).exp().as_f64();
+    }
+    m + T::from_f64(s.ln())
+}
+
+fn empty_error(op: &'static str, x: &Tensor) -> TensorError {
+    TensorError::Invalid {
+        op,
+        shape: x.shape().to_vec(),
+        msg: "cannot reduce over an empty dim".into(),
+    }
+}
+
+impl Tensor {
+    /// Sum over `dims` (`torch.sum(x, dims, keepdim)`); dims may be negative.
+    ///
+    /// # Shapes
+    /// Each reduced dim is removed, or kept with size 1 when `keepdim`.
+    ///
+    /// # Errors
+    /// [`TensorError::DimOutOfRange`] / [`TensorError::Invalid`] (repeated
+    /// dim), [`TensorError::DType`] unless f32/f64.
+    ///
+    /// ```
+    /// use kiln_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2])?;
+    /// assert_eq!(x.sum(&[-1], false)?.to_vec::<f32>()?, vec![3.0, 7.0]);
+    /// # Ok::<(), kiln_tensor::TensorError>(())
+    /// ```
+    pub fn sum<D: Dim>(&self, dims: &[D], keepdim: bool) -> Result<Tensor> {
+        with_float!("sum", self.dtype(), |T| {
+            let dims_r = resolve_dims("sum", dims, self.shape())?;
+            // Leading dims of a contiguous tensor (a bias gradient, say): add
+            // whole rows together instead of transposing first.
+            if self.is_contiguous()
+                && !dims_r.is_empty()
+                && dims_r.iter().enumerate().all(|(i, &d)| i == d)
+            {
+                let r: usize = dims_r.iter().map(|&d| self.shape()[d]).product();
+                let k = self.numel() / r.max(1);
+                let data = self.as_slice::<T>()?;
+                let out = sum_leading::<T>(data, r, k);
+                return Tensor::from_vec(out, &reduced_shape(self.shape(), &dims_r, keepdim));
+            }
+            let rw = rows("sum", self, dims, keepdim)?;
+            let out = map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, |row| {
+                T::from_f64(sum_f64(row))
+            });
+            Tensor::from_vec(out, &rw.out_shape)
+        })
+    }
+
+    /// Sum of every element, as a rank-0 tensor.
+    ///
+    /// # Errors
+    /// [`TensorError::DType`] unless f32/f64.
+    pub fn sum_all(&self) -> Result<Tensor> {
+        let dims: Vec<usize> = (0..self.rank()).collect();
+        self.sum(&dims, false)
+    }
+
+    /// Mean over `dims` (`torch.mean`); an empty reduction gives NaN.
+    ///
+    /// # Errors
+    /// As [`Tensor::sum`].
+    pub fn mean<D: Dim>(&self, dims: &[D], keepdim: bool) -> Result<Tensor> {
+        let dims_r = resolve_dims("mean", dims, self.shape())?;
+        let r: usize = dims_r.iter().map(|&d| self.shape()[d]).product();
+        self.sum(dims, keepdim)?.div_scalar(r as f64)
+    }
+
+    /// Mean of every element, as a rank-0 tensor.
+    ///
+    /// # Errors
+    /// [`TensorError::DType`] unless f32/f64.
+    pub fn mean_all(&self) -> Result<Tensor> {
+        let dims: Vec<usize> = (0..self.rank()).collect();
+        self.mean(&dims, false)
+    }
+
+    /// Maximum over `dims` (`torch.amax`); NaN propagates.
+    ///
+    /// # Errors
+    /// As [`Tensor::sum`], plus [`TensorError::Invalid`] for an empty dim.
+    pub fn max<D: Dim>(&self, dims: &[D], keepdim: bool) -> Result<Tensor> {
+        with_float!("max", self.dtype(), |T| {
+            let rw = rows("max", self, dims, keepdim)?;
+            if rw.r == 0 && rw.k > 0 {
+                return Err(empty_error("max", self));
+            }
+            Tensor::from_vec(
+                map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, max_row::<T>),
+                &rw.out_shape,
+            )
+        })
+    }
+
+    /// Minimum over `dims` (`torch.amin`); NaN propagates.
+    ///
+    /// # Errors
+    /// As [`Tensor::max`].
+    pub fn min<D: Dim>(&self, dims: &[D], keepdim: bool) -> Result<Tensor> {
+        with_float!("min", self.dtype(), |T| {
+            let rw = rows("min", self, dims, keepdim)?;
+            if rw.r == 0 && rw.k > 0 {
+                return Err(empty_error("min", self));
+            }
+            Tensor::from_vec(
+                map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, min_row::<T>),
+                &rw.out_shape,
+            )
+        })
+    }
+
+    /// Index of the maximum along `dim` as an `I64` tensor (`torch.argmax`).
+    /// Ties give the first index; a NaN counts as the maximum.
+    ///
+    /// # Errors
+    /// As [`Tensor::max`].
+    pub fn argmax(&self, dim: impl Dim, keepdim: bool) -> Result<Tensor> {
+        with_float!("argmax", self.dtype(), |T| {
+            let rw = rows("argmax", self, &[dim], keepdim)?;
+            if rw.r == 0 && rw.k > 0 {
+                return Err(empty_error("argmax", self));
+            }
+            let out = map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, |row: &[T]| {
+                let mut best = 0usize;
+                for (i, &v) in row.iter().enumerate() {
+                    if v.is_nan() {
+                        return i as i64;
+                    }
+                    if v > row[best] {
+                        best = i;
+                    }
+                }
+                best as i64
+            });
+            Tensor::from_vec(out, &rw.out_shape)
+        })
+    }
+
+    /// `log Σ exp(x)` over `dims`, computed stably by subtracting the max
+    /// first (`torch.logsumexp`).
+    ///
+    /// # Errors
+    /// As [`Tensor::sum`].
+    pub fn logsumexp<D: Dim>(&self, dims: &[D], keepdim: bool) -> Result<Tensor> {
+        with_float!("logsumexp", self.dtype(), |T| {
+            let rw = rows("logsumexp", self, dims, keepdim)?;
+            Tensor::from_vec(
+                map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, logsumexp_row::<T>),
+                &rw.out_shape,
+            )
+        })
+    }
+
+    /// Variance over `dims` with Bessel-style `correction`
+    /// (`torch.var(x, dims, correction=c, keepdim)`): `Σ(x − mean)² / (N − c)`.
+    /// `correction = 0` is the population variance (used by layer norm).
+    ///
+    /// # Errors
+    /// As [`Tensor::sum`].
+    pub fn var<D: Dim>(&self, dims: &[D], correction: usize, keepdim: bool) -> Result<Tensor> {
+        with_float!("var", self.dtype(), |T| {
+            let rw = rows("var", self, dims, keepdim)?;
+            let out = map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, |row: &[T]| {
+                let n = row.len() as f64;
+                let mean = sum_f64(row) / n;
+                let ss: f64 = row.iter().map(|v| (v.as_f64() - mean).powi(2)).sum();
+                T::from_f64(ss / (n - correction as f64))
+            });
+            Tensor::from_vec(out, &rw.out_shape)
+        })
+    }
+}
+
+fn reduced_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec<usize> {
+    (0..shape.len())
+        .filter_map(|d| match (dims.contains(&d), keepdim) {
+            (false, _) => Some(shape[d]),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect()
+}
+
+/// `out[c] = Σ_r x[r, c]` for contiguous `x` of shape `[r, k]`: rows are added
+/// in order (deterministic), columns split across threads in fixed blocks.
+fn sum_leading<T: FloatElement>(x: &[T], r: usize, k: usize) -> Vec<T> {
+    const BLOCK: usize = 256;
+    let mut out = vec![T::zero(); k];
+    let body = |(b, dst): (usize, &mut [T])| {
+        let c0 = b * BLOCK;
+        let mut acc = vec![0f64; dst.len()];
+        for row in 0..r {
+            let src = &x[row * k + c0..row * k + c0 + dst.len()];
+            for (a, &v) in acc.iter_mut().zip(src) {
+                *a += v.as_f64();
+            }
+        }
+        for (d, a) in dst.iter_mut().zip(acc) {
+            *d = T::from_f64(a);
+        }
+    };
+    if r * k >= 2 * PAR_CHUNK {
+        crate::parallel::install(|| out.par_chunks_mut(BLOCK).enumerate().for_each(body));
+    } else {
+        out.chunks_mut(BLOCK).enumerate().for_each(body);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    fn t(v: Vec<f64>, s: &[usize]) -> Tensor {
+        Tensor::from_vec(v, s).unwrap()
+    }
+
+    #[test]
+    fn sum_over_middle_dim_keepdim() {
+        let x = t((0..24).map(|v| v as f64).collect(), &[2, 3, 4]);
+        let s = x.sum(&[1], true).unwrap();
+        assert_eq!(s.shape(), &[2, 1, 4]);
+        assert_eq!(
+            s.to_vec::<f64>().unwrap(),
+            vec![12.0, 15.0, 18.0, 21.0, 48.0, 51.0, 54.0, 57.0]
+        );
+    }
+
+    #[test]
+    fn leading_sum_equals_row_path() {
+        let x = t((0..600).map(|v| (v as f64).sin()).collect(), &[20, 30]);
+        let a = x.sum(&[0], false).unwrap().to_vec::<f64>().unwrap();
+        let b = x
+            .t()
+            .unwrap()
+            .sum(&[1], false)
+            .unwrap()
+            .to_vec::<f64>()
+            .unwrap();
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn argmax_ties_take_first() {
+        let x = t(vec![1.0, 3.0, 3.0, 0.0], &[4]);
+        assert_eq!(
+            x.argmax(0, false).unwrap().to_vec::<i64>().unwrap(),
+            vec![1]
+        );
+    }
+
+    #[test]
+    fn logsumexp_is_stable() {
+        let x = t(vec![1000.0, 1000.0], &[2]);
+        let v = x.logsumexp(&[0], false).unwrap().item::<f64>().unwrap();
+        assert!((v - (1000.0 + 2f64.ln())).abs() < 1e-9);
+        let y = t(vec![f64::NEG_INFINITY, f64::NEG_INFINITY], &[2]);
+        assert_eq!(
+            y.logsumexp(&[0], false).unwrap().item::<f64>().unwrap(),
+            f64::NEG_INFINITY
+        );
+    }
+
+    #[test]
+    fn max_of_empty_dim_is_an_error() {
+        let x = Tensor::zeros(&[2, 0], DType::F32);
+        assert!(x.max(&[1], false).is_err());
+        assert_eq!(
+            x.sum(&[1], false).unwrap().to_vec::<f32>().unwrap(),
+            vec![0.0, 0.0]
+        );
+    }
+}

@@ -1,0 +1,209 @@
+//! Softmax and log-softmax along one dim, numerically stable, with their
+//! backward kernels (plain math on tensors; the tape lives in kiln-autograd).
+
+use rayon::prelude::*;
+
+use crate::dtype::{Element, FloatElement};
+use crate::ops::reduce::sum_f64;
+use crate::shape::Dim;
+use crate::strided::PAR_CHUNK;
+use crate::{with_float, Result, Tensor, TensorError};
+
+/// Moves `dim` last and makes the result contiguous: rows of the dim's size.
+/// Returns the row tensor and the permutation used.
+fn dim_last(x: &Tensor, dim: usize) -> Result<(Tensor, Vec<usize>)> {
+    let mut perm: Vec<usize> = (0..x.rank()).filter(|&d| d != dim).collect();
+    perm.push(dim);
+    Ok((x.permute(&perm)?.contiguous(), perm))
+}
+
+/// Undoes [`dim_last`]: permutes back and returns a contiguous tensor.
+fn dim_back(y: Tensor, perm: &[usize]) -> Result<Tensor> {
+    let mut inv = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inv[p] = i;
+    }
+    Ok(y.permute(&inv)?.contiguous())
+}
+
+/// Runs `f(in_rows…, out_row)` over every row of length `dim`'s size, in
+/// parallel over rows, for one or two same-shaped inputs.
+pub(crate) fn rowwise<T: FloatElement>(
+    op: &'static str,
+    inputs: &[&Tensor],
+    dim: usize,
+    f: impl Fn(&[&[T]], &mut [T]) + Sync,
+) -> Result<Tensor> {
+    let shape = inputs[0].shape().to_vec();
+    for t in inputs {
+        if t.shape() != shape.as_slice() {
+            return Err(TensorError::ShapeMismatch {
+                op,
+                expected: shape.clone(),
+                got: t.shape().to_vec(),
+            });
+        }
+    }
+    let mut perm = Vec::new();
+    let mut rows = Vec::new();
+    for t in inputs {
+        let (r, p) = dim_last(t, dim)?;
+        perm = p;
+        rows.push(r);
+    }
+    let permuted_shape = rows[0].shape().to_vec();
+    let n = shape[dim];
+    let slices: Vec<&[T]> = rows
+        .iter()
+        .map(|r| r.as_slice::<T>())
+        .collect::<Result<_>>()?;
+    let mut out = vec![T::zero(); rows[0].numel()];
+    if n > 0 {
+        let body = |(i, dst): (usize, &mut [T])| {
+            let ins: Vec<&[T]> = slices.iter().map(|s| &s[i * n..(i + 1) * n]).collect();
+            f(&ins, dst);
+        };
+        if out.len() >= 2 * PAR_CHUNK {
+            crate::parallel::install(|| out.par_chunks_mut(n).enumerate().for_each(body));
+        } else {
+            out.chunks_mut(n).enumerate().for_each(body);
+        }
+    }
+    dim_back(Tensor::from_vec(out, &permuted_shape)?, &perm)
+}
+
+fn row_max<T: FloatElement>(x: &[T]) -> T {
+    x.iter().fold(
+        T::neg_infinity(),
+        |m, &v| if v > m || v.is_nan() { v } else { m },
+    )
+}
+
+/// `out = softmax(x)` for one row.
+pub fn softmax_row<T: FloatElement>(x: &[T], out: &mut [T]) {
+    let m = row_max(x);
+    // A row of all -inf (fully masked) has no finite max: return NaN like torch.
+    let m = if m == T::neg_infinity() { T::zero() } else { m };
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v - m).exp();
+    }
+    let inv = T::one() / T::from_f64(sum_f64(out));
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// `out = log_softmax(x)` for one row: `x − max − log Σ exp(x − max)`.
+pub fn log_softmax_row<T: FloatElement>(x: &[T], out: &mut [T]) {
+    let m = row_max(x);
+    let m = if m == T::neg_infinity() { T::zero() } else { m };
+    let s: f64 = x.iter().map(|&v| (v - m).exp().as_f64()).sum();
+    let lse = m + T::from_f64(s.ln());
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v - lse;
+    }
+}
+
+impl Tensor {
+    /// Softmax along `dim` (`torch.softmax(x, dim)`): `exp(x − max) / Σ exp(x − max)`.
+    ///
+    /// # Shapes
+    /// Output has the input's shape.
+    ///
+    /// # Errors
+    /// [`TensorError::DimOutOfRange`], [`TensorError::DType`] unless f32/f64.
+    pub fn softmax(&self, dim: impl Dim) -> Result<Tensor> {
+        let d = dim.resolve("softmax", self.shape())?;
+        with_float!("softmax", self.dtype(), |T| rowwise::<T>(
+            "softmax",
+            &[self],
+            d,
+            |x, o| softmax_row(x[0], o)
+        ))
+    }
+
+    /// Log-softmax along `dim` (`torch.log_softmax(x, dim)`).
+    ///
+    /// # Errors
+    /// As [`Tensor::softmax`].
+    pub fn log_softmax(&self, dim: impl Dim) -> Result<Tensor> {
+        let d = dim.resolve("log_softmax", self.shape())?;
+        with_float!("log_softmax", self.dtype(), |T| {
+            rowwise::<T>("log_softmax", &[self], d, |x, o| log_softmax_row(x[0], o))
+        })
+    }
+
+    /// Backward of softmax: given `y = softmax(x, dim)` and `dy`, returns
+    /// `dx = y ⊙ (dy − Σ_dim dy ⊙ y)`.
+    ///
+    /// # Errors
+    /// [`TensorError::ShapeMismatch`] if `y` and `dy` differ in shape.
+    pub fn softmax_backward(y: &Tensor, dy: &Tensor, dim: impl Dim) -> Result<Tensor> {
+        let d = dim.resolve("softmax_backward", y.shape())?;
+        with_float!("softmax_backward", y.dtype(), |T| {
+            rowwise::<T>("softmax_backward", &[y, dy], d, |ins, out| {
+                let (y, dy) = (ins[0], ins[1]);
+                let dot: f64 = y.iter().zip(dy).map(|(&a, &b)| (a * b).as_f64()).sum();
+                let dot = T::from_f64(dot);
+                for ((o, &a), &b) in out.iter_mut().zip(y).zip(dy) {
+                    *o = a * (b - dot);
+                }
+            })
+        })
+    }
+
+    /// Backward of log-softmax: given `y = log_softmax(x, dim)` and `dy`,
+    /// returns `dx = dy − exp(y) · Σ_dim dy`.
+    ///
+    /// # Errors
+    /// [`TensorError::ShapeMismatch`] if `y` and `dy` differ in shape.
+    pub fn log_softmax_backward(y: &Tensor, dy: &Tensor, dim: impl Dim) -> Result<Tensor> {
+        let d = dim.resolve("log_softmax_backward", y.shape())?;
+        with_float!("log_softmax_backward", y.dtype(), |T| {
+            rowwise::<T>("log_softmax_backward", &[y, dy], d, |ins, out| {
+                let (y, dy) = (ins[0], ins[1]);
+                let s = T::from_f64(sum_f64(dy));
+                for ((o, &a), &b) in out.iter_mut().zip(y).zip(dy) {
+                    *o = b - a.exp() * s;
+                }
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_rows_sum_to_one_along_any_dim() {
+        let x = Tensor::from_vec(
+            (0..24).map(|v| (v as f64 * 0.37).sin() * 5.0).collect(),
+            &[2, 3, 4],
+        )
+        .unwrap();
+        for d in 0..3 {
+            let s = x.softmax(d).unwrap().sum(&[d], false).unwrap();
+            for v in s.to_vec::<f64>().unwrap() {
+                assert!((v - 1.0).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn log_softmax_is_log_of_softmax() {
+        let x = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, 1000.0, 0.0, -1000.0], &[2, 3]).unwrap();
+        let a = x.log_softmax(-1).unwrap().to_vec::<f64>().unwrap();
+        let b = x
+            .softmax(-1)
+            .unwrap()
+            .log()
+            .unwrap()
+            .to_vec::<f64>()
+            .unwrap();
+        for (p, q) in a.iter().zip(&b).take(3) {
+            assert!((p - q).abs() < 1e-12);
+        }
+        assert!(a.iter().all(|v| v.is_finite()));
+    }
+}

@@ -1,0 +1,243 @@
+//! Elementwise functions of one tensor.
+
+use num_traits::{One, Zero};
+use rayon::prelude::*;
+
+use crate::dtype::{Element, FloatElement};
+use crate::strided::{Walk, PAR_CHUNK};
+use crate::{with_float, Result, Tensor};
+
+/// Applies `f` to every element of a float tensor of type `T`, producing a
+/// contiguous tensor of the same shape.
+pub(crate) fn map<T: FloatElement>(
+    x: &Tensor,
+    op: &'static str,
+    f: impl Fn(T) -> T + Sync,
+) -> Result<Tensor> {
+    let src = x.typed::<T>(op)?;
+    let out = if x.is_contiguous() {
+        let o = x.layout().offset();
+        let src = &src[o..o + x.numel()];
+        let mut out = vec![T::default(); src.len()];
+        let kernel = |(dst, s): (&mut [T], &[T])| {
+            for (d, &v) in dst.iter_mut().zip(s) {
+                *d = f(v);
+            }
+        };
+        if src.len() >= 2 * PAR_CHUNK {
+            crate::parallel::install(|| {
+                out.par_chunks_mut(PAR_CHUNK)
+                    .zip(src.par_chunks(PAR_CHUNK))
+                    .for_each(kernel)
+            });
+        } else {
+            kernel((&mut out, src));
+        }
+        out
+    } else {
+        Walk::new([x.layout()]).collect(|dst: &mut [T], [o], [s]| {
+            for (i, d) in dst.iter_mut().enumerate() {
+                *d = f(src[o + i * s]);
+            }
+        })
+    };
+    Tensor::from_vec(out, x.shape())
+}
+
+/// √(2/π), the constant in GPT-2's tanh-approximated GELU.
+const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+/// The cubic coefficient in the GELU approximation.
+const GELU_COEF: f64 = 0.044_715;
+
+/// GELU, tanh approximation (GPT-2's `gelu_new`, `F.gelu(x, approximate="tanh")`):
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+pub fn gelu_scalar<T: FloatElement>(x: T) -> T {
+    let c = T::from_f64(SQRT_2_OVER_PI);
+    let k = T::from_f64(GELU_COEF);
+    let half = T::from_f64(0.5);
+    half * x * (T::one() + (c * (x + k * x * x * x)).tanh())
+}
+
+/// Derivative of [`gelu_scalar`] with respect to `x`:
+/// with `u = √(2/π)(x + 0.044715x³)`, `t = tanh u`,
+/// `d/dx = 0.5(1 + t) + 0.5·x·(1 − t²)·√(2/π)(1 + 3·0.044715·x²)`.
+pub fn gelu_grad_scalar<T: FloatElement>(x: T) -> T {
+    let c = T::from_f64(SQRT_2_OVER_PI);
+    let k = T::from_f64(GELU_COEF);
+    let half = T::from_f64(0.5);
+    let t = (c * (x + k * x * x * x)).tanh();
+    half * (T::one() + t)
+        + half * x * (T::one() - t * t) * c * (T::one() + T::from_f64(3.0) * k * x * x)
+}
+
+macro_rules! unary_op {
+    ($(#[$doc:meta])* $name:ident, |$x:ident| $body:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Errors
+        /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+        pub fn $name(&self) -> Result<Tensor> {
+            with_float!(stringify!($name), self.dtype(), |T| map::<T>(self, stringify!($name), |$x: T| $body))
+        }
+    };
+}
+
+impl Tensor {
+    unary_op!(
+        /// `-x` (`torch.neg`).
+        neg, |x| -x);
+    unary_op!(
+        /// `eˣ` (`torch.exp`).
+        exp, |x| x.exp());
+    unary_op!(
+        /// Natural log (`torch.log`); `log(0) = -inf`, negative → NaN.
+        log, |x| x.ln());
+    unary_op!(
+        /// Square root (`torch.sqrt`).
+        sqrt, |x| x.sqrt());
+    unary_op!(
+        /// `1/√x` (`torch.rsqrt`).
+        rsqrt, |x| x.sqrt().recip());
+    unary_op!(
+        /// Hyperbolic tangent (`torch.tanh`).
+        tanh, |x| x.tanh());
+    unary_op!(
+        /// `max(x, 0)` (`torch.relu`).
+        relu, |x| if x > T::zero() { x } else { T::zero() });
+    unary_op!(
+        /// Logistic sigmoid `1/(1+e⁻ˣ)` (`torch.sigmoid`).
+        sigmoid, |x| T::one() / (T::one() + (-x).exp()));
+    unary_op!(
+        /// `|x|` (`torch.abs`).
+        abs, |x| x.abs());
+    unary_op!(
+        /// `x²` (`torch.square`).
+        square, |x| x * x);
+    unary_op!(
+        /// `1/x` (`torch.reciprocal`).
+        recip, |x| x.recip());
+    unary_op!(
+        /// GELU with the tanh approximation, GPT-2's `gelu_new`
+        /// (`F.gelu(x, approximate="tanh")`). See [`gelu_scalar`].
+        gelu, |x| gelu_scalar(x));
+
+    /// `xᵖ` for a scalar exponent (`torch.pow(x, p)`).
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        with_float!("powf", self.dtype(), |T| {
+            let e = T::from_f64(p);
+            if p == 2.0 {
+                map::<T>(self, "powf", |x: T| x * x)
+            } else {
+                map::<T>(self, "powf", |x: T| x.powf(e))
+            }
+        })
+    }
+
+    /// `x + c` (`torch.add(x, c)`).
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
+        with_float!("add_scalar", self.dtype(), |T| {
+            let c = T::from_f64(c);
+            map::<T>(self, "add_scalar", |x: T| x + c)
+        })
+    }
+
+    /// `x − c`.
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn sub_scalar(&self, c: f64) -> Result<Tensor> {
+        self.add_scalar(-c)
+    }
+
+    /// `x · c` (`torch.mul(x, c)`).
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn mul_scalar(&self, c: f64) -> Result<Tensor> {
+        with_float!("mul_scalar", self.dtype(), |T| {
+            let c = T::from_f64(c);
+            map::<T>(self, "mul_scalar", |x: T| x * c)
+        })
+    }
+
+    /// `x / c` (`torch.div(x, c)`); computed as a true division, not `x·(1/c)`,
+    /// so results match PyTorch bit for bit.
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn div_scalar(&self, c: f64) -> Result<Tensor> {
+        with_float!("div_scalar", self.dtype(), |T| {
+            let c = T::from_f64(c);
+            map::<T>(self, "div_scalar", |x: T| x / c)
+        })
+    }
+
+    /// `x · mul + add` in one pass.
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        with_float!("affine", self.dtype(), |T| {
+            let (m, a) = (T::from_f64(mul), T::from_f64(add));
+            map::<T>(self, "affine", |x: T| x * m + a)
+        })
+    }
+
+    /// Clamps into `[min, max]` (`torch.clamp`).
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn clamp(&self, min: f64, max: f64) -> Result<Tensor> {
+        with_float!("clamp", self.dtype(), |T| {
+            let (lo, hi) = (T::from_f64(min), T::from_f64(max));
+            map::<T>(self, "clamp", |x: T| {
+                if x < lo {
+                    lo
+                } else if x > hi {
+                    hi
+                } else {
+                    x
+                }
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+
+    #[test]
+    fn gelu_matches_formula_and_derivative() {
+        for &x in &[-3.0f64, -0.5, 0.0, 0.7, 2.5] {
+            let h = 1e-6;
+            let fd = (gelu_scalar(x + h) - gelu_scalar(x - h)) / (2.0 * h);
+            assert!((fd - gelu_grad_scalar(x)).abs() < 1e-8, "x={x}");
+        }
+    }
+
+    #[test]
+    fn strided_input_is_read_through_strides() {
+        let t = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+        let e = t.t().unwrap().neg().unwrap();
+        assert_eq!(e.shape(), &[3, 2]);
+        assert_eq!(
+            e.to_vec::<f32>().unwrap(),
+            vec![-1.0, -4.0, -2.0, -5.0, -3.0, -6.0]
+        );
+    }
+
+    #[test]
+    fn integer_input_is_a_dtype_error() {
+        let t = Tensor::zeros(&[2], DType::I64);
+        let e = t.exp().unwrap_err();
+        assert!(e.to_string().contains("exp: dtype i64"), "{e}");
+    }
+}
