@@ -209,6 +209,30 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// Backward of [`Tensor::gelu`]: `dx = dy · gelu'(x)`, elementwise, for
+    /// `x` and `dy` of the same shape (see [`gelu_grad_scalar`]).
+    ///
+    /// # Errors
+    /// [`crate::TensorError::ShapeMismatch`] if the shapes differ,
+    /// [`crate::TensorError::DType`] unless both are the same f32/f64 dtype.
+    pub fn gelu_backward(&self, dy: &Tensor) -> Result<Tensor> {
+        if self.shape() != dy.shape() {
+            return Err(crate::TensorError::ShapeMismatch {
+                op: "gelu_backward",
+                expected: self.shape().to_vec(),
+                got: dy.shape().to_vec(),
+            });
+        }
+        crate::ops::binary::same_dtype("gelu_backward", self, dy)?;
+        with_float!("gelu_backward", self.dtype(), |T| {
+            crate::ops::binary::zip_map::<T, T, T>("gelu_backward", self, dy, |x: T, g: T| {
+                g * gelu_grad_scalar(x)
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

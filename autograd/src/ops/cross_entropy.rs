@@ -1,0 +1,170 @@
+//! Fused cross-entropy over logits, with an ignore index.
+//!
+//! For each row `n` of logits `x[n, :]` (V classes) with target `t_n`:
+//! `ℓ_n = logsumexp(x[n]) − x[n, t_n]`; the loss is the mean of `ℓ_n` over
+//! rows whose target is not `ignore_index` (PyTorch's `F.cross_entropy(…,
+//! ignore_index=-100, reduction="mean")`). Fusing avoids materialising the
+//! `[N, V]` log-probabilities: forward keeps one log-sum-exp per row, and
+//! backward rebuilds `softmax = exp(x − lse)` on the fly:
+//! `dx[n, j] = g/N_valid · (softmax[n, j] − [j = t_n])`, 0 for ignored rows.
+
+use kiln_tensor::{DType, FloatElement, Tensor, TensorError};
+use rayon::prelude::*;
+
+use crate::tape::record;
+use crate::{AutogradError, Result, Var};
+
+struct Forward {
+    loss: f64,
+    lse: Vec<f64>,
+    valid: usize,
+}
+
+fn forward<T: FloatElement>(
+    x: &[T],
+    v: usize,
+    targets: &[i64],
+    ignore: i64,
+) -> std::result::Result<Forward, (usize, i64)> {
+    let rows: Vec<std::result::Result<(f64, f64), (usize, i64)>> =
+        kiln_tensor::parallel::install(|| {
+            x.par_chunks(v)
+                .zip(targets.par_iter())
+                .enumerate()
+                .map(|(n, (row, &t))| {
+                    let m = row
+                        .iter()
+                        .fold(f64::NEG_INFINITY, |m, &a| m.max(a.as_f64()));
+                    let s: f64 = row.iter().map(|&a| (a.as_f64() - m).exp()).sum();
+                    let lse = m + s.ln();
+                    if t == ignore {
+                        return Ok((lse, 0.0));
+                    }
+                    if t < 0 || t as usize >= v {
+                        return Err((n, t));
+                    }
+                    Ok((lse, lse - row[t as usize].as_f64()))
+                })
+                .collect()
+        });
+    let mut lse = Vec::with_capacity(rows.len());
+    let mut loss = 0.0;
+    let mut valid = 0;
+    for (r, &t) in rows.into_iter().zip(targets) {
+        let (l, nll) = r?;
+        lse.push(l);
+        if t != ignore {
+            loss += nll;
+            valid += 1;
+        }
+    }
+    Ok(Forward { loss, lse, valid })
+}
+
+fn backward<T: FloatElement>(
+    x: &[T],
+    v: usize,
+    targets: &[i64],
+    ignore: i64,
+    lse: &[f64],
+    scale: f64,
+) -> Vec<T> {
+    let mut dx = vec![T::from_f64(0.0); x.len()];
+    kiln_tensor::parallel::install(|| {
+        dx.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .enumerate()
+            .for_each(|(n, (d, row))| {
+                let t = targets[n];
+                if t == ignore {
+                    return;
+                }
+                for (j, (o, &a)) in d.iter_mut().zip(row).enumerate() {
+                    let p = (a.as_f64() - lse[n]).exp();
+                    let onehot = if j as i64 == t { 1.0 } else { 0.0 };
+                    *o = T::from_f64(scale * (p - onehot));
+                }
+            })
+    });
+    dx
+}
+
+impl Var {
+    /// Mean cross-entropy between logits `self: [..., V]` and i64 class
+    /// `targets: [...]`, skipping rows whose target equals `ignore_index`
+    /// (`F.cross_entropy(logits.view(-1, V), targets.view(-1),
+    /// ignore_index=…)`; transformers uses −100). If every row is ignored
+    /// the mean is 0/0 = NaN, as in PyTorch.
+    ///
+    /// # Errors
+    /// [`AutogradError::Invalid`] if the shapes do not fit or a target is
+    /// outside `0..V`; a dtype error unless logits are f32/f64 and targets i64.
+    pub fn cross_entropy(&self, targets: &Tensor, ignore_index: i64) -> Result<Var> {
+        let x = self.value();
+        let shape = x.shape().to_vec();
+        let v = *shape.last().ok_or_else(|| AutogradError::Invalid {
+            op: "cross_entropy",
+            msg: "logits need a class dim".into(),
+        })?;
+        if targets.shape() != &shape[..shape.len() - 1] {
+            return Err(AutogradError::Invalid {
+                op: "cross_entropy",
+                msg: format!(
+                    "targets shape {:?} does not match logits {:?} without the class dim",
+                    targets.shape(),
+                    shape
+                ),
+            });
+        }
+        if targets.dtype() != DType::I64 {
+            return Err(TensorError::DType {
+                op: "cross_entropy",
+                got: targets.dtype(),
+                expected: "i64 (class indices)".into(),
+            }
+            .into());
+        }
+        let t = targets.to_vec::<i64>()?;
+        let xc = x.contiguous();
+        let bad = |(n, t): (usize, i64)| AutogradError::Invalid {
+            op: "cross_entropy",
+            msg: format!("target {t} at row {n} is outside 0..{v}"),
+        };
+        let fwd = match xc.dtype() {
+            DType::F32 => forward(xc.as_slice::<f32>()?, v, &t, ignore_index).map_err(bad)?,
+            DType::F64 => forward(xc.as_slice::<f64>()?, v, &t, ignore_index).map_err(bad)?,
+            other => {
+                return Err(TensorError::DType {
+                    op: "cross_entropy",
+                    got: other,
+                    expected: "f32 or f64".into(),
+                }
+                .into())
+            }
+        };
+        let mean = fwd.loss / fwd.valid as f64;
+        let out = Tensor::full(&[], mean, xc.dtype());
+        let (lse, valid) = (fwd.lse, fwd.valid);
+        // ℓ = mean_n (lse_n − x[n, t_n]): dx = g/N·(softmax(x) − onehot(t))
+        record(
+            "cross_entropy",
+            "dx = g/N·(softmax(x) − onehot(t))",
+            &[self],
+            out,
+            Box::new(move |g| {
+                let scale = g.to_dtype(DType::F64).item::<f64>()? / valid as f64;
+                let dx = match xc.dtype() {
+                    DType::F32 => Tensor::from_vec(
+                        backward(xc.as_slice::<f32>()?, v, &t, ignore_index, &lse, scale),
+                        &shape,
+                    )?,
+                    _ => Tensor::from_vec(
+                        backward(xc.as_slice::<f64>()?, v, &t, ignore_index, &lse, scale),
+                        &shape,
+                    )?,
+                };
+                Ok(vec![Some(dx)])
+            }),
+        )
+    }
+}

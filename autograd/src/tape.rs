@@ -1,0 +1,300 @@
+//! The tape: an arena of recorded ops, played back in reverse by `backward`.
+//!
+//! Ops append nodes in execution order to a thread-local tape, so a node's
+//! inputs always come before it and backward is a plain reverse loop — no
+//! topological sort. Each node keeps its backward rule as a closure over the
+//! tensors it saved. `backward()` consumes the tape: every closure runs at
+//! most once and is dropped right after, so saved activations are freed as
+//! the pass goes, and the tape is empty (a new *generation*) afterwards.
+//!
+//! The engine, not the rules, undoes broadcasting: a rule returns a gradient
+//! shaped like the op's output, and the engine sums it back down to each
+//! input's shape (see [`unbroadcast`]).
+//!
+//! ```text
+//!   forward:  x ─┐
+//!                ├─ mul (node 0) ── sum (node 1) ── loss
+//!             w ─┘
+//!   backward: loss.grad = 1 → node 1 rule → node 0 rule → x.grad, w.grad
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use kiln_tensor::Tensor;
+
+use crate::trace::{BackwardStep, TraceEntry};
+use crate::var::{Kind, Leaf, Var};
+use crate::{AutogradError, Result};
+
+/// A backward rule: given the gradient of the op's output, the gradients of
+/// its inputs (`None` where an input needs none), each shaped like the
+/// output or like the input (the engine unbroadcasts).
+pub(crate) type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>>>;
+
+pub(crate) enum Input {
+    Node(usize),
+    Leaf(Arc<Leaf>),
+    Const,
+}
+
+struct Node {
+    inputs: Vec<Input>,
+    input_shapes: Vec<Vec<usize>>,
+    backward: Option<BackwardFn>,
+    trace: TraceEntry,
+}
+
+#[derive(Default)]
+struct Tape {
+    generation: u64,
+    nodes: Vec<Node>,
+}
+
+thread_local! {
+    static TAPE: RefCell<Tape> = RefCell::new(Tape::default());
+    static GRAD_ENABLED: Cell<bool> = const { Cell::new(true) };
+    static LAST_BACKWARD: RefCell<Vec<BackwardStep>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether ops are being recorded on this thread (false inside [`no_grad`]).
+pub fn is_grad_enabled() -> bool {
+    GRAD_ENABLED.with(|g| g.get())
+}
+
+/// Runs `f` without recording anything (`with torch.no_grad():`): results
+/// are constants and no activations are kept. Used for evaluation and
+/// generation.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    let _guard = NoGradGuard::new();
+    f()
+}
+
+/// Disables recording until dropped; restores the previous mode.
+#[derive(Debug)]
+pub struct NoGradGuard {
+    prev: bool,
+}
+
+impl NoGradGuard {
+    /// Starts a no-grad scope.
+    pub fn new() -> NoGradGuard {
+        let prev = GRAD_ENABLED.with(|g| g.replace(false));
+        NoGradGuard { prev }
+    }
+}
+
+impl Default for NoGradGuard {
+    fn default() -> Self {
+        NoGradGuard::new()
+    }
+}
+
+impl Drop for NoGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
+/// Number of nodes on this thread's tape (for tests and tracing).
+pub fn tape_len() -> usize {
+    TAPE.with(|t| t.borrow().nodes.len())
+}
+
+/// Drops everything recorded on this thread's tape without running backward
+/// (for example after a forward pass whose loss is not needed). Values
+/// recorded on it can no longer be differentiated.
+pub fn clear_tape() {
+    TAPE.with(|t| {
+        let mut t = t.borrow_mut();
+        t.nodes.clear();
+        t.generation += 1;
+    });
+}
+
+pub(crate) fn input_of(op: &'static str, v: &Var) -> Result<Input> {
+    Ok(match &v.kind {
+        Kind::Const(_) => Input::Const,
+        Kind::Leaf(l) if l.requires_grad() => Input::Leaf(l.clone()),
+        Kind::Leaf(_) => Input::Const,
+        Kind::Node { generation, id, .. } => {
+            let current = TAPE.with(|t| t.borrow().generation);
+            if *generation != current {
+                return Err(AutogradError::StaleTape { op });
+            }
+            Input::Node(*id)
+        }
+    })
+}
+
+/// Records an op: if recording is on and any input requires grad, appends a
+/// node and returns a node `Var`; otherwise returns a constant and drops the
+/// rule (and whatever it saved) at once.
+pub(crate) fn record(
+    op: &'static str,
+    rule: &'static str,
+    inputs: &[&Var],
+    out: Tensor,
+    backward: BackwardFn,
+) -> Result<Var> {
+    if !is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
+        return Ok(Var::constant(out));
+    }
+    let ins: Vec<Input> = inputs
+        .iter()
+        .map(|v| input_of(op, v))
+        .collect::<Result<_>>()?;
+    let values: Vec<Tensor> = inputs.iter().map(|v| v.value()).collect();
+    let trace = TraceEntry::new(op, rule, &values, &out);
+    let input_shapes = values.iter().map(|v| v.shape().to_vec()).collect();
+    let (generation, id) = TAPE.with(|t| {
+        let mut t = t.borrow_mut();
+        t.nodes.push(Node {
+            inputs: ins,
+            input_shapes,
+            backward: Some(backward),
+            trace,
+        });
+        (t.generation, t.nodes.len() - 1)
+    });
+    Ok(Var {
+        kind: Kind::Node {
+            value: out,
+            generation,
+            id,
+        },
+    })
+}
+
+/// Sums a gradient shaped like a broadcast result back to `shape`: leading
+/// extra dims are summed away, and dims where `shape` has 1 but the gradient
+/// does not are summed with keepdim.
+pub fn unbroadcast(grad: Tensor, shape: &[usize]) -> Result<Tensor> {
+    if grad.shape() == shape {
+        return Ok(grad);
+    }
+    let extra = grad
+        .rank()
+        .checked_sub(shape.len())
+        .ok_or_else(|| AutogradError::GradShape {
+            op: "unbroadcast",
+            expected: shape.to_vec(),
+            got: grad.shape().to_vec(),
+        })?;
+    let mut dims: Vec<usize> = (0..extra).collect();
+    for (i, &s) in shape.iter().enumerate() {
+        if s == 1 && grad.shape()[extra + i] != 1 {
+            dims.push(extra + i);
+        }
+    }
+    let summed = if dims.is_empty() {
+        grad
+    } else {
+        grad.sum(&dims, true)?
+    };
+    Ok(summed.reshape(shape)?)
+}
+
+fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        None => g,
+        Some(prev) => prev.add(&g)?,
+    });
+    Ok(())
+}
+
+impl Var {
+    /// Reverse-mode differentiation from a one-element value (`loss.backward()`):
+    /// accumulates `d self / d leaf` into every leaf that requires grad, then
+    /// frees the tape.
+    ///
+    /// # Errors
+    /// [`AutogradError::NotScalar`] for a value with more than one element,
+    /// [`AutogradError::NoGrad`] if nothing upstream requires grad,
+    /// [`AutogradError::StaleTape`] if its tape was already played back.
+    pub fn backward(&self) -> Result<()> {
+        let v = self.value();
+        if v.numel() != 1 {
+            return Err(AutogradError::NotScalar {
+                shape: v.shape().to_vec(),
+            });
+        }
+        self.backward_with(Tensor::ones(v.shape(), v.dtype()))
+    }
+
+    /// Reverse-mode differentiation seeded with `grad` (shaped like `self`),
+    /// as `out.backward(grad)` in PyTorch.
+    ///
+    /// # Errors
+    /// As [`Var::backward`], plus [`AutogradError::GradShape`].
+    pub fn backward_with(&self, grad: Tensor) -> Result<()> {
+        let v = self.value();
+        if grad.shape() != v.shape() {
+            return Err(AutogradError::GradShape {
+                op: "backward",
+                expected: v.shape().to_vec(),
+                got: grad.shape().to_vec(),
+            });
+        }
+        let root = match &self.kind {
+            Kind::Const(_) => return Err(AutogradError::NoGrad),
+            Kind::Leaf(l) => {
+                if !l.requires_grad() {
+                    return Err(AutogradError::NoGrad);
+                }
+                return l.accumulate(grad);
+            }
+            Kind::Node { .. } => match input_of("backward", self)? {
+                Input::Node(id) => id,
+                _ => unreachable!("a node input is a node"),
+            },
+        };
+        // Take the whole tape: this pass consumes it.
+        let mut nodes = TAPE.with(|t| {
+            let mut t = t.borrow_mut();
+            t.generation += 1;
+            std::mem::take(&mut t.nodes)
+        });
+        nodes.truncate(root + 1);
+        let mut grads: Vec<Option<Tensor>> = (0..nodes.len()).map(|_| None).collect();
+        grads[root] = Some(grad);
+        let mut steps = Vec::new();
+        for i in (0..=root).rev() {
+            let Some(g) = grads[i].take() else {
+                continue;
+            };
+            let node = &mut nodes[i];
+            let rule = node.backward.take().expect("each node runs once");
+            let in_grads = rule(&g)?;
+            drop(g);
+            steps.push(BackwardStep {
+                node: i,
+                op: node.trace.op,
+                rule: node.trace.rule,
+            });
+            for ((input, shape), ig) in node.inputs.iter().zip(&node.input_shapes).zip(in_grads) {
+                let Some(ig) = ig else { continue };
+                match input {
+                    Input::Const => {}
+                    Input::Node(j) => accumulate(&mut grads[*j], unbroadcast(ig, shape)?)?,
+                    Input::Leaf(l) => l.accumulate(unbroadcast(ig, shape)?)?,
+                }
+            }
+            // Free this node's saved tensors and links now.
+            node.inputs.clear();
+        }
+        LAST_BACKWARD.with(|b| *b.borrow_mut() = steps);
+        Ok(())
+    }
+}
+
+/// The current tape's entries, oldest first (for [`crate::trace`]).
+pub(crate) fn tape_entries() -> Vec<TraceEntry> {
+    TAPE.with(|t| t.borrow().nodes.iter().map(|n| n.trace.clone()).collect())
+}
+
+/// The backward rules that ran in this thread's last backward pass, in the
+/// order they ran.
+pub(crate) fn last_backward() -> Vec<BackwardStep> {
+    LAST_BACKWARD.with(|b| b.borrow().clone())
+}

@@ -1,0 +1,101 @@
+//! Tape behaviour: recording, no_grad, accumulation, stale values, tracing.
+
+use kiln_autograd::{no_grad, tape_len, trace, AutogradError, Var};
+use kiln_tensor::{DType, Tensor};
+
+fn param(v: Vec<f64>, s: &[usize]) -> Var {
+    Var::parameter(Tensor::from_vec(v, s).unwrap())
+}
+
+#[test]
+fn gradients_accumulate_until_zeroed() {
+    let w = param(vec![1.0, 2.0], &[2]);
+    for _ in 0..2 {
+        w.mul_scalar(3.0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+    }
+    assert_eq!(w.grad().unwrap().to_vec::<f64>().unwrap(), vec![6.0, 6.0]);
+    w.zero_grad();
+    assert!(w.grad().is_none());
+}
+
+#[test]
+fn no_grad_records_nothing() {
+    let w = param(vec![1.0], &[1]);
+    let before = tape_len();
+    let y = no_grad(|| w.exp().unwrap());
+    assert_eq!(tape_len(), before);
+    assert!(!y.requires_grad());
+    assert!(matches!(
+        y.sum_all().unwrap().backward(),
+        Err(AutogradError::NoGrad)
+    ));
+}
+
+#[test]
+fn detach_stops_gradients() {
+    let w = param(vec![2.0], &[1]);
+    let y = w.mul(&w.detach()).unwrap().sum_all().unwrap(); // d/dw (w·c) = c
+    y.backward().unwrap();
+    assert_eq!(w.grad().unwrap().to_vec::<f64>().unwrap(), vec![2.0]);
+}
+
+#[test]
+fn a_freed_tape_cannot_be_replayed() {
+    let w = param(vec![1.0, 2.0], &[2]);
+    let y = w.exp().unwrap();
+    let loss = y.sum_all().unwrap();
+    loss.backward().unwrap();
+    let err = y.sum_all().unwrap_err();
+    assert!(matches!(err, AutogradError::StaleTape { .. }), "{err}");
+    assert!(matches!(
+        loss.backward(),
+        Err(AutogradError::StaleTape { .. })
+    ));
+}
+
+#[test]
+fn non_scalar_backward_needs_a_gradient() {
+    let w = param(vec![1.0, 2.0], &[2]);
+    let y = w.exp().unwrap();
+    assert!(matches!(y.backward(), Err(AutogradError::NotScalar { .. })));
+    y.backward_with(Tensor::ones(&[2], DType::F64)).unwrap();
+    assert!(w.grad().is_some());
+}
+
+#[test]
+fn frozen_parameters_get_no_gradient() {
+    let w = param(vec![1.0], &[1]);
+    let f = param(vec![5.0], &[1]);
+    f.set_requires_grad(false).unwrap();
+    w.mul(&f).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(f.grad().is_none());
+    assert_eq!(w.grad().unwrap().to_vec::<f64>().unwrap(), vec![5.0]);
+}
+
+#[test]
+fn trace_shows_views_copies_and_rules() {
+    kiln_autograd::clear_tape();
+    let w = Var::parameter(Tensor::ones(&[3, 4], DType::F32));
+    let t = w.t().unwrap(); // a view
+    let r = t.reshape(&[12]).unwrap(); // transposed: must copy
+    let loss = r.sum_all().unwrap();
+    let tr = trace::tape();
+    assert_eq!(tr.entries.len(), 3);
+    assert!(tr.entries[0].is_view && tr.entries[0].bytes == 0);
+    assert!(!tr.entries[1].is_view && tr.entries[1].bytes == 48);
+    assert!(tr.entries[1].note.is_some());
+    let text = tr.to_string();
+    assert!(
+        text.contains("transpose") && text.contains("reshape") && text.contains("view"),
+        "{text}"
+    );
+    loss.backward().unwrap();
+    let bt = trace::last_backward();
+    let ops: Vec<&str> = bt.steps.iter().map(|s| s.op).collect();
+    assert_eq!(ops, vec!["sum", "reshape", "transpose"]);
+}
