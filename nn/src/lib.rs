@@ -1,2 +1,8 @@
-//! kiln-nn.
+//! kiln-nn: modules with named parameters, losses, optimizers, learning-rate
+//! schedules and safetensors state dicts.
 #![warn(missing_docs)]
+
+mod error;
+pub mod state_dict;
+
+pub use error::{NnError, Result};
