@@ -65,7 +65,7 @@ impl CausalSelfAttention {
         dtype: DType,
         rng: &mut Rng,
     ) -> Result<Self> {
-        if n_head == 0 || n_embd % n_head != 0 {
+        if n_head == 0 || !n_embd.is_multiple_of(n_head) {
             return Err(NnError::Config {
                 module: "CausalSelfAttention".into(),
                 msg: format!("n_embd {n_embd} is not divisible by n_head {n_head}"),

@@ -61,6 +61,9 @@ struct AdamCore {
 
 const CHUNK: usize = 1 << 16;
 
+/// One chunk of (param, grad, exp_avg, exp_avg_sq).
+type Chunk<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
+
 #[allow(clippy::too_many_arguments)]
 fn update<T: FloatElement>(
     p: &mut [T],
@@ -85,7 +88,7 @@ fn update<T: FloatElement>(
         T::from_f64(1.0 - cfg.beta2),
         T::from_f64(cfg.eps),
     );
-    let body = |(((p, g), m), v): (((&mut [T], &[T]), &mut [T]), &mut [T])| {
+    let body = |(((p, g), m), v): Chunk<'_, T>| {
         for i in 0..p.len() {
             let mut gi = g[i];
             if wd != 0.0 {
