@@ -5,11 +5,13 @@ use std::path::PathBuf;
 /// Everything that can go wrong while loading a tokenizer or decoding ids.
 ///
 /// Loading errors name the file (and the line, for merges) so a user can find
-/// and fix the problem; encoding never fails.
+/// and fix the problem; encoding never fails. For I/O and JSON errors the
+/// underlying cause is the error's [`source`](std::error::Error::source)
+/// (print the chain, e.g. with `anyhow`'s `{:#}`, to see it).
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
     /// A tokenizer file could not be read (missing, unreadable, or not UTF-8).
-    #[error("cannot read tokenizer file {}: {source}", path.display())]
+    #[error("cannot read tokenizer file {}", path.display())]
     Io {
         /// The file that could not be read.
         path: PathBuf,
@@ -28,7 +30,7 @@ pub enum TokenizerError {
         dir: PathBuf,
     },
     /// The vocabulary file is not a JSON object mapping token strings to ids.
-    #[error("malformed vocabulary JSON in {}: {source}", path.display())]
+    #[error("malformed vocabulary JSON in {}", path.display())]
     VocabJson {
         /// The vocabulary file.
         path: PathBuf,
