@@ -7,6 +7,14 @@
 //! the order Hugging Face `tokenizers` uses (a priority queue over
 //! `(rank, position)` that skips candidates made stale by earlier merges), so
 //! the result matches it even for unusual merges files.
+//!
+//! A rule's result is the token spelled by its two halves, so a queue entry
+//! passes the staleness check only while the same two symbols still sit at
+//! its position: symbols only grow, and a pair spelling the same text from
+//! the same start covers the same bytes, hence has the same split. Popping
+//! the lowest valid entry is therefore the same as merging the lowest-ranked
+//! adjacent pair, leftmost first. Short pieces use that direct form, which
+//! needs no queue; long pieces use the queue, which stays O(n log n).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -21,7 +29,8 @@ pub(crate) struct Merge {
     pub(crate) new_id: u32,
 }
 
-/// The merge rules, keyed by the pair of token ids they join.
+/// The merge rules, keyed by the pair of token ids they join. A rule's
+/// `new_id` must be the token spelled by the pair's two texts.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Merges {
     map: FxHashMap<u64, Merge>,
@@ -90,7 +99,18 @@ impl PartialOrd for Candidate {
 pub(crate) struct Scratch {
     symbols: Vec<Symbol>,
     heap: BinaryHeap<Candidate>,
+    ids: Vec<u32>,
+    pairs: Vec<Merge>,
 }
+
+/// Pieces up to this many bytes use the queue-free merge loop.
+const SHORT_PIECE: usize = 48;
+
+/// Rank of a pair that no rule merges.
+const NO_MERGE: Merge = Merge {
+    rank: u32::MAX,
+    new_id: u32::MAX,
+};
 
 /// BPE-encodes one piece and appends its token ids to `out`.
 ///
@@ -118,6 +138,65 @@ pub(crate) fn encode_piece(
         }
         _ => {}
     }
+    if piece.len() <= SHORT_PIECE {
+        encode_short(merges, byte_ids, piece, scratch, out);
+    } else {
+        encode_queue(merges, byte_ids, piece, scratch, out);
+    }
+}
+
+/// The direct merge loop: repeatedly merge the lowest-ranked adjacent pair
+/// (leftmost among equals). O(n²) but with no queue, fast for short pieces.
+fn encode_short(
+    merges: &Merges,
+    byte_ids: &[u32; 256],
+    piece: &[u8],
+    scratch: &mut Scratch,
+    out: &mut Vec<u32>,
+) {
+    let ids = &mut scratch.ids;
+    let pairs = &mut scratch.pairs;
+    ids.clear();
+    ids.extend(piece.iter().map(|&b| byte_ids[b as usize]));
+    // pairs[i] is the rule for (ids[i], ids[i + 1]).
+    pairs.clear();
+    pairs.extend(
+        ids.windows(2)
+            .map(|w| merges.get(w[0], w[1]).unwrap_or(NO_MERGE)),
+    );
+    loop {
+        let mut best = NO_MERGE;
+        let mut at = 0;
+        for (i, m) in pairs.iter().enumerate() {
+            if m.rank < best.rank {
+                best = *m;
+                at = i;
+            }
+        }
+        if best.rank == NO_MERGE.rank {
+            break;
+        }
+        ids[at] = best.new_id;
+        ids.remove(at + 1);
+        pairs.remove(at);
+        if at > 0 {
+            pairs[at - 1] = merges.get(ids[at - 1], ids[at]).unwrap_or(NO_MERGE);
+        }
+        if at < pairs.len() {
+            pairs[at] = merges.get(ids[at], ids[at + 1]).unwrap_or(NO_MERGE);
+        }
+    }
+    out.extend_from_slice(ids);
+}
+
+/// Hugging Face's priority-queue merge loop, O(n log n).
+fn encode_queue(
+    merges: &Merges,
+    byte_ids: &[u32; 256],
+    piece: &[u8],
+    scratch: &mut Scratch,
+    out: &mut Vec<u32>,
+) {
     assert!(piece.len() < NONE as usize, "piece too long for BPE");
     let n = piece.len() as u32;
     let symbols = &mut scratch.symbols;
@@ -253,5 +332,79 @@ mod tests {
         assert_eq!(out.len(), 10_000 / 8 + 1);
         assert!(out[..1250].iter().all(|&t| t == 258));
         assert_eq!(out[1250], a);
+    }
+
+    #[test]
+    fn two_rules_spelling_one_token() {
+        let (a, b, c) = (b'a' as u32, b'b' as u32, b'c' as u32);
+        // 256 = "bc", 257 = "ab", 258 = "abc" made both as (a, bc) and (ab, c).
+        let (m, ids) = toy(&[(b, c, 256), (a, b, 257), (257, c, 258), (a, 256, 258)]);
+        assert_eq!(run(&m, &ids, "abc"), [258]);
+        assert_eq!(run(&m, &ids, "abcabc"), [258, 258]);
+        assert_eq!(run(&m, &ids, "aabcc"), [a, 258, c]);
+    }
+
+    mod equivalence {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::HashMap;
+
+        /// Random merges over the alphabet "abc": each rule joins two
+        /// existing tokens, and a rule may spell a token another rule makes.
+        fn random_merges(picks: &[(u8, u8)]) -> (Merges, [u32; 256]) {
+            let mut tokens: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+            let mut ids: HashMap<String, u32> = tokens
+                .iter()
+                .map(|t| (t.clone(), t.as_bytes()[0] as u32))
+                .collect();
+            let mut merges = Merges::default();
+            for (rank, &(i, j)) in picks.iter().enumerate() {
+                let (l, r) = (
+                    tokens[i as usize % tokens.len()].clone(),
+                    tokens[j as usize % tokens.len()].clone(),
+                );
+                let joined = format!("{l}{r}");
+                let next = 256 + ids.len() as u32;
+                let new_id = *ids.entry(joined.clone()).or_insert_with(|| {
+                    tokens.push(joined);
+                    next
+                });
+                if merges.get(ids[&l], ids[&r]).is_none() {
+                    merges.insert(
+                        ids[&l],
+                        ids[&r],
+                        Merge {
+                            rank: rank as u32,
+                            new_id,
+                        },
+                    );
+                }
+            }
+            (merges, std::array::from_fn(|b| b as u32))
+        }
+
+        proptest! {
+            #[test]
+            fn short_and_queue_loops_agree(
+                picks in prop::collection::vec(any::<(u8, u8)>(), 0..40),
+                text in "[abc]{2,48}",
+            ) {
+                let (m, ids) = random_merges(&picks);
+                run(&m, &ids, &text);
+            }
+
+            #[test]
+            fn short_and_queue_loops_agree_on_gpt2(
+                text in prop::collection::vec(any::<u8>(), 2..=SHORT_PIECE)
+            ) {
+                let tok = crate::tokenizer::Tokenizer::gpt2();
+                let t = &*tok.inner;
+                let (mut short, mut queue) = (vec![], vec![]);
+                let scratch = &mut Scratch::default();
+                encode_short(&t.merges, &t.byte_ids, &text, scratch, &mut short);
+                encode_queue(&t.merges, &t.byte_ids, &text, scratch, &mut queue);
+                prop_assert_eq!(short, queue);
+            }
+        }
     }
 }

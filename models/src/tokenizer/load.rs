@@ -6,10 +6,30 @@ use std::path::Path;
 
 use rustc_hash::FxHashMap;
 
-use super::bpe::{Merge, Merges};
+use super::bpe::{encode_piece, Merge, Merges, Scratch};
 use super::bytes::{token_text_to_bytes, BYTE_TO_CHAR};
 use super::error::TokenizerError;
+use super::piece_key::short_key_of;
 use super::EOT_TEXT;
+
+/// Byte strings of two or more bytes that BPE encodes as one whole
+/// vocabulary token, with that token's id: a shortcut past the merge loop
+/// for most words.
+#[derive(Debug, Default)]
+pub(crate) struct WholeTokens {
+    /// Those of up to 15 bytes, by packed key.
+    pub(crate) short: FxHashMap<u128, u32>,
+    /// The longer ones, by their bytes.
+    pub(crate) long: FxHashMap<Box<[u8]>, u32>,
+}
+
+impl WholeTokens {
+    /// Number of such tokens.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+}
 
 /// Everything parsed from the two files.
 #[derive(Debug)]
@@ -26,6 +46,8 @@ pub(crate) struct Tables {
     pub(crate) byte_ids: [u32; 256],
     /// The merge rules.
     pub(crate) merges: Merges,
+    /// Pieces that BPE encodes as one whole token.
+    pub(crate) whole: WholeTokens,
     /// Id of `<|endoftext|>`.
     pub(crate) eot_id: u32,
 }
@@ -112,6 +134,7 @@ pub(crate) fn parse(
     }
 
     let merges = parse_merges(merges_text, merges_path, &token_to_id)?;
+    let whole = whole_tokens(&token_bytes, &token_offsets, &merges, &byte_ids);
     Ok(Tables {
         token_to_id,
         id_to_token,
@@ -119,8 +142,39 @@ pub(crate) fn parse(
         token_offsets,
         byte_ids,
         merges,
+        whole,
         eot_id,
     })
+}
+
+/// The tokens that the merge loop itself produces whole from their own
+/// bytes. (Checking each one keeps the shortcut exact for any merges file:
+/// a token whose bytes BPE would split differently is left out.)
+fn whole_tokens(
+    token_bytes: &[u8],
+    token_offsets: &[u32],
+    merges: &Merges,
+    byte_ids: &[u32; 256],
+) -> WholeTokens {
+    let mut whole = WholeTokens::default();
+    whole.short.reserve(token_offsets.len());
+    let mut scratch = Scratch::default();
+    let mut ids = Vec::new();
+    for (id, w) in token_offsets.windows(2).enumerate() {
+        let bytes = &token_bytes[w[0] as usize..w[1] as usize];
+        if bytes.len() < 2 {
+            continue;
+        }
+        ids.clear();
+        encode_piece(merges, byte_ids, bytes, &mut scratch, &mut ids);
+        if ids[..] == [id as u32] {
+            match short_key_of(bytes) {
+                Some(key) => whole.short.insert(key, id as u32),
+                None => whole.long.insert(bytes.into(), id as u32),
+            };
+        }
+    }
+    whole
 }
 
 /// Parses a merges file: an optional `#version` line, then one rule per

@@ -32,6 +32,7 @@ mod bytes;
 mod decode;
 mod error;
 mod load;
+mod piece_key;
 mod pretokenize;
 
 use std::fmt;
@@ -198,9 +199,12 @@ impl Tokenizer {
 struct Encoder<'t, 'a> {
     tables: &'t Tables,
     out: Vec<u32>,
-    /// Each piece already encoded in this call, with the range of `out`
-    /// holding its ids (ordinary text repeats its words a lot).
-    cache: FxHashMap<&'a [u8], (usize, usize)>,
+    /// Each piece of up to 15 bytes that took the merge loop in this call,
+    /// by packed key, with the range of `out` holding its ids (ordinary text
+    /// repeats its words a lot).
+    cache_short: FxHashMap<u128, (usize, usize)>,
+    /// The same for longer pieces.
+    cache_long: FxHashMap<&'a [u8], (usize, usize)>,
     scratch: bpe::Scratch,
 }
 
@@ -210,33 +214,55 @@ impl<'t, 'a> Encoder<'t, 'a> {
             tables,
             // GPT-2 averages a little over 3 bytes per token on English.
             out: Vec::with_capacity(text_len / 3 + 1),
-            cache: FxHashMap::default(),
+            cache_short: FxHashMap::default(),
+            cache_long: FxHashMap::default(),
             scratch: bpe::Scratch::default(),
         }
     }
 
     fn encode_ordinary(&mut self, text: &'a str) {
         let t = self.tables;
-        for piece in pretokenize::pieces(text) {
-            let piece = piece.as_bytes();
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        while start < bytes.len() {
+            let end = pretokenize::piece_end(text, start);
+            let piece = &bytes[start..end];
             if let [b] = piece {
                 self.out.push(t.byte_ids[*b as usize]);
-                continue;
+            } else if let Some(key) = piece_key::short_key(bytes, start, end) {
+                if let Some(&id) = t.whole.short.get(&key) {
+                    self.out.push(id);
+                } else if let Some(&(from, to)) = self.cache_short.get(&key) {
+                    self.out.extend_from_within(from..to);
+                } else {
+                    let from = self.bpe(piece);
+                    self.cache_short.insert(key, (from, self.out.len()));
+                }
+            } else if let Some(&id) = t.whole.long.get(piece) {
+                self.out.push(id);
+            } else if let Some(&(from, to)) = self.cache_long.get(piece) {
+                self.out.extend_from_within(from..to);
+            } else {
+                let from = self.bpe(piece);
+                self.cache_long.insert(piece, (from, self.out.len()));
             }
-            if let Some(&(start, end)) = self.cache.get(piece) {
-                self.out.extend_from_within(start..end);
-                continue;
-            }
-            let start = self.out.len();
-            bpe::encode_piece(
-                &t.merges,
-                &t.byte_ids,
-                piece,
-                &mut self.scratch,
-                &mut self.out,
-            );
-            self.cache.insert(piece, (start, self.out.len()));
+            start = end;
         }
+    }
+
+    /// Runs the merge loop on `piece`, appending its ids; returns where they
+    /// start in `out`.
+    fn bpe(&mut self, piece: &[u8]) -> usize {
+        let from = self.out.len();
+        let t = self.tables;
+        bpe::encode_piece(
+            &t.merges,
+            &t.byte_ids,
+            piece,
+            &mut self.scratch,
+            &mut self.out,
+        );
+        from
     }
 }
 
@@ -313,6 +339,15 @@ mod tests {
         assert!(stream.has_pending());
         assert_eq!(stream.finish(), "\u{FFFD}");
         assert!(stream.push(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn whole_token_shortcut_covers_gpt2() {
+        let tok = Tokenizer::gpt2();
+        // All tokens but the 256 single bytes and <|endoftext|> are produced
+        // whole by the merge loop, so the shortcut serves every word that is
+        // a token.
+        assert_eq!(tok.inner.whole.len(), 50257 - 256 - 1);
     }
 
     #[test]

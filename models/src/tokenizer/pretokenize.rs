@@ -140,9 +140,10 @@ fn contraction_len(rest: &[u8]) -> Option<usize> {
     }
 }
 
-/// End of the piece that starts at byte `i` (`i < s.len()`).
+/// End of the piece that starts at byte `i` (`i < s.len()`, a character
+/// boundary).
 #[inline]
-fn piece_end(s: &str, i: usize) -> usize {
+pub(crate) fn piece_end(s: &str, i: usize) -> usize {
     let bytes = s.as_bytes();
     let first = bytes[i];
     if first == b'\'' {
@@ -179,13 +180,15 @@ fn piece_end(s: &str, i: usize) -> usize {
 }
 
 /// Iterator over the pieces of a text, in order; their concatenation is the
-/// text.
+/// text. (Encoding calls [`piece_end`] directly.)
+#[cfg(test)]
 #[derive(Clone, Debug)]
 pub(crate) struct Pieces<'a> {
     text: &'a str,
     pos: usize,
 }
 
+#[cfg(test)]
 impl<'a> Iterator for Pieces<'a> {
     type Item = &'a str;
 
@@ -202,6 +205,7 @@ impl<'a> Iterator for Pieces<'a> {
 }
 
 /// Splits `text` the way GPT-2's pattern does.
+#[cfg(test)]
 pub(crate) fn pieces(text: &str) -> Pieces<'_> {
     Pieces { text, pos: 0 }
 }
