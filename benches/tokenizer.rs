@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::path::Path;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use kiln::models::tokenizer::Tokenizer;
 
 fn corpus() -> Vec<String> {
@@ -32,6 +32,8 @@ fn bench_tokenizer(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("tokenizer");
     group.sample_size(10);
+    // Each pass takes tens of milliseconds: time whole passes.
+    group.sampling_mode(SamplingMode::Flat);
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("encode", |b| {
         b.iter(|| {
