@@ -1,5 +1,5 @@
 //! The `kiln` command-line program.
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -75,19 +75,25 @@ fn tokenize(args: &TokenizeArgs) -> Result<()> {
         (None, None) => unreachable!("clap requires TEXT or --file"),
     };
     let ids = tokenizer.encode(&text);
+    print_json_array(&ids).context("cannot write to stdout")
+}
 
-    let mut out = BufWriter::new(std::io::stdout().lock());
+/// Prints `[1,2,3]` and a newline on stdout. A closed pipe (`| head`) is not
+/// an error.
+fn print_json_array(ids: &[u32]) -> std::io::Result<()> {
+    use std::fmt::Write as _;
     let mut line = String::with_capacity(ids.len() * 6 + 3);
     line.push('[');
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
             line.push(',');
         }
-        line.push_str(&id.to_string());
+        write!(line, "{id}").expect("writing to a String cannot fail");
     }
     line.push_str("]\n");
-    out.write_all(line.as_bytes())
-        .and_then(|()| out.flush())
-        .context("cannot write to stdout")?;
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    match out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
 }
