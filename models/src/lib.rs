@@ -1,2 +1,4 @@
 //! kiln-models.
 #![warn(missing_docs)]
+
+pub mod tokenizer;
