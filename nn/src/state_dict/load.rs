@@ -1,0 +1,560 @@
+//! Reading safetensors bytes: parse and validate the header completely, then
+//! convert each tensor's bytes into an owned [`Tensor`].
+//!
+//! A safetensors file is
+//!
+//! ```text
+//! [ n: u64 little-endian ][ header: n bytes of UTF-8 JSON ][ data section ]
+//! header = { "__metadata__": {str: str}?,
+//!            name: { "dtype": "F32", "shape": [d0, d1, …], "data_offsets": [start, end] }, … }
+//! ```
+//!
+//! with `data_offsets` counted from the start of the data section. Every
+//! check below runs before a single data byte is read, and all arithmetic on
+//! header numbers is checked, so no input can panic or index out of bounds;
+//! each failure becomes a [`StateDictError`] naming the file and the tensor.
+//! The rules match the `safetensors` crate's (tensors must tile the data
+//! section exactly), and once they pass the crate parses the header too, as
+//! a second opinion.
+
+use std::collections::{BTreeMap, HashSet};
+
+use half::{bf16, f16};
+use kiln_tensor::{DType, Tensor};
+use rayon::prelude::*;
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+
+use super::{LoadOptions, StateDictError};
+
+/// The largest header accepted: the `safetensors` crate's limit (100 MB).
+pub(super) const MAX_HEADER_LEN: u64 = 100_000_000;
+
+/// Tensors at least this big are copied by several threads.
+const PARALLEL_BYTES: usize = 1 << 20;
+/// Bytes per parallel work item (a multiple of every element size).
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// One validated header entry. Offsets are relative to the data section and
+/// known to lie inside it, and `end - start` is exactly shape × dtype size.
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+/// A validated header.
+#[derive(Debug)]
+pub(super) struct Header {
+    entries: Vec<Entry>,
+    metadata: BTreeMap<String, String>,
+    /// Byte offset of the data section in the file.
+    data_start: usize,
+}
+
+/// The contents of a safetensors file: tensors by name and the metadata.
+pub(super) type Loaded = (BTreeMap<String, Tensor>, BTreeMap<String, String>);
+
+/// Validates a whole safetensors file held in `bytes` (a memory map or a
+/// buffer) without reading its data section. `file` names it in errors.
+pub(super) fn validate(bytes: &[u8], file: &str) -> Result<Header, StateDictError> {
+    let header = parse_header(bytes, file)?;
+    // Second opinion from the safetensors crate. Our checks guarantee the
+    // offsets lie inside `bytes`, so its own arithmetic cannot overflow.
+    if let Err(e) = safetensors::SafeTensors::read_metadata(bytes) {
+        return Err(StateDictError::Format {
+            file: file.to_string(),
+            msg: e.to_string(),
+        });
+    }
+    Ok(header)
+}
+
+/// Converts the tensors of a header [`validate`]d against the same `bytes`.
+pub(super) fn read_tensors(
+    bytes: &[u8],
+    header: Header,
+    file: &str,
+    options: LoadOptions,
+) -> Result<Loaded, StateDictError> {
+    let data = bytes
+        .get(header.data_start..)
+        .ok_or_else(|| StateDictError::TooShort {
+            file: file.to_string(),
+            len: bytes.len() as u64,
+        })?;
+    let mut tensors = BTreeMap::new();
+    for entry in header.entries {
+        let tensor = convert(data, &entry, file, options)?;
+        tensors.insert(entry.name, tensor);
+    }
+    Ok((tensors, header.metadata))
+}
+
+/// Validates the length prefix, the header JSON and every entry, without
+/// reading the data section.
+fn parse_header(bytes: &[u8], file: &str) -> Result<Header, StateDictError> {
+    let file_len = bytes.len() as u64;
+    let prefix: [u8; 8] = match bytes.get(..8).and_then(|p| p.try_into().ok()) {
+        Some(p) => p,
+        None => {
+            return Err(StateDictError::TooShort {
+                file: file.to_string(),
+                len: file_len,
+            })
+        }
+    };
+    let header_len = u64::from_le_bytes(prefix);
+    if header_len > MAX_HEADER_LEN {
+        return Err(StateDictError::HeaderTooLarge {
+            file: file.to_string(),
+            header_len,
+            limit: MAX_HEADER_LEN,
+        });
+    }
+    // header_len ≤ 100 MB, so this neither overflows nor truncates.
+    let data_start = 8 + header_len as usize;
+    let header_bytes = bytes
+        .get(8..data_start)
+        .ok_or_else(|| StateDictError::HeaderPastEnd {
+            file: file.to_string(),
+            header_len,
+            file_len,
+        })?;
+    let text = std::str::from_utf8(header_bytes).map_err(|e| StateDictError::HeaderNotUtf8 {
+        file: file.to_string(),
+        valid_up_to: e.valid_up_to(),
+    })?;
+    let raw: RawHeader = serde_json::from_str(text).map_err(|e| StateDictError::HeaderJson {
+        file: file.to_string(),
+        msg: e.to_string(),
+    })?;
+    let data_len = bytes.len() - data_start;
+
+    let mut metadata = None;
+    let mut seen = HashSet::with_capacity(raw.0.len());
+    let mut entries = Vec::with_capacity(raw.0.len());
+    for (name, value) in raw.0 {
+        if name == "__metadata__" {
+            if metadata.is_some() {
+                return Err(StateDictError::BadMetadata {
+                    file: file.to_string(),
+                    msg: "appears more than once in the header".into(),
+                });
+            }
+            metadata = Some(parse_metadata(value, file)?);
+            continue;
+        }
+        if !seen.insert(name.clone()) {
+            return Err(StateDictError::DuplicateName {
+                file: file.to_string(),
+                tensor: name,
+            });
+        }
+        entries.push(parse_entry(name, &value, data_len, file)?);
+    }
+    check_tiling(&mut entries, data_len, file)?;
+    Ok(Header {
+        entries,
+        metadata: metadata.unwrap_or_default(),
+        data_start,
+    })
+}
+
+/// The header's top-level object as a list, keeping repeated keys (a
+/// `serde_json::Map` would silently keep only the last of them).
+struct RawHeader(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for RawHeader {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor;
+        impl<'de> Visitor<'de> for EntriesVisitor {
+            type Value = RawHeader;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object mapping tensor names to {dtype, shape, data_offsets}")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawHeader, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(RawHeader(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor)
+    }
+}
+
+fn parse_metadata(value: Value, file: &str) -> Result<BTreeMap<String, String>, StateDictError> {
+    let bad = |msg: String| StateDictError::BadMetadata {
+        file: file.to_string(),
+        msg,
+    };
+    let Value::Object(map) = value else {
+        return Err(bad(format!(
+            "must be an object of strings, found {}",
+            brief(&value)
+        )));
+    };
+    map.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k, s)),
+            other => Err(bad(format!(
+                "entry {k:?} must be a string, found {}",
+                brief(&other)
+            ))),
+        })
+        .collect()
+}
+
+/// Checks one tensor entry on its own: fields, dtype, shape, offsets, size.
+fn parse_entry(
+    name: String,
+    value: &Value,
+    data_len: usize,
+    file: &str,
+) -> Result<Entry, StateDictError> {
+    let bad = |name: &str, msg: String| StateDictError::BadEntry {
+        file: file.to_string(),
+        tensor: name.to_string(),
+        msg,
+    };
+    let Value::Object(obj) = value else {
+        return Err(bad(
+            &name,
+            format!(
+                "entry must be an object with dtype, shape and data_offsets, found {}",
+                brief(value)
+            ),
+        ));
+    };
+    let field = |key: &str| {
+        obj.get(key)
+            .ok_or_else(|| bad(&name, format!("entry has no {key:?} field")))
+    };
+
+    let dtype_str = match field("dtype")? {
+        Value::String(s) => s.clone(),
+        other => {
+            return Err(bad(
+                &name,
+                format!("dtype must be a string, found {}", brief(other)),
+            ))
+        }
+    };
+    // The safetensors crate knows every dtype name the format defines, so it
+    // tells an unknown name from a real dtype Kiln cannot hold.
+    let st_dtype = serde_json::from_value::<safetensors::Dtype>(Value::String(dtype_str.clone()))
+        .map_err(|_| StateDictError::UnknownDtype {
+        file: file.to_string(),
+        tensor: name.clone(),
+        dtype: dtype_str.clone(),
+    })?;
+    let dtype = match st_dtype {
+        safetensors::Dtype::F32 => DType::F32,
+        safetensors::Dtype::F64 => DType::F64,
+        safetensors::Dtype::F16 => DType::F16,
+        safetensors::Dtype::BF16 => DType::BF16,
+        safetensors::Dtype::I64 => DType::I64,
+        safetensors::Dtype::BOOL => DType::Bool,
+        other => {
+            return Err(StateDictError::UnsupportedDtype {
+                file: file.to_string(),
+                tensor: name,
+                dtype: other.to_string(),
+            })
+        }
+    };
+
+    let shape_value = field("shape")?;
+    let shape = shape_value
+        .as_array()
+        .and_then(|dims| dims.iter().map(as_usize).collect::<Option<Vec<usize>>>())
+        .ok_or_else(|| {
+            bad(
+                &name,
+                format!(
+                    "shape must be an array of non-negative integers, found {}",
+                    brief(shape_value)
+                ),
+            )
+        })?;
+    let offsets = field("data_offsets")?;
+    let pair = match offsets.as_array().map(Vec::as_slice) {
+        Some([s, e]) => s.as_u64().zip(e.as_u64()),
+        _ => None,
+    };
+    let Some((start, end)) = pair else {
+        return Err(bad(
+            &name,
+            format!(
+                "data_offsets must be two non-negative integers [start, end], found {}",
+                brief(offsets)
+            ),
+        ));
+    };
+    if start > end {
+        return Err(StateDictError::ReversedOffsets {
+            file: file.to_string(),
+            tensor: name,
+            start,
+            end,
+        });
+    }
+    if end > data_len as u64 {
+        return Err(StateDictError::OffsetsPastEnd {
+            file: file.to_string(),
+            tensor: name,
+            start,
+            end,
+            data_len: data_len as u64,
+        });
+    }
+    // Every size the tensor crate may compute (strides are products of
+    // trailing dims, which can exceed the element count when a dim is 0)
+    // is bounded by the product of max(dim, 1), so bound that product.
+    let elem = dtype.size_in_bytes() as u64;
+    let bounded = shape
+        .iter()
+        .try_fold(elem, |acc, &d| acc.checked_mul((d as u64).max(1)))
+        .filter(|&b| b <= isize::MAX as u64);
+    if bounded.is_none() {
+        return Err(StateDictError::ShapeOverflow {
+            file: file.to_string(),
+            tensor: name,
+            shape,
+            dtype: st_dtype.to_string(),
+        });
+    }
+    let expected = if shape.contains(&0) {
+        0
+    } else {
+        bounded.unwrap_or(0)
+    };
+    if end - start != expected {
+        return Err(StateDictError::ByteCount {
+            file: file.to_string(),
+            tensor: name,
+            shape,
+            dtype: st_dtype.to_string(),
+            expected,
+            start,
+            end,
+        });
+    }
+    Ok(Entry {
+        name,
+        dtype,
+        shape,
+        // end ≤ data_len, a usize, so both fit.
+        start: start as usize,
+        end: end as usize,
+    })
+}
+
+fn as_usize(v: &Value) -> Option<usize> {
+    v.as_u64().and_then(|n| usize::try_from(n).ok())
+}
+
+/// Sorts entries by offset and checks that they tile `[0, data_len)`: no
+/// overlap, no gap, nothing after the last tensor.
+fn check_tiling(entries: &mut [Entry], data_len: usize, file: &str) -> Result<(), StateDictError> {
+    entries.sort_by_key(|e| (e.start, e.end));
+    // `covered` is the furthest end seen so far and `owner` the entry that
+    // reaches it, so an overlap names the tensor actually overlapped.
+    let mut covered = 0usize;
+    let mut owner: Option<usize> = None;
+    for (i, e) in entries.iter().enumerate() {
+        if e.start < covered {
+            let other = &entries[owner.unwrap_or(i)];
+            return Err(StateDictError::Overlap {
+                file: file.to_string(),
+                tensor: e.name.clone(),
+                start: e.start as u64,
+                end: e.end as u64,
+                other: other.name.clone(),
+                other_start: other.start as u64,
+                other_end: other.end as u64,
+            });
+        }
+        if e.start > covered {
+            return Err(StateDictError::Gap {
+                file: file.to_string(),
+                tensor: e.name.clone(),
+                start: e.start as u64,
+                end: e.end as u64,
+                gap_start: covered as u64,
+            });
+        }
+        if e.end >= covered {
+            covered = e.end;
+            owner = Some(i);
+        }
+    }
+    if covered != data_len {
+        return Err(StateDictError::TrailingBytes {
+            file: file.to_string(),
+            last: owner.map(|i| entries[i].name.clone()),
+            covered: covered as u64,
+            data_len: data_len as u64,
+        });
+    }
+    Ok(())
+}
+
+/// A JSON value for an error message, cut short if long.
+fn brief(v: &Value) -> String {
+    const MAX: usize = 60;
+    let s = v.to_string();
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
+    }
+}
+
+// ---- converting data bytes to tensors -----------------------------------
+
+/// Builds the tensor for a validated entry from the data section.
+fn convert(
+    data: &[u8],
+    entry: &Entry,
+    file: &str,
+    options: LoadOptions,
+) -> Result<Tensor, StateDictError> {
+    // Validation guarantees the range; `get` keeps even a bug panic-free.
+    let src = data
+        .get(entry.start..entry.end)
+        .ok_or_else(|| StateDictError::OffsetsPastEnd {
+            file: file.to_string(),
+            tensor: entry.name.clone(),
+            start: entry.start as u64,
+            end: entry.end as u64,
+            data_len: data.len() as u64,
+        })?;
+    let shape = &entry.shape;
+    let result = match (entry.dtype, options.keep_dtype) {
+        (DType::F32, _) => Tensor::from_vec(copy_le::<f32>(src), shape),
+        (DType::F64, _) => Tensor::from_vec(copy_le::<f64>(src), shape),
+        (DType::I64, _) => Tensor::from_vec(copy_le::<i64>(src), shape),
+        (DType::F16, true) => Tensor::from_vec(copy_le::<f16>(src), shape),
+        (DType::BF16, true) => Tensor::from_vec(copy_le::<bf16>(src), shape),
+        (DType::F16, false) => Tensor::from_vec(widen::<f16>(src), shape),
+        (DType::BF16, false) => Tensor::from_vec(widen::<bf16>(src), shape),
+        (DType::Bool, _) => {
+            let bools = to_bools(src).map_err(|(index, byte)| StateDictError::InvalidBool {
+                file: file.to_string(),
+                tensor: entry.name.clone(),
+                index,
+                byte,
+            })?;
+            Tensor::from_vec(bools, shape)
+        }
+    };
+    result.map_err(|source| StateDictError::Tensor {
+        tensor: entry.name.clone(),
+        source,
+    })
+}
+
+/// Copies little-endian elements into a new `Vec<T>`: a plain `memcpy` on
+/// little-endian machines (split across Kiln's threads for big tensors).
+/// `src.len()` must be a multiple of `size_of::<T>()` (validated).
+fn copy_le<T: bytemuck::Pod + Send + Sync>(src: &[u8]) -> Vec<T> {
+    let size = std::mem::size_of::<T>();
+    let mut out: Vec<T> = bytemuck::zeroed_vec(src.len() / size);
+    let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+    let src = &src[..dst.len()];
+    if dst.len() >= PARALLEL_BYTES {
+        kiln_tensor::parallel::install(|| {
+            dst.par_chunks_mut(CHUNK_BYTES)
+                .zip(src.par_chunks(CHUNK_BYTES))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+        });
+    } else {
+        dst.copy_from_slice(src);
+    }
+    if cfg!(target_endian = "big") {
+        for element in dst.chunks_exact_mut(size) {
+            element.reverse();
+        }
+    }
+    out
+}
+
+/// A 16-bit float stored in a file, widened to `f32` on load.
+trait Half: bytemuck::Pod + Send + Sync {
+    fn from_le_bytes(b: [u8; 2]) -> Self;
+    fn widen_into(src: &[Self], dst: &mut [f32]);
+}
+
+impl Half for f16 {
+    fn from_le_bytes(b: [u8; 2]) -> Self {
+        f16::from_le_bytes(b)
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+impl Half for bf16 {
+    fn from_le_bytes(b: [u8; 2]) -> Self {
+        bf16::from_le_bytes(b)
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        src.convert_to_f32_slice(dst);
+    }
+}
+
+/// Converts little-endian f16/bf16 bytes to `f32` (exact: every half value
+/// is an f32). Reads the bytes in place when they are aligned on a
+/// little-endian machine, as they are in any file whose header is padded to
+/// 8 bytes; otherwise decodes them two bytes at a time.
+fn widen<H: Half>(src: &[u8]) -> Vec<f32> {
+    const CHUNK: usize = CHUNK_BYTES / 2;
+    let mut out: Vec<f32> = bytemuck::zeroed_vec(src.len() / 2);
+    let aligned: Option<&[H]> = if cfg!(target_endian = "little") {
+        bytemuck::try_cast_slice(src).ok()
+    } else {
+        None
+    };
+    let run = |dst: &mut [f32], i: usize| {
+        let lo = i * CHUNK;
+        match aligned {
+            Some(halves) => H::widen_into(&halves[lo..lo + dst.len()], dst),
+            None => {
+                let bytes = &src[2 * lo..2 * (lo + dst.len())];
+                let halves: Vec<H> = bytes
+                    .chunks_exact(2)
+                    .map(|b| H::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                H::widen_into(&halves, dst);
+            }
+        }
+    };
+    if src.len() >= PARALLEL_BYTES {
+        kiln_tensor::parallel::install(|| {
+            out.par_chunks_mut(CHUNK)
+                .enumerate()
+                .for_each(|(i, dst)| run(dst, i));
+        });
+    } else {
+        for (i, dst) in out.chunks_mut(CHUNK).enumerate() {
+            run(dst, i);
+        }
+    }
+    out
+}
+
+/// Bytes to bools, rejecting any byte but 0 and 1 (a Rust `bool` may hold
+/// nothing else). Returns the first bad `(index, byte)`.
+fn to_bools(src: &[u8]) -> Result<Vec<bool>, (usize, u8)> {
+    if let Some(index) = src.iter().position(|&b| b > 1) {
+        return Err((index, src[index]));
+    }
+    Ok(src.iter().map(|&b| b == 1).collect())
+}
