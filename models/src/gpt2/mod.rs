@@ -1,0 +1,11 @@
+//! GPT-2: config, network, Hugging Face weights, generation.
+
+mod config;
+mod generate;
+mod model;
+mod weights;
+
+pub use config::Gpt2Config;
+pub use generate::{generate, GenerationConfig, Sampling};
+pub use model::{Block, ForwardOptions, Gpt2, Init, ParamSource, RandomInit};
+pub use weights::{load_model_dir, save_model_dir};

@@ -1,0 +1,393 @@
+//! The GPT-2 network: embeddings, a stack of pre-LayerNorm transformer
+//! blocks, a final LayerNorm and the LM head tied to the token embedding.
+//!
+//! Letters: B batch, T positions, C width, V vocabulary.
+//!
+//! ```text
+//! ids (B, T) ─ wte ─┐
+//! positions ── wpe ─┴─ + ─ drop ─ h.0 … h.{L−1} ─ ln_f ─ · wteᵀ ─ logits (B, T, V)
+//! block:  x ← x + attn(ln_1(x));  x ← x + mlp(ln_2(x))
+//! ```
+//!
+//! Parameter names are the Hugging Face `GPT2Model` keys (`wte.weight`,
+//! `h.0.attn.c_attn.weight`, `ln_f.bias`, …), so a checkpoint maps one to one.
+
+use kiln_autograd::Var;
+use kiln_nn::{
+    join, CausalSelfAttention, Conv1D, Dropout, Embedding, Forward, KvCache, LayerNorm, Mlp, Module,
+};
+use kiln_tensor::{DType, Rng, Tensor};
+
+use super::config::Gpt2Config;
+use crate::{ModelError, Result};
+
+/// Fetches one named parameter of a given shape.
+type ParamFn<'a> = dyn FnMut(&str, &[usize], Init) -> Result<Var> + 'a;
+
+/// How a parameter is initialised when it is not loaded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// `N(0, std²)`.
+    Normal(f64),
+    /// All zeros (biases).
+    Zeros,
+    /// All ones (LayerNorm weights).
+    Ones,
+}
+
+/// Where a model's parameters come from: fresh initialisation or a
+/// checkpoint. Names are Hugging Face `GPT2Model` keys.
+pub trait ParamSource {
+    /// The tensor for parameter `name` of shape `shape`.
+    ///
+    /// # Errors
+    /// A missing tensor or a shape that does not fit, naming both.
+    fn take(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor>;
+
+    /// A seed for the next dropout layer's generator.
+    fn seed(&mut self) -> u64;
+}
+
+/// GPT-2 initialisation from one seeded generator, in parameter order.
+pub struct RandomInit {
+    /// The generator.
+    pub rng: Rng,
+}
+
+impl ParamSource for RandomInit {
+    fn take(&mut self, _name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
+        Ok(match init {
+            Init::Normal(std) => Tensor::randn(shape, 0.0, std, DType::F32, &mut self.rng)?,
+            Init::Zeros => Tensor::zeros(shape, DType::F32),
+            Init::Ones => Tensor::ones(shape, DType::F32),
+        })
+    }
+
+    fn seed(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+}
+
+/// One transformer block: pre-LN attention and MLP, each with a residual.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// LayerNorm before attention.
+    pub ln_1: LayerNorm,
+    /// Causal self-attention.
+    pub attn: CausalSelfAttention,
+    /// LayerNorm before the MLP.
+    pub ln_2: LayerNorm,
+    /// Feed-forward block.
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn build(cfg: &Gpt2Config, prefix: &str, src: &mut dyn ParamSource) -> Result<Block> {
+        let c = cfg.n_embd;
+        let inner = cfg.inner();
+        let std = kiln_nn::init::GPT2_INIT_STD;
+        let resid_std = kiln_nn::init::gpt2_residual_std(cfg.n_layer);
+        let mut p = |name: &str, shape: &[usize], init: Init| -> Result<Var> {
+            Ok(Var::parameter(src.take(
+                &join(prefix, name),
+                shape,
+                init,
+            )?))
+        };
+        let ln = |p: &mut ParamFn<'_>, name: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm {
+                weight: p(&format!("{name}.weight"), &[c], Init::Ones)?,
+                bias: p(&format!("{name}.bias"), &[c], Init::Zeros)?,
+                eps: cfg.layer_norm_epsilon,
+            })
+        };
+        let ln_1 = ln(&mut p, "ln_1")?;
+        let c_attn = Conv1D {
+            weight: p("attn.c_attn.weight", &[c, 3 * c], Init::Normal(std))?,
+            bias: p("attn.c_attn.bias", &[3 * c], Init::Zeros)?,
+        };
+        let c_proj = Conv1D {
+            weight: p("attn.c_proj.weight", &[c, c], Init::Normal(resid_std))?,
+            bias: p("attn.c_proj.bias", &[c], Init::Zeros)?,
+        };
+        let ln_2 = ln(&mut p, "ln_2")?;
+        let c_fc = Conv1D {
+            weight: p("mlp.c_fc.weight", &[c, inner], Init::Normal(std))?,
+            bias: p("mlp.c_fc.bias", &[inner], Init::Zeros)?,
+        };
+        let mlp_proj = Conv1D {
+            weight: p("mlp.c_proj.weight", &[inner, c], Init::Normal(resid_std))?,
+            bias: p("mlp.c_proj.bias", &[c], Init::Zeros)?,
+        };
+        Ok(Block {
+            ln_1,
+            attn: CausalSelfAttention {
+                c_attn,
+                c_proj,
+                n_head: cfg.n_head,
+                attn_dropout: Dropout::new(cfg.attn_pdrop, src.seed())?,
+                resid_dropout: Dropout::new(cfg.resid_pdrop, src.seed())?,
+            },
+            ln_2,
+            mlp: Mlp {
+                c_fc,
+                c_proj: mlp_proj,
+                dropout: Dropout::new(cfg.resid_pdrop, src.seed())?,
+            },
+        })
+    }
+
+    /// `x: (B, T, C) → (B, T, C)`, optionally extending `cache`.
+    ///
+    /// # Errors
+    /// Shape errors from the sub-modules.
+    pub fn forward_with(
+        &self,
+        x: &Var,
+        cache: Option<&mut KvCache>,
+        key_padding: Option<&Tensor>,
+    ) -> Result<Var> {
+        let a = self
+            .attn
+            .forward_with(&self.ln_1.forward(x)?, cache, key_padding)?;
+        let x = x.add(&a)?;
+        let m = self.mlp.forward(&self.ln_2.forward(&x)?)?;
+        Ok(x.add(&m)?)
+    }
+}
+
+impl Module for Block {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(String, &Var)) {
+        self.ln_1.visit_params(&join(prefix, "ln_1"), f);
+        self.attn.visit_params(&join(prefix, "attn"), f);
+        self.ln_2.visit_params(&join(prefix, "ln_2"), f);
+        self.mlp.visit_params(&join(prefix, "mlp"), f);
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.attn.set_training(training);
+        self.mlp.set_training(training);
+    }
+}
+
+/// GPT-2 with its language-modelling head (`GPT2LMHeadModel`).
+#[derive(Debug, Clone)]
+pub struct Gpt2 {
+    /// The hyper-parameters.
+    pub config: Gpt2Config,
+    /// Token embedding `[V, C]`, also the LM head.
+    pub wte: Embedding,
+    /// Position embedding `[n_positions, C]`.
+    pub wpe: Embedding,
+    /// Dropout on the summed embeddings.
+    pub drop: Dropout,
+    /// The blocks.
+    pub h: Vec<Block>,
+    /// Final LayerNorm.
+    pub ln_f: LayerNorm,
+}
+
+/// Optional inputs of a forward pass.
+#[derive(Debug, Default)]
+pub struct ForwardOptions<'a> {
+    /// One cache per layer; extended in place (incremental decoding).
+    pub cache: Option<&'a mut Vec<KvCache>>,
+    /// Explicit position ids `(B, T)` (i64); default `P + 0..T` where P is
+    /// the cached length. Needed for left-padded batches.
+    pub positions: Option<&'a Tensor>,
+    /// Bool `(B, P + T)`, true at padding positions keys must ignore.
+    pub key_padding: Option<&'a Tensor>,
+}
+
+impl Gpt2 {
+    /// A freshly initialised model (GPT-2 initialisation, seeded), f32.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] if the config is inconsistent.
+    pub fn new(config: Gpt2Config, seed: u64) -> Result<Gpt2> {
+        Gpt2::build(
+            config,
+            &mut RandomInit {
+                rng: Rng::new(seed),
+            },
+        )
+    }
+
+    /// Builds the network taking each parameter, by its Hugging Face name
+    /// and expected shape, from `src` (random init, or a checkpoint).
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for an inconsistent config, or whatever `src`
+    /// reports for a missing or mis-shaped tensor.
+    pub fn build(config: Gpt2Config, src: &mut dyn ParamSource) -> Result<Gpt2> {
+        config.validate().map_err(|msg| ModelError::Config {
+            path: "config".into(),
+            msg,
+        })?;
+        let (v, c) = (config.vocab_size, config.n_embd);
+        let std = kiln_nn::init::GPT2_INIT_STD;
+        let wte = Embedding {
+            weight: Var::parameter(src.take("wte.weight", &[v, c], Init::Normal(std))?),
+        };
+        let wpe = Embedding {
+            weight: Var::parameter(src.take(
+                "wpe.weight",
+                &[config.n_positions, c],
+                Init::Normal(std),
+            )?),
+        };
+        let drop = Dropout::new(config.embd_pdrop, src.seed())?;
+        let h = (0..config.n_layer)
+            .map(|i| Block::build(&config, &format!("h.{i}"), src))
+            .collect::<Result<_>>()?;
+        let ln_f = LayerNorm {
+            weight: Var::parameter(src.take("ln_f.weight", &[c], Init::Ones)?),
+            bias: Var::parameter(src.take("ln_f.bias", &[c], Init::Zeros)?),
+            eps: config.layer_norm_epsilon,
+        };
+        Ok(Gpt2 {
+            config,
+            wte,
+            wpe,
+            drop,
+            h,
+            ln_f,
+        })
+    }
+
+    /// One empty cache per layer, for [`ForwardOptions::cache`].
+    pub fn new_cache(&self) -> Vec<KvCache> {
+        vec![KvCache::default(); self.config.n_layer]
+    }
+
+    fn check_ids(&self, ids: &Tensor, past: usize) -> Result<(usize, usize)> {
+        if ids.rank() != 2 || ids.dtype() != DType::I64 {
+            return Err(ModelError::Input(format!(
+                "token ids must be an i64 tensor of shape [batch, time], got {:?} {}",
+                ids.shape(),
+                ids.dtype()
+            )));
+        }
+        let (b, t) = (ids.shape()[0], ids.shape()[1]);
+        if past + t > self.config.n_positions {
+            return Err(ModelError::Input(format!(
+                "sequence of {} tokens ({past} cached + {t} new) exceeds the model's context of {} positions",
+                past + t,
+                self.config.n_positions
+            )));
+        }
+        let v = self.config.vocab_size as i64;
+        if let Some(bad) = ids.to_vec::<i64>()?.into_iter().find(|&i| i < 0 || i >= v) {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the vocabulary 0..{v}"
+            )));
+        }
+        Ok((b, t))
+    }
+
+    /// The final hidden states `(B, T, C)` (after `ln_f`) for ids `(B, T)`.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for ids out of range, a sequence longer than
+    /// the context, or masks of the wrong shape.
+    pub fn hidden_states(&self, ids: &Tensor, opts: ForwardOptions<'_>) -> Result<Var> {
+        let ForwardOptions {
+            mut cache,
+            positions,
+            key_padding,
+        } = opts;
+        if let Some(c) = cache.as_deref() {
+            if c.len() != self.h.len() {
+                return Err(ModelError::Input(format!(
+                    "cache has {} layers, the model {}",
+                    c.len(),
+                    self.h.len()
+                )));
+            }
+        }
+        let past = cache
+            .as_deref()
+            .and_then(|c| c.first())
+            .map_or(0, |c| c.len());
+        let (b, t) = self.check_ids(ids, past)?;
+        let pos = match positions {
+            Some(p) => {
+                if p.shape() != [b, t] {
+                    return Err(ModelError::Input(format!(
+                        "position ids must be [{b}, {t}], got {:?}",
+                        p.shape()
+                    )));
+                }
+                p.clone()
+            }
+            None => {
+                Tensor::arange(past as f64, (past + t) as f64, 1.0, DType::I64)?.reshape(&[1, t])?
+            }
+        };
+        let tok = self.wte.forward(ids)?; // (B, T, C)
+        let pe = self.wpe.forward(&pos)?; // (B or 1, T, C)
+        let mut x = self.drop.forward(&tok.add(&pe)?)?;
+        for (i, block) in self.h.iter().enumerate() {
+            let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
+            x = block.forward_with(&x, layer_cache, key_padding)?;
+        }
+        Ok(self.ln_f.forward(&x)?)
+    }
+
+    /// Logits `(B, T, V)` for ids `(B, T)`: the hidden states times `wteᵀ`
+    /// (the tied LM head, read through a transposed view — no copy).
+    ///
+    /// # Errors
+    /// As [`Gpt2::hidden_states`].
+    pub fn forward(&self, ids: &Tensor, opts: ForwardOptions<'_>) -> Result<Var> {
+        let h = self.hidden_states(ids, opts)?;
+        Ok(h.matmul(&self.wte.weight.t()?)?)
+    }
+
+    /// Logits and the language-modelling loss, as transformers computes it
+    /// with `labels`: logits at position `t` predict `labels[t + 1]`; the
+    /// loss is the mean cross-entropy over positions whose label is not
+    /// −100.
+    ///
+    /// # Errors
+    /// As [`Gpt2::forward`], plus [`ModelError::Input`] if `labels` is not
+    /// shaped like `ids`.
+    pub fn forward_with_loss(&self, ids: &Tensor, labels: &Tensor) -> Result<(Var, Var)> {
+        if labels.shape() != ids.shape() {
+            return Err(ModelError::Input(format!(
+                "labels {:?} must have the shape of the ids {:?}",
+                labels.shape(),
+                ids.shape()
+            )));
+        }
+        let logits = self.forward(ids, ForwardOptions::default())?;
+        let t = ids.shape()[1];
+        if t < 2 {
+            return Err(ModelError::Input(
+                "a loss needs at least 2 positions (one to predict)".into(),
+            ));
+        }
+        let shifted = logits.narrow(1, 0, t - 1)?; // (B, T−1, V)
+        let targets = labels.narrow(1, 1, t - 1)?.contiguous(); // (B, T−1)
+        let loss = shifted.cross_entropy(&targets, kiln_nn::loss::IGNORE_INDEX)?;
+        Ok((logits, loss))
+    }
+}
+
+impl Module for Gpt2 {
+    fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(String, &Var)) {
+        self.wte.visit_params(&join(prefix, "wte"), f);
+        self.wpe.visit_params(&join(prefix, "wpe"), f);
+        for (i, block) in self.h.iter().enumerate() {
+            block.visit_params(&join(prefix, &format!("h.{i}")), f);
+        }
+        self.ln_f.visit_params(&join(prefix, "ln_f"), f);
+    }
+
+    fn set_training(&mut self, training: bool) {
+        self.drop.set_training(training);
+        for b in &mut self.h {
+            b.set_training(training);
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Hugging Face model directories: `config.json` + `model.safetensors`, as
+//! `save_pretrained` and the hub write them.
+//!
+//! Loading maps the safetensors file (kiln-nn state dicts) and builds the
+//! network from it tensor by tensor. It accepts names with or without the
+//! `transformer.` prefix, checks every shape against the config (naming the
+//! tensor and both shapes — Conv1D weights are stored `[in, out]`), ignores
+//! the non-parameter attention buffers (`attn.bias`, `attn.masked_bias`)
+//! and the tied `lm_head.weight`, and converts f16/bf16 checkpoints to f32.
+
+use std::path::{Path, PathBuf};
+
+use kiln_nn::state_dict::StateDict;
+use kiln_nn::Module;
+use kiln_tensor::{DType, Tensor};
+
+use super::config::Gpt2Config;
+use super::model::{Gpt2, Init, ParamSource};
+use crate::{ModelError, Result};
+
+/// Takes parameters out of a loaded state dict, checking shapes.
+struct CheckpointSource {
+    file: PathBuf,
+    dict: StateDict,
+    prefix: &'static str,
+    seeds: u64,
+}
+
+impl CheckpointSource {
+    fn err(&self, tensor: &str, msg: String) -> ModelError {
+        ModelError::Weights {
+            file: self.file.clone(),
+            tensor: tensor.to_string(),
+            msg,
+        }
+    }
+}
+
+impl ParamSource for CheckpointSource {
+    fn take(&mut self, name: &str, shape: &[usize], _init: Init) -> Result<Tensor> {
+        let key = format!("{}{name}", self.prefix);
+        let t = self.dict.remove(&key).ok_or_else(|| {
+            self.err(
+                &key,
+                format!("missing from the checkpoint (expected shape {shape:?})"),
+            )
+        })?;
+        if t.shape() != shape {
+            let hint = if name.ends_with(".weight")
+                && t.rank() == 2
+                && t.shape().iter().rev().eq(shape.iter())
+            {
+                " (GPT-2 Conv1D weights are stored [in, out]; this one looks transposed)"
+            } else {
+                ""
+            };
+            return Err(self.err(
+                &key,
+                format!("expected {shape:?}, found {:?}{hint}", t.shape()),
+            ));
+        }
+        if t.dtype() != DType::F32 {
+            return Err(self.err(
+                &key,
+                format!("dtype {} cannot be used as a parameter", t.dtype()),
+            ));
+        }
+        Ok(t)
+    }
+
+    fn seed(&mut self) -> u64 {
+        self.seeds += 1;
+        self.seeds
+    }
+}
+
+/// Whether a checkpoint key is a non-parameter buffer that old GPT-2 files carry.
+fn is_buffer(name: &str) -> bool {
+    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias")
+}
+
+/// Loads a GPT-2 model from a Hugging Face directory holding `config.json`
+/// and `model.safetensors`. Like `from_pretrained`, the model is returned in
+/// eval mode; call `train()` before fine-tuning.
+///
+/// # Errors
+/// [`ModelError::Io`] for a missing directory or file,
+/// [`ModelError::Config`] for a malformed config, [`ModelError::Weights`]
+/// naming the file and tensor for a missing, extra or mis-shaped tensor, and
+/// the state-dict error (naming the file) for a corrupt safetensors file.
+pub fn load_model_dir(dir: impl AsRef<Path>) -> Result<Gpt2> {
+    let dir = dir.as_ref();
+    if !dir.is_dir() {
+        return Err(ModelError::Io {
+            path: dir.to_path_buf(),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+        });
+    }
+    let config = Gpt2Config::from_file(dir.join("config.json"))?;
+    if !config.tie_word_embeddings {
+        return Err(ModelError::Config {
+            path: dir.join("config.json"),
+            msg: "tie_word_embeddings = false is not supported: GPT-2's LM head is the token embedding".into(),
+        });
+    }
+    let file = dir.join("model.safetensors");
+    if !file.is_file() {
+        let hint = if dir.join("pytorch_model.bin").is_file() {
+            " (only safetensors is supported; convert pytorch_model.bin with transformers' save_pretrained(safe_serialization=True))"
+        } else {
+            ""
+        };
+        return Err(ModelError::Io {
+            path: file,
+            error: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("weights file not found{hint}"),
+            ),
+        });
+    }
+    let dict = StateDict::load(&file).map_err(kiln_nn::NnError::from)?;
+    let prefix = if dict.contains_key("transformer.wte.weight") {
+        "transformer."
+    } else {
+        ""
+    };
+    let mut src = CheckpointSource {
+        file: file.clone(),
+        dict,
+        prefix,
+        seeds: 0,
+    };
+    let mut model = Gpt2::build(config, &mut src)?;
+    // Like `from_pretrained`, a loaded model starts in eval mode (no dropout).
+    model.eval();
+    // What is left must be buffers or the tied head.
+    let leftover: Vec<String> = src
+        .dict
+        .keys()
+        .filter(|k| !is_buffer(k) && *k != "lm_head.weight")
+        .map(str::to_string)
+        .collect();
+    if let Some(extra) = leftover.first() {
+        return Err(ModelError::Weights {
+            file,
+            tensor: extra.clone(),
+            msg: format!(
+                "unexpected tensor in the checkpoint ({} unexpected in all); is this a GPT-2 model with this config?",
+                leftover.len()
+            ),
+        });
+    }
+    if let Some(head) = src.dict.get("lm_head.weight") {
+        let wte = model.wte.weight.value();
+        if head.shape() != wte.shape() {
+            return Err(ModelError::Weights {
+                file,
+                tensor: "lm_head.weight".into(),
+                msg: format!(
+                    "expected {:?} (tied to wte), found {:?}",
+                    wte.shape(),
+                    head.shape()
+                ),
+            });
+        }
+    }
+    Ok(model)
+}
+
+/// Writes `model` as a Hugging Face directory that
+/// `GPT2LMHeadModel.from_pretrained(dir)` loads unchanged: `config.json` and
+/// `model.safetensors` with `transformer.`-prefixed names (the LM head is
+/// tied, so it is not stored). Each file is written atomically.
+///
+/// # Errors
+/// [`ModelError::Io`] naming the path if the directory cannot be created or
+/// a file cannot be written.
+pub fn save_model_dir(model: &Gpt2, dir: impl AsRef<Path>) -> Result<()> {
+    let dir = dir.as_ref();
+    std::fs::create_dir_all(dir).map_err(|error| ModelError::Io {
+        path: dir.to_path_buf(),
+        error,
+    })?;
+    let mut dict = StateDict::new();
+    for (name, p) in model.named_parameters() {
+        dict.insert(format!("transformer.{name}"), p.value());
+    }
+    dict.metadata_mut().insert("format".into(), "pt".into());
+    dict.save(dir.join("model.safetensors"))
+        .map_err(kiln_nn::NnError::from)?;
+    write_atomic(&dir.join("config.json"), model.config.to_json().as_bytes())
+}
+
+/// Writes a file via a temporary sibling and a rename, so readers never see
+/// a half-written file.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let io = |error| ModelError::Io {
+        path: path.to_path_buf(),
+        error,
+    };
+    let tmp = path.with_extension("kiln-tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}

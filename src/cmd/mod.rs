@@ -1,0 +1,55 @@
+//! The subcommands of the `kiln` program, one file each, and the helpers
+//! they share.
+
+pub mod eval;
+pub mod generate;
+pub mod tokenize;
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use kiln_models::tokenizer::Tokenizer;
+
+/// Reads a whole file as UTF-8 text, with errors that name the file.
+pub fn read_utf8(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not valid UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
+/// Prints `[1,2,3]` and a newline on stdout. A closed pipe (`| head`) is not
+/// an error.
+pub fn print_json_array(ids: &[u32]) -> std::io::Result<()> {
+    use std::fmt::Write as _;
+    let mut line = String::with_capacity(ids.len() * 6 + 3);
+    line.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        write!(line, "{id}").expect("writing to a String cannot fail");
+    }
+    line.push_str("]\n");
+    let mut out = std::io::stdout().lock();
+    match out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result,
+    }
+}
+
+/// The tokenizer for a model directory: its own `vocab.json` + `merges.txt`
+/// (or `encoder.json` + `vocab.bpe`) if present, else the built-in GPT-2 one.
+pub fn tokenizer_for(dir: &Path) -> Result<Tokenizer> {
+    let has = |a: &str, b: &str| dir.join(a).is_file() && dir.join(b).is_file();
+    if has("vocab.json", "merges.txt") || has("encoder.json", "vocab.bpe") {
+        Ok(Tokenizer::from_dir(dir)?)
+    } else {
+        Ok(Tokenizer::gpt2())
+    }
+}
