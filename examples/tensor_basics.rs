@@ -66,7 +66,10 @@ fn main() -> anyhow::Result<()> {
     let xt = x.t()?;
     show("x.t().reshape([12])", &xt.reshape(&[12])?, &x)?;
     // `view` refuses instead of copying, and says why.
-    println!("x.t().view([12])       error: {}", xt.view(&[12]).unwrap_err());
+    println!(
+        "x.t().view([12])       error: {}",
+        xt.view(&[12]).unwrap_err()
+    );
     // The decision itself is `Layout::reshape_view`: Some(layout) or None.
     let t_layout: &Layout = xt.layout();
     println!(

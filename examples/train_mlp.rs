@@ -45,7 +45,11 @@ fn spirals(rng: &mut Rng) -> anyhow::Result<(Tensor, Tensor)> {
 fn accuracy(logits: &Tensor, labels: &Tensor) -> anyhow::Result<f64> {
     let predicted = logits.argmax(-1, false)?.to_vec::<i64>()?;
     let labels = labels.to_vec::<i64>()?;
-    let right = predicted.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    let right = predicted
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p == l)
+        .count();
     Ok(right as f64 / labels.len() as f64)
 }
 
