@@ -34,10 +34,11 @@ fn main() -> anyhow::Result<()> {
     let w = Var::parameter(Tensor::from_vec(vec![1.5f64], &[1])?);
     let b = Var::parameter(Tensor::from_vec(vec![0.5f64], &[1])?);
 
-    let pred = w.mul(&x)?.add(&b)?; // [1]·[3] + [1] → [3]
-    let r = pred.sub(&y)?; // residuals [3]
-    let loss = r.powf(2.0)?.mean_all()?; // one element
-                                         // ANCHOR_END: forward
+    // [1]·[3] + [1] → [3]: w and b broadcast over the three points.
+    let pred = w.mul(&x)?.add(&b)?;
+    let r = pred.sub(&y)?;
+    let loss = r.powf(2.0)?.mean_all()?;
+    // ANCHOR_END: forward
 
     // Five ops were recorded, in execution order: the tape. Each line shows
     // the shapes and strides in and out, whether the output is a view or new

@@ -7,3 +7,28 @@ pub use kiln_autograd as autograd;
 pub use kiln_models as models;
 pub use kiln_nn as nn;
 pub use kiln_tensor as tensor;
+
+/// The book's chapters (`docs/src/*.md`) as doctests: every ` ```rust ` block
+/// in them is compiled and run by `cargo test --doc -p kiln`, which `cargo
+/// test --workspace` includes. Blocks that are not Rust must say what they
+/// are (` ```text `, ` ```sh `); see `docs/README.md`.
+#[cfg(doctest)]
+mod book {
+    macro_rules! chapters {
+        ($($name:ident => $file:literal),* $(,)?) => {$(
+            #[doc = include_str!(concat!("../docs/src/", $file))]
+            mod $name {}
+        )*};
+    }
+    chapters! {
+        introduction => "introduction.md",
+        tensors => "tensors.md",
+        matmul => "matmul.md",
+        autodiff => "autodiff.md",
+        modules => "modules.md",
+        gpt2 => "gpt2.md",
+        tokenizer => "tokenizer.md",
+        training => "training.md",
+        performance => "performance.md",
+    }
+}
