@@ -17,7 +17,8 @@
 #   5. every repository path written in backticks (`tensor/src/layout.rs`)
 #      exists, so the book cannot point at code that moved; a line that
 #      contains TODO(lead) is exempt (it names work still to land);
-#   6. every link to another chapter (`[x](autodiff.md#…)`) resolves;
+#   6. every link to another chapter (`[x](autodiff.md#the-trace)`) names an
+#      existing chapter and, after `#`, one of its headings;
 #   7. a block introduced by <!-- verbatim: PATH --> is quoted from PATH:
 #      each of its lines must occur in that file (blank lines and elisions,
 #      a line that is just "…" or "// …", are skipped);
@@ -32,6 +33,13 @@ err() {
 }
 
 chapters=$(cd "$src" && ls -- *.md | grep -v '^SUMMARY\.md$')
+
+# The ids mdBook gives a chapter's headings (outside code blocks): lower
+# case, punctuation dropped, spaces turned into dashes.
+slugs() {
+    awk '/^[ \t]*```/ { code = !code; next } !code && /^#+ / { sub(/^#+ /, ""); print }' "$1" |
+        tr 'A-Z' 'a-z' | sed 's/[^a-z0-9 _-]//g; s/ /-/g'
+}
 
 # 1 and 2: the chapter list, in SUMMARY.md and in src/lib.rs.
 for f in $chapters; do
@@ -87,10 +95,14 @@ for f in $chapters; do
         grep -o '`\(\.ci\|tensor\|autograd\|nn\|models\|src\|examples\|benches\|scripts\|fixtures\|data\|docs\|tests\)/[^` ]*`' |
         tr -d '`' | sort -u || true)
 
-    # 6: links to chapters.
+    # 6: links to chapters, and to headings in them.
     while IFS= read -r link; do
         target=${link%%#*}
-        [ -f "$src/$target" ] || err "$md: link to missing chapter $target"
+        if [ ! -f "$src/$target" ]; then
+            err "$md: link to missing chapter $target"
+        elif [ "$target" != "$link" ] && ! slugs "$src/$target" | grep -qx "${link#*#}"; then
+            err "$md: link to $link: $target has no heading with that id"
+        fi
     done < <(grep -o '](\([a-z0-9_-]*\.md\)\(#[a-z0-9_-]*\)\?)' "$md" | sed 's/^](//; s/)$//' || true)
 
     # 7: verbatim quotes.

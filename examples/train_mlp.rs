@@ -82,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         min_lr: base_lr / 10.0,
     };
 
+    // ANCHOR: loop
     let params = model.parameters();
     for step in 0..STEPS {
         opt.set_lr(schedule.lr_at(step, base_lr));
@@ -103,6 +104,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    // ANCHOR_END: loop
 
     // Evaluation records nothing: no tape, no saved activations.
     let logits = no_grad(|| model.forward(&x))?;
