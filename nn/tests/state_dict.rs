@@ -749,6 +749,14 @@ fn bad_metadata() {
             "{h}: {err}"
         );
     }
+    // `null` is no metadata, as the safetensors crate reads it.
+    let sd = StateDict::from_bytes(
+        &image(r#"{"__metadata__":null}"#, b""),
+        "null",
+        LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(sd.metadata().is_empty());
 }
 
 #[test]
@@ -1099,7 +1107,7 @@ fn failed_write_mid_file_keeps_old_file() {
     let old_bytes = std::fs::read(&path).unwrap();
 
     let exe = std::env::current_exe().unwrap();
-    let status = std::process::Command::new("sh")
+    let child = std::process::Command::new("sh")
         .arg("-c")
         // Ignore SIGXFSZ (inherited across exec) so write() returns EFBIG;
         // limit files to 64 blocks (32 or 64 KiB depending on the shell).
@@ -1112,9 +1120,15 @@ fn failed_write_mid_file_keeps_old_file() {
             "--test-threads=1",
         ])
         .env("KILN_SD_DISK_FULL_PATH", &path)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "child failed: {status}");
+    assert!(
+        child.status.success() && String::from_utf8_lossy(&child.stderr).contains("child saw"),
+        "child failed: {}\n{}\n{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
     assert_eq!(std::fs::read(&path).unwrap(), old_bytes, "old file intact");
     assert_eq!(
         dir.listing(),
