@@ -2,13 +2,15 @@
 same GPT-2-small-sized f32 checkpoint (124,439,808 parameters, ~498 MB), in
 one run, with a warm page cache, and prints medians and ratios.
 
-    /work/venv/bin/python scripts/compare_state_dict.py [--repeats 7] [--keep FILE]
+    /work/venv/bin/python scripts/compare_state_dict.py [--rounds 5] [--per-round 3] [--keep FILE]
 
 The file is written with safetensors.torch.save_file into a temporary
 directory and removed at the end (unless --keep names a path to write it to
 instead). Kiln's side is `cargo run --release -p kiln-nn --example
 state_dict_load`, which times repeated loads inside one process, so process
-start-up and cargo are not counted.
+start-up and cargo are not counted. The four ways of loading take turns,
+a few loads each per round, so drift in machine load hits them all alike;
+the page cache is warmed first and stays warm.
 
 What is timed, per load:
 
@@ -67,7 +69,6 @@ def write_checkpoint(path):
 
 
 def time_torch(fn, repeats):
-    fn()  # warm-up, untimed
     out = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -84,19 +85,19 @@ def mmap_then_read(path):
     return d
 
 
-def time_kiln(path, repeats):
-    subprocess.run(
-        ["cargo", "build", "--release", "-q", "-p", "kiln-nn", "--example", "state_dict_load"],
-        cwd=ROOT, check=True)
-    exe = ROOT / "target" / "release" / "examples" / "state_dict_load"
-    out = subprocess.run([str(exe), str(path), str(repeats)], check=True,
+KILN = ROOT / "target" / "release" / "examples" / "state_dict_load"
+
+
+def time_kiln(path, repeats, warmups=0):
+    out = subprocess.run([str(KILN), str(path), str(repeats), str(warmups)], check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out)["seconds"]
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--per-round", type=int, default=3)
     ap.add_argument("--keep", type=pathlib.Path, help="write the checkpoint here and keep it")
     args = ap.parse_args()
 
@@ -106,17 +107,26 @@ def main():
             write_checkpoint(path)
         size = os.path.getsize(path)
         print(f"{path.name}: {size / 1e6:.1f} MB, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
+              f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}")
 
-        r = args.repeats
-        # Interleave the two sides twice so drift in machine load hits both.
-        times = {"torch mmap": [], "torch mmap+read": [], "torch pread": [], "kiln": []}
-        for _ in range(2):
-            times["kiln"] += time_kiln(path, r)
-            times["torch mmap"] += time_torch(lambda: load_file(str(path)), r)
-            times["torch mmap+read"] += time_torch(lambda: mmap_then_read(path), r)
-            times["torch pread"] += time_torch(lambda: load_file(str(path), backend="pread"), r)
+        subprocess.run(["cargo", "build", "--release", "-q", "-p", "kiln-nn", "--example",
+                        "state_dict_load"], cwd=ROOT, check=True)
+        ways = {
+            "kiln": lambda r: time_kiln(path, r),
+            "torch mmap": lambda r: time_torch(lambda: load_file(str(path)), r),
+            "torch mmap+read": lambda r: time_torch(lambda: mmap_then_read(path), r),
+            "torch pread": lambda r: time_torch(lambda: load_file(str(path), backend="pread"), r),
+        }
+        time_kiln(path, 0, warmups=1)  # warm the page cache and the binary
+        for way in ways.values():
+            way(1)
+        times = {k: [] for k in ways}
+        for _ in range(args.rounds):
+            for k, way in ways.items():
+                times[k] += way(args.per_round)
 
+    print(f"  (load average at the end {os.getloadavg()[0]:.1f})")
     med = {k: statistics.median(v) for k, v in times.items()}
     for k, v in times.items():
         print(f"  {k:16s} median {med[k] * 1e3:8.1f} ms  ({size / med[k] / 1e9:5.2f} GB/s)  "
