@@ -6,9 +6,9 @@ one run, with a warm page cache, and prints medians and ratios.
 
 The file is written with safetensors.torch.save_file into a temporary
 directory and removed at the end (unless --keep names a path to write it to
-instead). Kiln's side is `cargo run --release -p kiln-nn --example
-state_dict_load`, which times repeated loads inside one process, so process
-start-up and cargo are not counted. The four ways of loading take turns,
+instead). Kiln's side is nn/examples/state_dict_load.rs, built with `cargo
+build --release -p kiln-nn --example state_dict_load` and run directly; it
+times repeated loads inside one process, so process start-up is not counted. The four ways of loading take turns,
 a few loads each per round, so drift in machine load hits them all alike;
 the page cache is warmed first and stays warm.
 

@@ -6,3 +6,4 @@ mod error;
 pub mod state_dict;
 
 pub use error::{NnError, Result};
+pub use state_dict::{LoadOptions, LoadReport, StateDict, StateDictError};
