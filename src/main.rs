@@ -12,8 +12,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "kiln", version, about)]
 struct Cli {
+    /// With no command, runs the built-in demo: trains a small GPT-2 on the
+    /// Shakespeare corpus in data/shakespeare, then prints a sample.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -25,14 +27,18 @@ enum Command {
     Generate(cmd::generate::GenerateArgs),
     /// Evaluate a model's loss and perplexity on a text file.
     Eval(cmd::eval::EvalArgs),
+    /// Fine-tune a GPT-2 directory, or train one from scratch.
+    Train(Box<cmd::train::TrainArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Tokenize(args) => cmd::tokenize::run(&args),
-        Command::Generate(args) => cmd::generate::run(&args),
-        Command::Eval(args) => cmd::eval::run(&args),
+        Some(Command::Tokenize(args)) => cmd::tokenize::run(&args),
+        Some(Command::Generate(args)) => cmd::generate::run(&args),
+        Some(Command::Eval(args)) => cmd::eval::run(&args),
+        Some(Command::Train(args)) => cmd::train::run(&args),
+        None => cmd::train::run(&cmd::train::TrainArgs::demo()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

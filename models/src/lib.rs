@@ -5,5 +5,6 @@
 mod error;
 pub mod gpt2;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{ModelError, Result};

@@ -42,3 +42,4 @@ pub use layer_norm::LayerNorm;
 pub use linear::{Conv1D, Linear};
 pub use mlp::{Mlp, Sequential};
 pub use module::{join, Forward, Module};
+pub use state_dict::{LoadOptions, LoadReport, StateDict, StateDictError};

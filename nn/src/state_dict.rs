@@ -251,7 +251,8 @@ impl StateDict {
     /// same directory, which is `fsync`ed and renamed over `path`; the
     /// directory is then `fsync`ed where the platform allows. A crash or
     /// failure at any point leaves the previous file at `path` intact, and
-    /// the temporary file is removed on failure.
+    /// the temporary file is removed on failure. If `path` is a symlink, the
+    /// link itself is replaced by the new file.
     ///
     /// # Errors
     /// [`StateDictError::Save`] naming `path` and the step that failed

@@ -214,14 +214,20 @@ fn half_types_widen_to_f32_exactly_by_default() {
 
 #[test]
 fn every_f16_and_bf16_bit_pattern_widens_exactly() {
-    // All 65536 patterns, in a tensor big enough (128 KiB) to be split into
-    // chunks, and once more behind an odd-length header so the data is
-    // misaligned and takes the byte-by-byte path.
-    let f16s: Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
-    let bf16s: Vec<bf16> = (0..=u16::MAX).map(bf16::from_bits).collect();
+    // All 65536 patterns, 17 times over (2.1 MiB per tensor: above the
+    // parallel threshold, three chunks, the last one ragged), and once more
+    // behind an odd-length header so the data is misaligned and takes the
+    // byte-by-byte path.
+    const REPEAT: usize = 17;
+    let f16s: Vec<f16> = (0..REPEAT)
+        .flat_map(|_| (0..=u16::MAX).map(f16::from_bits))
+        .collect();
+    let bf16s: Vec<bf16> = (0..REPEAT)
+        .flat_map(|_| (0..=u16::MAX).map(bf16::from_bits))
+        .collect();
     let mut sd = StateDict::new();
-    sd.insert("a", t(f16s.clone(), &[256, 256]));
-    sd.insert("b", t(bf16s.clone(), &[65536]));
+    sd.insert("a", t(f16s.clone(), &[REPEAT, 256, 256]));
+    sd.insert("b", t(bf16s.clone(), &[REPEAT * 65536]));
     let aligned = sd.to_bytes().unwrap();
 
     let n = u64::from_le_bytes(aligned[..8].try_into().unwrap()) as usize;
@@ -242,14 +248,14 @@ fn every_f16_and_bf16_bit_pattern_widens_exactly() {
             let want = h.to_f32();
             assert!(
                 x.to_bits() == want.to_bits() || (x.is_nan() && want.is_nan()),
-                "f16 {i:#06x}: {x} vs {want}"
+                "f16 #{i}: {x} vs {want}"
             );
         }
         for (i, (x, h)) in b.iter().zip(&bf16s).enumerate() {
             let want = h.to_f32();
             assert!(
                 x.to_bits() == want.to_bits() || (x.is_nan() && want.is_nan()),
-                "bf16 {i:#06x}: {x} vs {want}"
+                "bf16 #{i}: {x} vs {want}"
             );
         }
     }
@@ -257,8 +263,8 @@ fn every_f16_and_bf16_bit_pattern_widens_exactly() {
 
 #[test]
 fn big_tensors_round_trip_through_the_parallel_copy() {
-    // 3 MiB of f32 and 4 MiB of i64 and f64: above the parallel threshold,
-    // with a ragged last chunk.
+    // 3 MiB of f32 and 6 MiB each of i64 and f64: above the parallel
+    // threshold, with a ragged last chunk.
     let n = 3 * (1 << 18) + 7;
     let mut sd = StateDict::new();
     sd.insert("w", t((0..n).map(|i| i as f32 * 0.5 - 3.0).collect(), &[n]));
@@ -749,6 +755,14 @@ fn bad_metadata() {
             "{h}: {err}"
         );
     }
+    // `null` is no metadata, as the safetensors crate reads it.
+    let sd = StateDict::from_bytes(
+        &image(r#"{"__metadata__":null}"#, b""),
+        "null",
+        LoadOptions::default(),
+    )
+    .unwrap();
+    assert!(sd.metadata().is_empty());
 }
 
 #[test]
@@ -1099,7 +1113,7 @@ fn failed_write_mid_file_keeps_old_file() {
     let old_bytes = std::fs::read(&path).unwrap();
 
     let exe = std::env::current_exe().unwrap();
-    let status = std::process::Command::new("sh")
+    let child = std::process::Command::new("sh")
         .arg("-c")
         // Ignore SIGXFSZ (inherited across exec) so write() returns EFBIG;
         // limit files to 64 blocks (32 or 64 KiB depending on the shell).
@@ -1112,9 +1126,15 @@ fn failed_write_mid_file_keeps_old_file() {
             "--test-threads=1",
         ])
         .env("KILN_SD_DISK_FULL_PATH", &path)
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success(), "child failed: {status}");
+    assert!(
+        child.status.success() && String::from_utf8_lossy(&child.stderr).contains("child saw"),
+        "child failed: {}\n{}\n{}",
+        child.status,
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
     assert_eq!(std::fs::read(&path).unwrap(), old_bytes, "old file intact");
     assert_eq!(
         dir.listing(),

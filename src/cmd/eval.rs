@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use kiln_autograd::no_grad;
-use kiln_models::gpt2::{load_model_dir, Gpt2};
-use kiln_tensor::Tensor;
+use kiln_models::gpt2::load_model_dir;
+use kiln_models::train::evaluate;
 
 use super::{read_utf8, tokenizer_for};
 
@@ -28,35 +27,6 @@ pub struct EvalArgs {
     /// Print `{"loss": …, "perplexity": …, "tokens": …}`.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Mean negative log-likelihood over every predicted token of `ids`, cut
-/// into consecutive, non-overlapping windows of `block` tokens (the last may
-/// be shorter; a window of L tokens predicts L − 1). Returns (sum of NLL,
-/// number of predicted tokens).
-pub fn evaluate(model: &Gpt2, ids: &[u32], block: usize, batch: usize) -> Result<(f64, usize)> {
-    let windows: Vec<&[u32]> = ids.chunks(block).filter(|w| w.len() >= 2).collect();
-    let mut total = 0f64;
-    let mut count = 0usize;
-    no_grad(|| -> Result<()> {
-        // Full windows go in batches; a shorter last window goes alone.
-        let (full, short): (Vec<&[u32]>, Vec<&[u32]>) =
-            windows.iter().partition(|w| w.len() == block);
-        for group in full.chunks(batch.max(1)).chain(short.chunks(1)) {
-            let len = group[0].len();
-            let flat: Vec<i64> = group
-                .iter()
-                .flat_map(|w| w.iter().map(|&i| i as i64))
-                .collect();
-            let x = Tensor::from_vec(flat, &[group.len(), len])?;
-            let (_, loss) = model.forward_with_loss(&x, &x)?;
-            let predicted = group.len() * (len - 1);
-            total += loss.value().item::<f32>()? as f64 * predicted as f64;
-            count += predicted;
-        }
-        Ok(())
-    })?;
-    Ok((total, count))
 }
 
 /// Runs `kiln eval`.

@@ -4,6 +4,7 @@
 pub mod eval;
 pub mod generate;
 pub mod tokenize;
+pub mod train;
 
 use std::io::Write;
 use std::path::Path;

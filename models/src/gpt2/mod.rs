@@ -8,4 +8,5 @@ mod weights;
 pub use config::Gpt2Config;
 pub use generate::{generate, GenerationConfig, Sampling};
 pub use model::{Block, ForwardOptions, Gpt2, Init, ParamSource, RandomInit};
+pub(crate) use weights::write_atomic;
 pub use weights::{load_model_dir, save_model_dir};

@@ -374,6 +374,41 @@ impl Gpt2 {
     }
 }
 
+impl Gpt2 {
+    /// Sets every dropout probability (embedding, attention, residual) to
+    /// `p`, in the config too.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] unless `0 ≤ p < 1`.
+    pub fn set_dropout(&mut self, p: f64) -> Result<()> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(ModelError::Config {
+                path: "dropout".into(),
+                msg: format!("dropout must be in [0, 1), got {p}"),
+            });
+        }
+        self.config.set_dropout(p);
+        self.drop.p = p;
+        for b in &mut self.h {
+            b.attn.attn_dropout.p = p;
+            b.attn.resid_dropout.p = p;
+            b.mlp.dropout.p = p;
+        }
+        Ok(())
+    }
+
+    /// Every dropout layer, in a fixed order (embedding, then per block:
+    /// attention probabilities, attention output, MLP output). Their
+    /// generator states go into training checkpoints.
+    pub fn dropouts(&self) -> Vec<&Dropout> {
+        let mut out = vec![&self.drop];
+        for b in &self.h {
+            out.extend([&b.attn.attn_dropout, &b.attn.resid_dropout, &b.mlp.dropout]);
+        }
+        out
+    }
+}
+
 impl Module for Gpt2 {
     fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(String, &Var)) {
         self.wte.visit_params(&join(prefix, "wte"), f);

@@ -1,0 +1,12 @@
+//! Fine-tuning and training GPT-2: data, the loop, checkpoints.
+
+pub mod checkpoint;
+pub mod data;
+mod eval;
+mod plot;
+mod trainer;
+
+pub use data::{collect_files, load_tokens, Batch, Batcher, Sampling};
+pub use eval::evaluate;
+pub use plot::plot_loss_curve;
+pub use trainer::{has_checkpoint, ScheduleKind, StepStats, TrainConfig, TrainSummary, Trainer};

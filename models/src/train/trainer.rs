@@ -1,0 +1,589 @@
+//! The training loop: AdamW with decay groups, warmup + decay, clipping,
+//! gradient accumulation, evaluation, logging, checkpoints and resume —
+//! what transformers' `Trainer` does, for GPT-2.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kiln_autograd::Var;
+use kiln_nn::optim::{clip_grad_norm, decay_groups, AdamConfig, AdamW, LrSchedule, Optimizer};
+use kiln_nn::Module;
+use kiln_tensor::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{
+    list_checkpoints, load_checkpoint, rotate_checkpoints, save_checkpoint, LogPoint, TrainerState,
+};
+use super::data::{Batch, Batcher, Sampling};
+use super::eval::evaluate;
+use super::plot::plot_loss_curve;
+use crate::gpt2::{save_model_dir, ForwardOptions, Gpt2};
+use crate::{ModelError, Result};
+
+/// Which learning-rate schedule to use after warmup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScheduleKind {
+    /// Linear decay to 0 at the last step (transformers' default).
+    Linear,
+    /// Cosine decay to a tenth of the peak (nanoGPT).
+    Cosine,
+    /// No decay.
+    Constant,
+}
+
+/// Training hyper-parameters, named after transformers' `TrainingArguments`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Where checkpoints, logs, the final model and the loss curve go.
+    pub output_dir: PathBuf,
+    /// Peak learning rate.
+    pub learning_rate: f64,
+    /// Decoupled weight decay on matrices (none on biases / LayerNorm).
+    pub weight_decay: f64,
+    /// AdamW β₁, β₂, ε.
+    pub adam: (f64, f64, f64),
+    /// Linear warmup steps.
+    pub warmup_steps: usize,
+    /// Schedule after warmup.
+    pub schedule: ScheduleKind,
+    /// Stop after this many optimizer steps (overrides `epochs`).
+    pub max_steps: Option<usize>,
+    /// Passes over the training data.
+    pub epochs: f64,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub gradient_accumulation_steps: usize,
+    /// Global-norm clipping threshold (0 disables).
+    pub max_grad_norm: f64,
+    /// Tokens per row.
+    pub block_size: usize,
+    /// Random windows (nanoGPT) or consecutive blocks (transformers).
+    pub sampling: Sampling,
+    /// Evaluate every N steps (and always at the end).
+    pub eval_steps: Option<usize>,
+    /// Log every N steps.
+    pub logging_steps: usize,
+    /// Save a checkpoint every N steps.
+    pub save_steps: usize,
+    /// Keep at most this many checkpoints.
+    pub save_total_limit: Option<usize>,
+    /// Seed of data sampling and dropout.
+    pub seed: u64,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            output_dir: "runs/train".into(),
+            learning_rate: 5e-5,
+            weight_decay: 0.0,
+            adam: (0.9, 0.999, 1e-8),
+            warmup_steps: 0,
+            schedule: ScheduleKind::Linear,
+            max_steps: None,
+            epochs: 3.0,
+            batch_size: 8,
+            gradient_accumulation_steps: 1,
+            max_grad_norm: 1.0,
+            block_size: 1024,
+            sampling: Sampling::Sequential,
+            eval_steps: None,
+            logging_steps: 10,
+            save_steps: 500,
+            save_total_limit: None,
+            seed: 42,
+            progress: true,
+        }
+    }
+}
+
+/// What one optimizer step measured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Mean loss over the step's predicted tokens.
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Tokens processed (inputs).
+    pub tokens: usize,
+}
+
+/// The outcome of [`Trainer::run`].
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Optimizer steps completed in total.
+    pub steps: usize,
+    /// Final validation loss, if there was validation data.
+    pub eval_loss: Option<f64>,
+    /// Training loss of the last step.
+    pub last_loss: Option<f64>,
+    /// Whether the run stopped early on a signal (a checkpoint was saved).
+    pub interrupted: bool,
+    /// The final model folder (when the run completed).
+    pub final_dir: Option<PathBuf>,
+    /// Wall time of this run (seconds).
+    pub seconds: f64,
+    /// Mean training throughput of this run (tokens/s).
+    pub tokens_per_sec: f64,
+}
+
+/// Trains a GPT-2 model; see the module docs.
+pub struct Trainer {
+    /// The model being trained.
+    pub model: Gpt2,
+    cfg: TrainConfig,
+    opt: AdamW,
+    params: Vec<Var>,
+    train: Batcher,
+    val: Option<Vec<u32>>,
+    step: usize,
+    total_steps: usize,
+    history: Vec<LogPoint>,
+    /// Runs before a checkpoint is committed (tests simulate crashes here).
+    pub before_commit: Box<dyn Fn() -> std::io::Result<()>>,
+}
+
+impl Trainer {
+    /// A trainer for `model` on `train` ids, validating on `val` ids.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] if the block size exceeds the model's context
+    /// or the data is too short for one block.
+    pub fn new(
+        mut model: Gpt2,
+        cfg: TrainConfig,
+        train: Vec<u32>,
+        val: Option<Vec<u32>>,
+    ) -> Result<Trainer> {
+        if cfg.block_size > model.config.n_positions {
+            return Err(ModelError::Input(format!(
+                "block size {} exceeds the model's context of {} positions",
+                cfg.block_size, model.config.n_positions
+            )));
+        }
+        if cfg.block_size < 2 {
+            return Err(ModelError::Input("block size must be at least 2".into()));
+        }
+        if let Some(v) = &val {
+            if v.len() < 2 {
+                return Err(ModelError::Input(format!(
+                    "the validation text has {} token(s); at least 2 are needed",
+                    v.len()
+                )));
+            }
+        }
+        let vocab = model.config.vocab_size as u32;
+        if let Some(bad) = train
+            .iter()
+            .chain(val.iter().flatten())
+            .find(|&&i| i >= vocab)
+        {
+            return Err(ModelError::Input(format!(
+                "token id {bad} is outside the model's vocabulary of {vocab}; was the text tokenised with another tokenizer?"
+            )));
+        }
+        let batcher = Batcher::new(
+            train,
+            cfg.batch_size,
+            cfg.block_size,
+            cfg.sampling,
+            cfg.seed,
+        )?;
+        // Dropout masks come from generators seeded from the run's seed.
+        let mut seeder = Rng::new(cfg.seed ^ 0xD80_9C0D);
+        for d in model.dropouts() {
+            d.set_rng_state(Rng::new(seeder.next_u64()));
+        }
+        model.train();
+        let (b1, b2, eps) = cfg.adam;
+        let opt = AdamW::new(
+            decay_groups(
+                model.named_parameters(),
+                cfg.learning_rate,
+                cfg.weight_decay,
+            ),
+            AdamConfig {
+                beta1: b1,
+                beta2: b2,
+                eps,
+            },
+        );
+        let per_epoch = batcher
+            .batches_per_epoch()
+            .div_ceil(cfg.gradient_accumulation_steps.max(1));
+        let total_steps = cfg
+            .max_steps
+            .unwrap_or(((per_epoch as f64) * cfg.epochs).ceil() as usize)
+            .max(1);
+        let params = model.parameters();
+        Ok(Trainer {
+            model,
+            cfg,
+            opt,
+            params,
+            train: batcher,
+            val,
+            step: 0,
+            total_steps,
+            history: Vec::new(),
+            before_commit: Box::new(|| Ok(())),
+        })
+    }
+
+    /// Optimizer steps done.
+    pub fn step(&self) -> usize {
+        self.step
+    }
+
+    /// Optimizer steps the run will take.
+    pub fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+
+    /// The loss history (train and eval points).
+    pub fn history(&self) -> &[LogPoint] {
+        &self.history
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    fn schedule(&self) -> LrSchedule {
+        match self.cfg.schedule {
+            ScheduleKind::Linear => LrSchedule::LinearWarmupDecay {
+                warmup: self.cfg.warmup_steps,
+                total: self.total_steps,
+            },
+            ScheduleKind::Cosine => LrSchedule::WarmupCosine {
+                warmup: self.cfg.warmup_steps,
+                total: self.total_steps,
+                min_lr: self.cfg.learning_rate / 10.0,
+            },
+            ScheduleKind::Constant => LrSchedule::Constant,
+        }
+    }
+
+    /// The micro-batches of the next optimizer step, from the training data
+    /// (as [`Trainer::run`] draws them).
+    ///
+    /// # Errors
+    /// Tensor construction errors (not expected).
+    pub fn next_batches(&mut self) -> Result<Vec<Batch>> {
+        (0..self.cfg.gradient_accumulation_steps.max(1))
+            .map(|_| self.train.next_batch())
+            .collect()
+    }
+
+    /// One optimizer step over `batches` (gradient accumulation): the loss
+    /// is the mean over all their predicted tokens, as transformers computes
+    /// it. Stops with an error, without updating, if the loss or gradient
+    /// norm is not finite.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] naming the step when training diverges; model
+    /// errors otherwise.
+    pub fn train_step(&mut self, batches: &[Batch]) -> Result<StepStats> {
+        let lr = self.schedule().lr_at(self.step, self.cfg.learning_rate);
+        self.opt.set_lr(lr);
+        let total: usize = batches.iter().map(|b| b.predicted()).sum();
+        let mut loss_sum = 0f64;
+        let mut tokens = 0;
+        for b in batches {
+            let n = b.predicted();
+            if n == 0 {
+                continue;
+            }
+            let logits = self.model.forward(&b.input, ForwardOptions::default())?;
+            let loss = logits.cross_entropy(&b.targets, kiln_nn::loss::IGNORE_INDEX)?;
+            let l = loss.value().item::<f32>()? as f64;
+            loss_sum += l * n as f64;
+            tokens += b.input.numel();
+            // Weight each micro-batch by its share of the step's tokens.
+            loss.mul_scalar(n as f64 / total as f64)?.backward()?;
+        }
+        let loss = loss_sum / total.max(1) as f64;
+        let grad_norm = if self.cfg.max_grad_norm > 0.0 {
+            clip_grad_norm(&self.params, self.cfg.max_grad_norm)?
+        } else {
+            clip_grad_norm(&self.params, f64::INFINITY)?
+        };
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            self.opt.zero_grad();
+            let last = list_checkpoints(&self.cfg.output_dir)
+                .pop()
+                .map(|(_, p)| p.display().to_string());
+            return Err(ModelError::Input(format!(
+                "training diverged at step {}: loss {loss}, gradient norm {grad_norm}; no update was applied. Last good checkpoint: {}. Try a lower --learning-rate.",
+                self.step + 1,
+                last.unwrap_or_else(|| "none".into())
+            )));
+        }
+        self.opt.step()?;
+        self.opt.zero_grad();
+        self.step += 1;
+        Ok(StepStats {
+            loss,
+            grad_norm,
+            lr,
+            tokens,
+        })
+    }
+
+    /// Validation loss (mean NLL per predicted token) in eval mode, or
+    /// `None` without validation data.
+    ///
+    /// # Errors
+    /// Model errors.
+    pub fn evaluate(&mut self) -> Result<Option<f64>> {
+        let Some(val) = &self.val else {
+            return Ok(None);
+        };
+        self.model.eval();
+        let r = evaluate(
+            &self.model,
+            val,
+            self.cfg.block_size,
+            self.cfg.batch_size.max(8),
+        );
+        self.model.train();
+        let (sum, n) = r?;
+        Ok(Some(sum / n.max(1) as f64))
+    }
+
+    fn state(&self) -> TrainerState {
+        TrainerState {
+            step: self.step,
+            batcher: self.train.state(),
+            dropout_rngs: self
+                .model
+                .dropouts()
+                .iter()
+                .map(|d| d.rng_state().state())
+                .collect(),
+            history: self.history.clone(),
+        }
+    }
+
+    /// Saves `checkpoint-<step>/` atomically and rotates old ones.
+    ///
+    /// # Errors
+    /// [`ModelError::Io`] naming the folder; earlier checkpoints stay intact.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let dir = save_checkpoint(
+            &self.cfg.output_dir,
+            &self.model,
+            &self.opt.state_tensors(),
+            &self.state(),
+            &*self.before_commit,
+        )?;
+        if let Some(keep) = self.cfg.save_total_limit {
+            rotate_checkpoints(&self.cfg.output_dir, keep)?;
+        }
+        Ok(dir)
+    }
+
+    /// Continues from the newest complete checkpoint in the output folder,
+    /// restoring weights, optimizer moments, data position and generators,
+    /// so the run reproduces the uninterrupted one exactly. Returns the
+    /// checkpoint used, or `None` if there is none.
+    ///
+    /// # Errors
+    /// A corrupt or mismatched checkpoint (naming the file and tensor).
+    pub fn resume(&mut self) -> Result<Option<PathBuf>> {
+        let Some((_, dir)) = list_checkpoints(&self.cfg.output_dir).pop() else {
+            return Ok(None);
+        };
+        let ck = load_checkpoint(&dir)?;
+        if ck.model.config != self.model.config {
+            return Err(ModelError::Config {
+                path: dir.join("config.json"),
+                msg: "the checkpoint's model config differs from this run's model".into(),
+            });
+        }
+        for ((name, p), (_, q)) in self
+            .model
+            .named_parameters()
+            .into_iter()
+            .zip(ck.model.named_parameters())
+        {
+            p.set_value(q.value()).map_err(|e| ModelError::Weights {
+                file: dir.join("model.safetensors"),
+                tensor: name.clone(),
+                msg: e.to_string(),
+            })?;
+        }
+        self.opt.load_state_tensors(&ck.optimizer)?;
+        self.train.set_state(&ck.state.batcher);
+        let drops = self.model.dropouts();
+        if drops.len() != ck.state.dropout_rngs.len() {
+            return Err(ModelError::Config {
+                path: dir.join("trainer_state.json"),
+                msg: format!(
+                    "{} dropout states for a model with {}",
+                    ck.state.dropout_rngs.len(),
+                    drops.len()
+                ),
+            });
+        }
+        for (d, (s, spare)) in drops.iter().zip(&ck.state.dropout_rngs) {
+            d.set_rng_state(Rng::from_state(*s, *spare));
+        }
+        self.step = ck.state.step;
+        self.history = ck.state.history;
+        Ok(Some(dir))
+    }
+
+    fn log_line(&self, value: serde_json::Value) -> Result<()> {
+        let path = self.cfg.output_dir.join("log.jsonl");
+        let io = |error| ModelError::Io {
+            path: path.clone(),
+            error,
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        writeln!(f, "{value}").map_err(io)
+    }
+
+    /// Runs the loop to the last step (or until `stop` is set, e.g. by
+    /// Ctrl-C, which saves a checkpoint first), evaluating, logging and
+    /// checkpointing as configured; then evaluates, writes the final model
+    /// to `<output_dir>/final/` and the loss curve to `loss.svg`.
+    ///
+    /// # Errors
+    /// Divergence (naming the step and the last good checkpoint), I/O
+    /// errors naming the path, model errors.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<TrainSummary> {
+        let out = self.cfg.output_dir.clone();
+        std::fs::create_dir_all(&out).map_err(|error| ModelError::Io {
+            path: out.clone(),
+            error,
+        })?;
+        let bar = if self.cfg.progress {
+            ProgressBar::new(self.total_steps as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        if self.cfg.progress {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps  {msg}  eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_position(self.step as u64);
+        let start = Instant::now();
+        let start_step = self.step;
+        let mut tokens_seen = 0usize;
+        let mut last = None;
+        let mut interrupted = false;
+        while self.step < self.total_steps {
+            let batches = self.next_batches()?;
+            let s = self.train_step(&batches)?;
+            tokens_seen += s.tokens;
+            last = Some(s.loss);
+            let elapsed = start.elapsed().as_secs_f64();
+            let tps = tokens_seen as f64 / elapsed.max(1e-9);
+            let done = self.step - start_step;
+            let eta = elapsed / done as f64 * (self.total_steps - self.step) as f64;
+            bar.set_position(self.step as u64);
+            bar.set_message(format!(
+                "loss {:.4}  lr {:.2e}  |g| {:.2}  {:.0} tok/s",
+                s.loss, s.lr, s.grad_norm, tps
+            ));
+            if self.step.is_multiple_of(self.cfg.logging_steps.max(1)) || self.step == self.total_steps {
+                self.history.push(LogPoint {
+                    step: self.step,
+                    loss: Some(s.loss),
+                    eval_loss: None,
+                });
+                self.log_line(serde_json::json!({
+                    "step": self.step, "epoch": self.train.epoch(), "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm,
+                    "tokens_per_sec": tps, "elapsed_s": elapsed, "eta_s": eta,
+                }))?;
+            }
+            if let Some(every) = self.cfg.eval_steps {
+                if self.step.is_multiple_of(every.max(1)) && self.step < self.total_steps {
+                    self.eval_point(&bar)?;
+                }
+            }
+            if self.step.is_multiple_of(self.cfg.save_steps.max(1)) && self.step < self.total_steps {
+                self.save_checkpoint()?;
+            }
+            if stop.load(Ordering::SeqCst) {
+                let dir = self.save_checkpoint()?;
+                bar.abandon_with_message(format!("interrupted: saved {}", dir.display()));
+                interrupted = true;
+                break;
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let tokens_per_sec = tokens_seen as f64 / seconds.max(1e-9);
+        if interrupted {
+            return Ok(TrainSummary {
+                steps: self.step,
+                eval_loss: None,
+                last_loss: last,
+                interrupted,
+                final_dir: None,
+                seconds,
+                tokens_per_sec,
+            });
+        }
+        let eval_loss = self.eval_point(&bar)?;
+        bar.finish();
+        let final_dir = out.join("final");
+        self.model.eval();
+        save_model_dir(&self.model, &final_dir)?;
+        self.model.train();
+        plot_loss_curve(&self.history, &out.join("loss.svg"))?;
+        Ok(TrainSummary {
+            steps: self.step,
+            eval_loss,
+            last_loss: last,
+            interrupted,
+            final_dir: Some(final_dir),
+            seconds,
+            tokens_per_sec,
+        })
+    }
+
+    fn eval_point(&mut self, bar: &ProgressBar) -> Result<Option<f64>> {
+        let Some(l) = self.evaluate()? else {
+            return Ok(None);
+        };
+        self.history.push(LogPoint {
+            step: self.step,
+            loss: None,
+            eval_loss: Some(l),
+        });
+        self.log_line(
+            serde_json::json!({"step": self.step, "eval_loss": l, "eval_perplexity": l.exp()}),
+        )?;
+        bar.println(format!(
+            "step {:>6}  validation loss {l:.4}  perplexity {:.2}",
+            self.step,
+            l.exp()
+        ));
+        Ok(Some(l))
+    }
+}
+
+/// Whether a folder holds at least one complete checkpoint.
+pub fn has_checkpoint(output_dir: &Path) -> bool {
+    !list_checkpoints(output_dir).is_empty()
+}

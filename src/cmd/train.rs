@@ -1,0 +1,321 @@
+//! `kiln train`: fine-tune a GPT-2 directory or train one from scratch —
+//! and, with no arguments at all, the built-in demo (`cargo run --release`).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use kiln_models::gpt2::{
+    generate, load_model_dir, GenerationConfig, Gpt2, Gpt2Config, Sampling as TokenSampling,
+};
+use kiln_models::tokenizer::Tokenizer;
+use kiln_models::train::{
+    collect_files, load_tokens, Sampling, ScheduleKind, TrainConfig, Trainer,
+};
+
+use super::tokenizer_for;
+
+/// Batch sampling, on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SamplingArg {
+    /// Random windows each step (nanoGPT).
+    Random,
+    /// Consecutive blocks, one pass per epoch (transformers' group_texts).
+    Sequential,
+}
+
+/// Learning-rate schedule, on the command line.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ScheduleArg {
+    /// Linear decay to 0 (transformers' default).
+    Linear,
+    /// Cosine decay to lr/10 (nanoGPT).
+    Cosine,
+    /// No decay.
+    Constant,
+}
+
+/// Arguments of `kiln train` (names follow transformers' TrainingArguments).
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Fine-tune this Hugging Face GPT-2 directory.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub model: Option<PathBuf>,
+    /// Train from scratch: a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl,
+    /// baby, tiny) or a config.json file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub config: Option<String>,
+    /// Training text: files or folders of .txt files.
+    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+    pub train: Vec<PathBuf>,
+    /// Validation text; without it, --val-fraction of the training tokens
+    /// is held out.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    pub val: Vec<PathBuf>,
+    /// Fraction of training tokens held out for validation when --val is absent.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Where checkpoints, logs, the final model and the loss curve go.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: PathBuf,
+    /// Passes over the training data.
+    #[arg(long, default_value_t = 3.0)]
+    pub epochs: f64,
+    /// Stop after this many optimizer steps (overrides --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Rows per micro-batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    pub gradient_accumulation_steps: usize,
+    /// Tokens per row (default: the model's context, at most 1024).
+    #[arg(long)]
+    pub block_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    pub learning_rate: f64,
+    /// AdamW weight decay (not applied to biases and LayerNorm weights).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    /// Schedule after warmup.
+    #[arg(long, value_enum, default_value = "linear")]
+    pub lr_scheduler: ScheduleArg,
+    /// Global gradient-norm clipping (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Batch sampling.
+    #[arg(long, value_enum, default_value = "sequential")]
+    pub sampling: SamplingArg,
+    /// Evaluate every N steps (and always at the end).
+    #[arg(long)]
+    pub eval_steps: Option<usize>,
+    /// Log every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub logging_steps: usize,
+    /// Save a checkpoint every N steps.
+    #[arg(long, default_value_t = 500)]
+    pub save_steps: usize,
+    /// Keep at most this many checkpoints.
+    #[arg(long)]
+    pub save_total_limit: Option<usize>,
+    /// Override the config's dropout (all three probabilities).
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// Seed of initialisation, data order and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue from the newest checkpoint in --output-dir.
+    #[arg(long)]
+    pub resume: bool,
+    /// Generate a sample from this prompt at the end.
+    #[arg(long)]
+    pub sample_prompt: Option<String>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl TrainArgs {
+    /// The built-in demo: a small GPT-2 on the Shakespeare corpus shipped in
+    /// `data/shakespeare`, a few minutes on 2 cores.
+    pub fn demo() -> TrainArgs {
+        TrainArgs {
+            model: None,
+            config: Some("baby".into()),
+            train: vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")],
+            val: Vec::new(),
+            val_fraction: 0.05,
+            output_dir: PathBuf::from("runs/demo"),
+            epochs: 1.0,
+            max_steps: Some(DEMO_STEPS),
+            batch_size: 12,
+            gradient_accumulation_steps: 1,
+            block_size: Some(64),
+            learning_rate: 2e-3,
+            weight_decay: 0.1,
+            warmup_steps: 20,
+            lr_scheduler: ScheduleArg::Cosine,
+            max_grad_norm: 1.0,
+            sampling: SamplingArg::Random,
+            eval_steps: Some(100),
+            logging_steps: 10,
+            save_steps: 250,
+            save_total_limit: Some(2),
+            dropout: Some(0.0),
+            seed: 1337,
+            resume: false,
+            sample_prompt: Some("ROMEO:\n".into()),
+            no_progress: false,
+        }
+    }
+}
+
+/// Optimizer steps of the demo run.
+pub const DEMO_STEPS: usize = 500;
+
+fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
+    match (&args.model, &args.config) {
+        (Some(dir), _) => {
+            let mut model = load_model_dir(dir)?;
+            if let Some(p) = args.dropout {
+                model.set_dropout(p)?;
+            }
+            Ok((model, tokenizer_for(dir)?))
+        }
+        (None, Some(cfg)) => {
+            let mut config = if Path::new(cfg).is_file() {
+                Gpt2Config::from_file(cfg)?
+            } else {
+                Gpt2Config::preset(cfg)?
+            };
+            if let Some(p) = args.dropout {
+                config.set_dropout(p);
+            }
+            Ok((Gpt2::new(config, args.seed)?, Tokenizer::gpt2()))
+        }
+        (None, None) => {
+            bail!("give --model DIR to fine-tune or --config NAME to train from scratch")
+        }
+    }
+}
+
+/// Runs `kiln train` (or the demo).
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let (model, tokenizer) = model_and_tokenizer(args)?;
+    let block = args
+        .block_size
+        .unwrap_or(model.config.n_positions.min(1024));
+    if block > model.config.n_positions {
+        bail!(
+            "--block-size {block} exceeds the model's context of {} positions",
+            model.config.n_positions
+        );
+    }
+    let cache_dir = args.output_dir.join("cache");
+    let train_files = collect_files(&args.train)?;
+    let mut train_ids = load_tokens(&train_files, &tokenizer, &cache_dir.join("train.tokens"))?;
+    let val_ids = if args.val.is_empty() {
+        if !(0.0..1.0).contains(&args.val_fraction) {
+            bail!(
+                "--val-fraction must be in [0, 1), got {}",
+                args.val_fraction
+            );
+        }
+        let n_val = (train_ids.len() as f64 * args.val_fraction) as usize;
+        (n_val >= 2).then(|| train_ids.split_off(train_ids.len() - n_val))
+    } else {
+        let files = collect_files(&args.val)?;
+        Some(load_tokens(
+            &files,
+            &tokenizer,
+            &cache_dir.join("val.tokens"),
+        )?)
+    };
+    let cfg = TrainConfig {
+        output_dir: args.output_dir.clone(),
+        learning_rate: args.learning_rate,
+        weight_decay: args.weight_decay,
+        adam: (0.9, 0.999, 1e-8),
+        warmup_steps: args.warmup_steps,
+        schedule: match args.lr_scheduler {
+            ScheduleArg::Linear => ScheduleKind::Linear,
+            ScheduleArg::Cosine => ScheduleKind::Cosine,
+            ScheduleArg::Constant => ScheduleKind::Constant,
+        },
+        max_steps: args.max_steps,
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        gradient_accumulation_steps: args.gradient_accumulation_steps,
+        max_grad_norm: args.max_grad_norm,
+        block_size: block,
+        sampling: match args.sampling {
+            SamplingArg::Random => Sampling::Random,
+            SamplingArg::Sequential => Sampling::Sequential,
+        },
+        eval_steps: args.eval_steps,
+        logging_steps: args.logging_steps,
+        save_steps: args.save_steps,
+        save_total_limit: args.save_total_limit,
+        seed: args.seed,
+        progress: !args.no_progress,
+    };
+    let params = kiln_nn::Module::num_parameters(&model);
+    let mut trainer = Trainer::new(model, cfg, train_ids.clone(), val_ids)?;
+    if args.resume {
+        match trainer.resume()? {
+            Some(dir) => eprintln!("resuming from {} (step {})", dir.display(), trainer.step()),
+            None => eprintln!(
+                "no checkpoint in {}; starting from scratch",
+                args.output_dir.display()
+            ),
+        }
+    }
+    eprintln!(
+        "training {:.2}M parameters on {} tokens: {} steps of {}×{} tokens, {} thread(s)",
+        params as f64 / 1e6,
+        train_ids.len(),
+        trainer.total_steps(),
+        args.batch_size * args.gradient_accumulation_steps,
+        block,
+        kiln_tensor::parallel::num_threads()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit cleanly.
+        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
+    }
+    let summary = trainer.run(&stop)?;
+    if summary.interrupted {
+        eprintln!("stopped at step {}; resume with --resume", summary.steps);
+        return Ok(());
+    }
+    let final_dir = summary
+        .final_dir
+        .clone()
+        .context("a completed run has a final model")?;
+    eprintln!(
+        "done: {} steps in {:.1} s ({:.0} tokens/s){}",
+        summary.steps,
+        summary.seconds,
+        summary.tokens_per_sec,
+        summary
+            .eval_loss
+            .map(|l| format!(", validation loss {l:.4} (perplexity {:.1})", l.exp()))
+            .unwrap_or_default()
+    );
+    eprintln!(
+        "model: {}   loss curve: {}",
+        final_dir.display(),
+        args.output_dir.join("loss.svg").display()
+    );
+    if let Some(prompt) = &args.sample_prompt {
+        let mut model = trainer.model.clone();
+        kiln_nn::Module::eval(&mut model);
+        let ids = tokenizer.encode(prompt);
+        let cfg = GenerationConfig {
+            max_new_tokens: 120,
+            sampling: TokenSampling::Sample {
+                temperature: 0.8,
+                top_k: Some(40),
+                top_p: None,
+            },
+            seed: args.seed,
+            eos_token_id: Some(model.config.eos_token_id),
+            ..Default::default()
+        };
+        let out = generate(&model, &[ids], &cfg, Some(&tokenizer), &mut |_, _| {})?;
+        println!(
+            "--- sample ---\n{prompt}{}",
+            tokenizer.decode_lossy(&out[0])?
+        );
+    }
+    Ok(())
+}
