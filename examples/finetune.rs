@@ -24,8 +24,8 @@ use kiln::models::train::{load_tokens, Sampling, ScheduleKind, TrainConfig, Trai
 use kiln::nn::Module;
 
 /// Optimizer steps of the whole run, and where the "interrupted" run stops.
-const STEPS: usize = 20;
-const CHECKPOINT_EVERY: usize = 10;
+const STEPS: usize = 16;
+const CHECKPOINT_EVERY: usize = 8;
 
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
         &Tokenizer::gpt2(),
         &out.join("cache/train.tokens"),
     )?;
-    let val = train.split_off(train.len() - train.len() / 20); // last 5%
+    let val = train.split_off(train.len() - train.len() / 50); // last 2%
     println!(
         "{}: {} training tokens, {} held out",
         text.strip_prefix(&root).unwrap_or(&text).display(),
@@ -102,9 +102,9 @@ fn main() -> anyhow::Result<()> {
     );
 
     // Resume: delete the final model, as if the run had been killed after
-    // the checkpoint at step 10, and start again. The checkpoint restores
+    // the checkpoint at step 8, and start again. The checkpoint restores
     // weights, AdamW moments, the data sampler and the dropout generators,
-    // so the last 10 steps repeat bit for bit.
+    // so the last 8 steps repeat bit for bit.
     // ANCHOR: resume
     std::fs::remove_dir_all(out.join("final"))?;
     let mut resumed = Trainer::new(new_model()?, cfg, train, Some(val))?;

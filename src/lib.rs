@@ -1,6 +1,22 @@
 //! Kiln: a from-scratch deep-learning stack in Rust.
 //!
-//! This crate re-exports the layers: [`tensor`], [`autograd`], [`nn`], [`models`].
+//! This crate re-exports the layers, each depending only on the ones before
+//! it: [`tensor`] (strided CPU tensors and their kernels), [`autograd`] (the
+//! tape), [`nn`] (modules, optimizers, state dicts) and [`models`] (GPT-2,
+//! its tokenizer, generation and training).
+//!
+//! ```
+//! use kiln::autograd::Var;
+//! use kiln::tensor::{DType, Tensor};
+//! let w = Var::parameter(Tensor::ones(&[2, 3], DType::F32));
+//! w.mul_scalar(2.0)?.sum_all()?.backward()?;
+//! assert_eq!(w.grad().unwrap().to_vec::<f32>()?, vec![2.0; 6]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The book in `docs/` walks through each layer's code (`mdbook build docs`),
+//! and `examples/` holds runnable programs for each chapter
+//! (`cargo run --release --example tensor_basics`).
 #![warn(missing_docs)]
 
 pub use kiln_autograd as autograd;

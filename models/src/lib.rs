@@ -1,5 +1,7 @@
-//! kiln-models: GPT-2 with Hugging Face weights, the exact GPT-2 tokenizer,
-//! and generation with a key/value cache.
+//! kiln-models: GPT-2 with Hugging Face weights ([`gpt2`]), the exact GPT-2
+//! tokenizer ([`tokenizer`]), generation with a key/value cache
+//! ([`gpt2::generate`]), and a trainer with crash-safe checkpoints and exact
+//! resume ([`train`]).
 #![warn(missing_docs)]
 
 mod error;
