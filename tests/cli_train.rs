@@ -8,8 +8,15 @@ use std::process::Command;
 use kiln::models::gpt2::{save_model_dir, Gpt2, Gpt2Config};
 
 fn kiln(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn p(path: &Path) -> &str {
@@ -21,23 +28,61 @@ fn fine_tune_then_eval_and_generate() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     save_model_dir(&Gpt2::new(Gpt2Config::tiny(), 5).unwrap(), &model).unwrap();
-    let sonnets = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt")).unwrap();
+    let sonnets = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/data/shakespeare/sonnets.txt"
+    ))
+    .unwrap();
     let (train, val) = (tmp.path().join("train.txt"), tmp.path().join("val.txt"));
     std::fs::write(&train, &sonnets[..12_000]).unwrap();
     std::fs::write(&val, &sonnets[12_000..16_000]).unwrap();
     let out = tmp.path().join("run");
     let (ok, _, err) = kiln(&[
-        "train", "--model", p(&model), "--train", p(&train), "--val", p(&val), "--output-dir", p(&out),
-        "--epochs", "1", "--batch-size", "4", "--save-steps", "10000", "--save-total-limit", "2",
-        "--block-size", "32", "--learning-rate", "5e-3", "--no-progress",
+        "train",
+        "--model",
+        p(&model),
+        "--train",
+        p(&train),
+        "--val",
+        p(&val),
+        "--output-dir",
+        p(&out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--save-steps",
+        "10000",
+        "--save-total-limit",
+        "2",
+        "--block-size",
+        "32",
+        "--learning-rate",
+        "5e-3",
+        "--no-progress",
     ]);
     assert!(ok, "{err}");
     assert!(err.contains("validation loss"), "{err}");
-    for f in ["final/config.json", "final/model.safetensors", "loss.svg", "log.jsonl", "cache/train.tokens"] {
+    for f in [
+        "final/config.json",
+        "final/model.safetensors",
+        "loss.svg",
+        "log.jsonl",
+        "cache/train.tokens",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let eval = |dir: &Path| {
-        let (ok, json, err) = kiln(&["eval", "--model", p(dir), "--file", p(&val), "--block-size", "32", "--json"]);
+        let (ok, json, err) = kiln(&[
+            "eval",
+            "--model",
+            p(dir),
+            "--file",
+            p(&val),
+            "--block-size",
+            "32",
+            "--json",
+        ]);
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
         v["loss"].as_f64().unwrap()
@@ -45,7 +90,16 @@ fn fine_tune_then_eval_and_generate() {
     let (before, after) = (eval(&model), eval(&out.join("final")));
     // One short epoch already lowers held-out loss clearly.
     assert!(after < before - 0.5, "validation loss {before} → {after}");
-    let (ok, ids, err) = kiln(&["generate", "--model", p(&out.join("final")), "--prompt", "Shall I", "--max-new-tokens", "5", "--ids"]);
+    let (ok, ids, err) = kiln(&[
+        "generate",
+        "--model",
+        p(&out.join("final")),
+        "--prompt",
+        "Shall I",
+        "--max-new-tokens",
+        "5",
+        "--ids",
+    ]);
     assert!(ok && ids.starts_with('['), "{err}");
 }
 
@@ -58,12 +112,82 @@ fn trainer_bad_input_is_one_clear_line() {
     std::fs::write(&short, "Too short.").unwrap();
     let out = tmp.path().join("out");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["train", "--config", "tiny", "--train", "/no/such.txt", "--output-dir", p(&out)], "/no/such.txt"),
-        (vec!["train", "--config", "tiny", "--train", p(&empty), "--output-dir", p(&out)], "empty"),
-        (vec!["train", "--config", "tiny", "--train", p(&short), "--output-dir", p(&out), "--block-size", "32"], "too short for one block"),
-        (vec!["train", "--config", "tiny", "--train", p(&short), "--output-dir", p(&out), "--block-size", "100"], "exceeds the model's context"),
-        (vec!["train", "--config", "nonsense", "--train", p(&short), "--output-dir", p(&out)], "unknown preset"),
-        (vec!["train", "--model", "/no/model", "--train", p(&short), "--output-dir", p(&out)], "/no/model"),
+        (
+            vec![
+                "train",
+                "--config",
+                "tiny",
+                "--train",
+                "/no/such.txt",
+                "--output-dir",
+                p(&out),
+            ],
+            "/no/such.txt",
+        ),
+        (
+            vec![
+                "train",
+                "--config",
+                "tiny",
+                "--train",
+                p(&empty),
+                "--output-dir",
+                p(&out),
+            ],
+            "empty",
+        ),
+        (
+            vec![
+                "train",
+                "--config",
+                "tiny",
+                "--train",
+                p(&short),
+                "--output-dir",
+                p(&out),
+                "--block-size",
+                "32",
+            ],
+            "too short for one block",
+        ),
+        (
+            vec![
+                "train",
+                "--config",
+                "tiny",
+                "--train",
+                p(&short),
+                "--output-dir",
+                p(&out),
+                "--block-size",
+                "100",
+            ],
+            "exceeds the model's context",
+        ),
+        (
+            vec![
+                "train",
+                "--config",
+                "nonsense",
+                "--train",
+                p(&short),
+                "--output-dir",
+                p(&out),
+            ],
+            "unknown preset",
+        ),
+        (
+            vec![
+                "train",
+                "--model",
+                "/no/model",
+                "--train",
+                p(&short),
+                "--output-dir",
+                p(&out),
+            ],
+            "/no/model",
+        ),
     ];
     for (args, needle) in cases {
         let (ok, _, err) = kiln(&args);

@@ -79,11 +79,11 @@ fn backward<T: FloatElement>(
                 if t == ignore {
                     return;
                 }
-                for (j, (o, &a)) in d.iter_mut().zip(row).enumerate() {
-                    let p = (a.as_f64() - lse[n]).exp();
-                    let onehot = if j as i64 == t { 1.0 } else { 0.0 };
-                    *o = T::from_f64(scale * (p - onehot));
+                let (l, sc) = (T::from_f64(lse[n]), T::from_f64(scale));
+                for (o, &a) in d.iter_mut().zip(row) {
+                    *o = sc * (a - l).exp();
                 }
+                d[t as usize] -= sc;
             })
     });
     dx

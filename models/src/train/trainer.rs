@@ -505,7 +505,9 @@ impl Trainer {
                 "loss {:.4}  lr {:.2e}  |g| {:.2}  {:.0} tok/s",
                 s.loss, s.lr, s.grad_norm, tps
             ));
-            if self.step.is_multiple_of(self.cfg.logging_steps.max(1)) || self.step == self.total_steps {
+            if self.step.is_multiple_of(self.cfg.logging_steps.max(1))
+                || self.step == self.total_steps
+            {
                 self.history.push(LogPoint {
                     step: self.step,
                     loss: Some(s.loss),
@@ -521,7 +523,8 @@ impl Trainer {
                     self.eval_point(&bar)?;
                 }
             }
-            if self.step.is_multiple_of(self.cfg.save_steps.max(1)) && self.step < self.total_steps {
+            if self.step.is_multiple_of(self.cfg.save_steps.max(1)) && self.step < self.total_steps
+            {
                 self.save_checkpoint()?;
             }
             if stop.load(Ordering::SeqCst) {
