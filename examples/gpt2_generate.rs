@@ -68,7 +68,13 @@ fn main() -> anyhow::Result<()> {
             eos_token_id: Some(c.eos_token_id),
             ..Default::default()
         };
-        let ours = generate(&model, &[prompt.clone()], &cfg, None, &mut |_, _| {})?;
+        let ours = generate(
+            &model,
+            std::slice::from_ref(&prompt),
+            &cfg,
+            None,
+            &mut |_, _| {},
+        )?;
         println!("\ngreedy continuation of {prompt:?}");
         println!("  kiln         {:?}", ours[0]);
         println!("  transformers {expected:?}");
