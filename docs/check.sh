@@ -85,7 +85,7 @@ for f in $chapters; do
             grep -q "ANCHOR: $anchor\$" "$target" && grep -q "ANCHOR_END: $anchor\$" "$target" ||
                 err "$md: {{#include $spec}}: no ANCHOR/ANCHOR_END '$anchor' in $target"
         fi
-    done < <(grep -o '[^\\]{{#\(rustdoc_\)\?include [^}]*}}' "$md" | sed 's/^.//' || true)
+    done < <(grep -o '\\\?{{#\(rustdoc_\)\?include [^}]*}}' "$md" | grep -v '^\\' || true)
 
     # 5: repository paths in backticks.
     while IFS= read -r p; do
