@@ -6,6 +6,10 @@
 use super::*;
 use crate::kernels::matmul_packed::Line;
 
+/// How far ahead (in floats, 4 KiB) the dot-product loop prefetches each
+/// column: about the latency of a DRAM access at full streaming speed.
+const DOT_PREFETCH: usize = 1024;
+
 /// `R` dot products `x · col_r` of length `k`, 16 lanes at a time.
 ///
 /// Lane assignment is fixed by `k` alone: 32-float steps alternate between
@@ -30,6 +34,11 @@ unsafe fn dot_cols_avx512<const R: usize>(
         while p + 32 <= k {
             let x0 = _mm512_loadu_ps(x.add(p));
             let x1 = _mm512_loadu_ps(x.add(p + 16));
+            for c in cols.iter() {
+                let ahead = c.wrapping_add(p + DOT_PREFETCH).cast::<i8>();
+                _mm_prefetch::<_MM_HINT_T0>(ahead);
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64));
+            }
             for r in 0..R {
                 acc0[r] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(cols[r].add(p)), acc0[r]);
                 acc1[r] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(cols[r].add(p + 16)), acc1[r]);
@@ -124,7 +133,12 @@ fn hsum_avx2(v: __m256) -> f32 {
 }
 
 impl Gemv {
-    /// Column-major B: `y[j] = x · B[:, j]` for `j0 ≤ j < j1`, four at a time.
+    /// Column-major B: `y[j] = x · B[:, j]` for `j0 ≤ j < j1`, eight at a time.
+    ///
+    /// Eight columns in flight (eight sequential streams, 16 accumulators)
+    /// plus a software prefetch 4 KiB ahead in each keep enough cache misses
+    /// outstanding to saturate memory from one core; four streams left
+    /// about 10% of the bandwidth unused.
     ///
     /// # Safety
     ///
@@ -135,13 +149,13 @@ impl Gemv {
         let mut j = j0;
         // SAFETY: columns j < j1 ≤ n are k contiguous floats (rsb == 1).
         unsafe {
-            while j + 4 <= j1 {
-                let r =
-                    dot_cols_avx512(self.k, self.x, [col(j), col(j + 1), col(j + 2), col(j + 3)]);
+            while j + 8 <= j1 {
+                let cols = std::array::from_fn::<_, 8, _>(|q| col(j + q));
+                let r = dot_cols_avx512(self.k, self.x, cols);
                 for (q, &v) in r.iter().enumerate() {
                     self.store(j + q, v);
                 }
-                j += 4;
+                j += 8;
             }
             while j < j1 {
                 let [v] = dot_cols_avx512(self.k, self.x, [col(j)]);

@@ -369,6 +369,30 @@ trait Kernel {
     const NC: usize;
     /// Computes one tile; see the micro-kernel modules.
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, out: &TileOut);
+    /// Packs an A micro-panel ([`pack_panel`] with `w = MR`).
+    unsafe fn pack_a(
+        kc: usize,
+        valid: usize,
+        src: *const f32,
+        ls: isize,
+        ps: isize,
+        dst: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { pack_panel(Self::MR, kc, valid, src, ls, ps, dst) }
+    }
+    /// Packs a B micro-panel ([`pack_panel`] with `w = NR`).
+    unsafe fn pack_b(
+        kc: usize,
+        valid: usize,
+        src: *const f32,
+        ls: isize,
+        ps: isize,
+        dst: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { pack_panel(Self::NR, kc, valid, src, ls, ps, dst) }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -383,6 +407,28 @@ impl Kernel for Avx512 {
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, out: &TileOut) {
         // SAFETY: only reached when AVX-512F was detected; rest forwarded.
         unsafe { super::microkernel_avx512::kernel(kc, a, b, out) }
+    }
+    unsafe fn pack_a(
+        kc: usize,
+        valid: usize,
+        src: *const f32,
+        ls: isize,
+        ps: isize,
+        dst: *mut f32,
+    ) {
+        // SAFETY: AVX-512F detected; rest forwarded.
+        unsafe { super::microkernel_avx512::pack_a(kc, valid, src, ls, ps, dst) }
+    }
+    unsafe fn pack_b(
+        kc: usize,
+        valid: usize,
+        src: *const f32,
+        ls: isize,
+        ps: isize,
+        dst: *mut f32,
+    ) {
+        // SAFETY: AVX-512F detected; rest forwarded.
+        unsafe { super::microkernel_avx512::pack_b(kc, valid, src, ls, ps, dst) }
     }
 }
 
@@ -446,7 +492,7 @@ pub(crate) fn with_scratch<R>(
 ///
 /// `src` readable at those offsets, `dst` writable for `kc·w` floats.
 #[inline(always)]
-unsafe fn pack_panel(
+pub(crate) unsafe fn pack_panel(
     w: usize,
     kc: usize,
     valid: usize,
@@ -505,14 +551,23 @@ unsafe fn pack_panel(
 /// How the columns of C are split into tasks: `(row_parts, col_width)`.
 ///
 /// Column blocks are at most `nc` wide (so a packed B block fits L2) and a
-/// multiple of `nr`. With several threads and few blocks, the block count is
-/// rounded up to a multiple of the thread count so the threads finish
-/// together; if there are still fewer blocks than threads (narrow C), the
-/// rows of the A block are split too, each part packing its own copy of B.
+/// multiple of `nr`. With several threads, there are up to four blocks per
+/// thread (each at least 8 panels wide, so an A panel loaded into L1 is
+/// reused enough): the host sometimes takes a core away for a while, and
+/// rayon can then hand the stalled thread's remaining blocks to the other.
+/// Few blocks are rounded up to a multiple of the thread count so the
+/// threads finish together. If C is so narrow that there are still fewer
+/// blocks than threads, the rows of the A block are split too, each part
+/// packing its own copy of B. None of this changes any result (no `k`
+/// split), only who computes which tile.
 fn plan(n: usize, nr: usize, nc: usize, mpanels: usize, threads: usize) -> (usize, usize) {
     let mut blocks = n.div_ceil(nc);
-    if threads > 1 && blocks < 4 * threads {
-        blocks = blocks.div_ceil(threads) * threads;
+    if threads > 1 {
+        let want = (4 * threads).min(n / (8 * nr)).max(threads);
+        blocks = blocks.max(want);
+        if blocks < 8 * threads {
+            blocks = blocks.div_ceil(threads) * threads;
+        }
     }
     blocks = blocks.min(n.div_ceil(nr)).max(1);
     let width = n.div_ceil(blocks).div_ceil(nr) * nr;
@@ -553,8 +608,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Gemm<f32>) {
                     // < k of A; panel ip of the buffer (sized mc·kc) is
                     // written by this call only.
                     unsafe {
-                        pack_panel(
-                            mr,
+                        K::pack_a(
                             kcur,
                             mr.min(g.m - row),
                             g.a.offset(row as isize * g.rsa + pc as isize * g.csa),
@@ -581,8 +635,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Gemm<f32>) {
                             // SAFETY: columns col..col+valid < n, rows
                             // pc..pc+kcur < k of B; bpack holds npanels panels.
                             unsafe {
-                                pack_panel(
-                                    nr,
+                                K::pack_b(
                                     kcur,
                                     nr.min(g.n - col),
                                     g.b.offset(pc as isize * g.rsb + col as isize * g.csb),

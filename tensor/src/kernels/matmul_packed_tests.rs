@@ -661,8 +661,10 @@ fn parallel_paths_are_correct() {
 
 #[test]
 fn task_plan_balances_threads() {
-    // One block of n = 768 is split in two for two threads.
-    assert_eq!(plan(768, 32, 1024, 43, 2), (1, 384));
+    // n = 768 fits one block, but two threads get two blocks each (at
+    // least 8 panels wide) so that one can take over from a stalled other.
+    assert_eq!(plan(768, 32, 1024, 43, 2), (1, 192));
+    assert_eq!(plan(2304, 32, 1024, 43, 2), (1, 288));
     // Wide C: at most NC per block.
     let (rows, w) = plan(50257, 32, 1024, 43, 2);
     assert_eq!(rows, 1);

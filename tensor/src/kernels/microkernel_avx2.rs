@@ -63,14 +63,17 @@ pub(crate) unsafe fn kernel(kc: usize, a: *const f32, b: *const f32, out: &TileO
             }
         }
     } else {
-        let mut tmp = [0f32; MR * NR];
+        // Spill through an uninitialised scratch tile (no memset, and `acc`
+        // never has its address taken, so it stays in registers).
+        let mut tmp = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
+        let t = tmp.as_mut_ptr().cast::<f32>();
         for (i, row) in acc.iter().enumerate() {
             for (h, &v) in row.iter().enumerate() {
                 // SAFETY: 8 floats at i·NR + 8·h are inside tmp.
-                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(i * NR + 8 * h), v) };
+                unsafe { _mm256_storeu_ps(t.add(i * NR + 8 * h), v) };
             }
         }
-        // SAFETY: forwarded from this function's contract.
-        unsafe { store_tile_scalar(&tmp, NR, out) }
+        // SAFETY: every element of tmp was written above; out forwarded.
+        unsafe { store_tile_scalar(tmp.assume_init_ref(), NR, out) }
     }
 }
