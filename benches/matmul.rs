@@ -12,12 +12,19 @@
 //! Threads: Kiln's pool default (`KILN_NUM_THREADS`, else all logical CPUs);
 //! matrixmultiply uses `MATMUL_NUM_THREADS`, else the physical core count.
 //!
+//! `KILN_BENCH_CPU_TIME=1` switches to a contention-proof mode for shared
+//! machines: everything runs on one thread and criterion measures that
+//! thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) instead of wall time, so
+//! time slices lost to other processes do not count. It compares per-core
+//! efficiency, not 2-thread throughput.
+//!
 //! Run (short, one shape):
 //! `cargo bench --bench matmul -- 'gpt2_flops/kiln/qkv' --warm-up-time 1 --measurement-time 3`
 
-use criterion::{
-    criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
-};
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use kiln_tensor::kernels::{matmul_naive, matmul_packed};
 
 /// Deterministic values in [-1, 1) (no RNG crate needed for a benchmark).
@@ -137,7 +144,7 @@ impl Problem {
 }
 
 /// Square products, FLOP/s.
-fn square(c: &mut Criterion) {
+fn square<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("square_flops");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     for s in [256, 512, 1024, 2048] {
@@ -162,7 +169,7 @@ fn square(c: &mut Criterion) {
 /// GPT-2 small products (sequence 512, width 768), named after the layer,
 /// FLOP/s. `lm_head*` multiply by `wteᵀ`, a transposed (column-major) view
 /// of the `[50257, 768]` embedding, exactly as the tied head does.
-fn gpt2(c: &mut Criterion) {
+fn gpt2<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("gpt2_flops");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
     let shapes = [
@@ -186,5 +193,72 @@ fn gpt2(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, square, gpt2);
-criterion_main!(benches);
+/// CPU time of the calling thread, as a criterion measurement (Linux).
+///
+/// Values are `Duration`s like wall time, so reports and the FLOP/s
+/// throughput read the same way.
+struct ThreadCpuTime(WallTime);
+
+impl ThreadCpuTime {
+    fn now() -> Duration {
+        #[repr(C)]
+        struct Timespec {
+            sec: i64,
+            nsec: i64,
+        }
+        extern "C" {
+            fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+        }
+        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+        let mut ts = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: a plain libc call writing into `ts`.
+        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        Duration::new(ts.sec as u64, ts.nsec as u32)
+    }
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+    fn start(&self) -> Duration {
+        Self::now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        Self::now() - start
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self.0.formatter()
+    }
+}
+
+fn main() {
+    if std::env::var_os("KILN_BENCH_CPU_TIME").is_some() {
+        if !cfg!(target_os = "linux") {
+            panic!("KILN_BENCH_CPU_TIME needs Linux's CLOCK_THREAD_CPUTIME_ID");
+        }
+        // Everything on this thread, or its CPU time would miss the work.
+        kiln_tensor::parallel::set_num_threads(1);
+        std::env::set_var("MATMUL_NUM_THREADS", "1");
+        let mut c = Criterion::default()
+            .with_measurement(ThreadCpuTime(WallTime))
+            .configure_from_args();
+        square(&mut c);
+        gpt2(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        square(&mut c);
+        gpt2(&mut c);
+        c.final_summary();
+    }
+}
