@@ -9,12 +9,12 @@
 //!
 //! * **row-major B** (`csb == 1`, e.g. a `[in, out]` weight): rows of B are
 //!   contiguous, so `y += x[p] · B[p, :]` row after row. Threads own column
-//!   ranges; within one, a tile of up to [`ROW_TILE`] accumulators stays in
-//!   L1 while four rows of B stream past per sweep.
+//!   ranges; within one, a tile of up to 2048 accumulators (8 KiB) stays
+//!   in L1 while four rows of B stream past per sweep.
 //! * **column-major B** (`rsb == 1`, e.g. GPT-2's tied head `h · wteᵀ` with
 //!   `wte` a contiguous `[vocab, k]`): each column of B is contiguous, so
 //!   `y[j] = x · B[:, j]` is a dot product. Threads own ranges of columns
-//!   (rows of `wte`), four dot products at a time.
+//!   (rows of `wte`), eight dot products at a time (four on AVX2).
 //!
 //! Any other layout falls back to a plain strided loop.
 //!
