@@ -52,7 +52,7 @@ fn gemm<T: Element>(m: usize, k: usize, n: usize, a: &[T], am: Mat, b: &[T], bm:
     // `c` is exactly m·n contiguous elements (rs = n, cs = 1).
     unsafe {
         match T::DTYPE {
-            DType::F32 => crate::kernels::gemm_f32(
+            DType::F32 => crate::kernels::matmul_packed::gemm_f32(
                 m,
                 k,
                 n,
@@ -68,7 +68,7 @@ fn gemm<T: Element>(m: usize, k: usize, n: usize, a: &[T], am: Mat, b: &[T], bm:
                 n as isize,
                 1,
             ),
-            DType::F64 => crate::kernels::gemm_f64(
+            DType::F64 => crate::kernels::matmul_packed::gemm_f64(
                 m,
                 k,
                 n,

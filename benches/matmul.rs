@@ -1,0 +1,264 @@
+//! Matrix-multiply benchmarks: Kiln's packed GEMM / gemv beside
+//! `matrixmultiply::sgemm` (the baseline) and, at 256³ only, the naive
+//! triple loop.
+//!
+//! Throughput is in **FLOP/s**: every benchmark declares
+//! `Throughput::Elements(2·m·n·k)` (one multiply and one add per term), so
+//! criterion's "elem/s" column reads as FLOP/s. Groups are named `*_flops`
+//! to say so. The `lm_head_gemv` case is memory-bound; its bytes/s is
+//! `4·k·n / time` (B streamed once), which `scripts/compare_matmul.py`
+//! prints beside the FLOP/s.
+//!
+//! Threads: Kiln's pool default (`KILN_NUM_THREADS`, else all logical CPUs);
+//! matrixmultiply uses `MATMUL_NUM_THREADS`, else the physical core count.
+//!
+//! `KILN_BENCH_CPU_TIME=1` switches to a contention-proof mode for shared
+//! machines: everything runs on one thread and criterion measures that
+//! thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`) instead of wall time, so
+//! time slices lost to other processes do not count. It compares per-core
+//! efficiency, not 2-thread throughput.
+//!
+//! Run (short, one shape):
+//! `cargo bench --bench matmul -- 'gpt2_flops/kiln/qkv' --warm-up-time 1 --measurement-time 3`
+
+use std::time::Duration;
+
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use kiln_tensor::kernels::{matmul_naive, matmul_packed};
+
+/// Deterministic values in [-1, 1) (no RNG crate needed for a benchmark).
+fn filled(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// A product's operands: A row-major `m×k`, B either row-major `k×n` or the
+/// transpose of a row-major `n×k` (GPT-2's tied `wte`), C row-major `m×n`.
+struct Problem {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    /// Element strides of B: `(n, 1)` row-major, `(1, k)` for `wteᵀ`.
+    rsb: isize,
+    csb: isize,
+    c: Vec<f32>,
+}
+
+impl Problem {
+    fn new(m: usize, k: usize, n: usize, b_transposed: bool) -> Problem {
+        let (rsb, csb) = if b_transposed {
+            (1, k as isize)
+        } else {
+            (n as isize, 1)
+        };
+        Problem {
+            m,
+            k,
+            n,
+            a: filled(m * k, 1),
+            b: filled(k * n, 2),
+            rsb,
+            csb,
+            c: vec![0.0; m * n],
+        }
+    }
+    fn flops(&self) -> u64 {
+        2 * (self.m * self.n * self.k) as u64
+    }
+    fn label(&self, name: &str) -> String {
+        format!("{name}_{}x{}x{}", self.m, self.k, self.n)
+    }
+    fn kiln(&mut self) {
+        // SAFETY: the buffers hold exactly these row-major / transposed views.
+        unsafe {
+            matmul_packed::gemm_f32(
+                self.m,
+                self.k,
+                self.n,
+                1.0,
+                self.a.as_ptr(),
+                self.k as isize,
+                1,
+                self.b.as_ptr(),
+                self.rsb,
+                self.csb,
+                0.0,
+                self.c.as_mut_ptr(),
+                self.n as isize,
+                1,
+            )
+        }
+    }
+    fn matrixmultiply(&mut self) {
+        // SAFETY: as above.
+        unsafe {
+            matrixmultiply::sgemm(
+                self.m,
+                self.k,
+                self.n,
+                1.0,
+                self.a.as_ptr(),
+                self.k as isize,
+                1,
+                self.b.as_ptr(),
+                self.rsb,
+                self.csb,
+                0.0,
+                self.c.as_mut_ptr(),
+                self.n as isize,
+                1,
+            )
+        }
+    }
+    fn naive(&mut self) {
+        // SAFETY: as above.
+        unsafe {
+            matmul_naive::gemm_f32(
+                self.m,
+                self.k,
+                self.n,
+                1.0,
+                self.a.as_ptr(),
+                self.k as isize,
+                1,
+                self.b.as_ptr(),
+                self.rsb,
+                self.csb,
+                0.0,
+                self.c.as_mut_ptr(),
+                self.n as isize,
+                1,
+            )
+        }
+    }
+}
+
+/// Square products, FLOP/s.
+fn square<M: Measurement>(c: &mut Criterion<M>) {
+    let mut group = c.benchmark_group("square_flops");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    for s in [256, 512, 1024, 2048] {
+        let mut p = Problem::new(s, s, s, false);
+        group.throughput(Throughput::Elements(p.flops()));
+        let label = p.label("square");
+        group.bench_function(BenchmarkId::new("kiln", &label), |bch| {
+            bch.iter(|| p.kiln())
+        });
+        group.bench_function(BenchmarkId::new("matrixmultiply", &label), |bch| {
+            bch.iter(|| p.matrixmultiply())
+        });
+        if s == 256 {
+            group.bench_function(BenchmarkId::new("naive", &label), |bch| {
+                bch.iter(|| p.naive())
+            });
+        }
+    }
+    group.finish();
+}
+
+/// GPT-2 small products (sequence 512, width 768), named after the layer,
+/// FLOP/s. `lm_head*` multiply by `wteᵀ`, a transposed (column-major) view
+/// of the `[50257, 768]` embedding, exactly as the tied head does.
+fn gpt2<M: Measurement>(c: &mut Criterion<M>) {
+    let mut group = c.benchmark_group("gpt2_flops");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    let shapes = [
+        ("qkv", 512, 768, 2304, false),
+        ("mlp_up", 512, 768, 3072, false),
+        ("mlp_down", 512, 3072, 768, false),
+        ("lm_head_gemv", 1, 768, 50257, true),
+        ("lm_head", 512, 768, 50257, true),
+    ];
+    for (name, m, k, n, bt) in shapes {
+        let mut p = Problem::new(m, k, n, bt);
+        group.throughput(Throughput::Elements(p.flops()));
+        let label = p.label(name);
+        group.bench_function(BenchmarkId::new("kiln", &label), |bch| {
+            bch.iter(|| p.kiln())
+        });
+        group.bench_function(BenchmarkId::new("matrixmultiply", &label), |bch| {
+            bch.iter(|| p.matrixmultiply())
+        });
+    }
+    group.finish();
+}
+
+/// CPU time of the calling thread, as a criterion measurement (Linux).
+///
+/// Values are `Duration`s like wall time, so reports and the FLOP/s
+/// throughput read the same way.
+struct ThreadCpuTime(WallTime);
+
+impl ThreadCpuTime {
+    fn now() -> Duration {
+        #[repr(C)]
+        struct Timespec {
+            sec: i64,
+            nsec: i64,
+        }
+        extern "C" {
+            fn clock_gettime(clock: i32, ts: *mut Timespec) -> i32;
+        }
+        const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+        let mut ts = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: a plain libc call writing into `ts`.
+        let rc = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+        Duration::new(ts.sec as u64, ts.nsec as u32)
+    }
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+    fn start(&self) -> Duration {
+        Self::now()
+    }
+    fn end(&self, start: Duration) -> Duration {
+        Self::now() - start
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self.0.formatter()
+    }
+}
+
+fn main() {
+    if std::env::var_os("KILN_BENCH_CPU_TIME").is_some() {
+        if !cfg!(target_os = "linux") {
+            panic!("KILN_BENCH_CPU_TIME needs Linux's CLOCK_THREAD_CPUTIME_ID");
+        }
+        // Everything on this thread, or its CPU time would miss the work.
+        kiln_tensor::parallel::set_num_threads(1);
+        std::env::set_var("MATMUL_NUM_THREADS", "1");
+        let mut c = Criterion::default()
+            .with_measurement(ThreadCpuTime(WallTime))
+            .configure_from_args();
+        square(&mut c);
+        gpt2(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        square(&mut c);
+        gpt2(&mut c);
+        c.final_summary();
+    }
+}

@@ -1,0 +1,297 @@
+//! Row-vector × matrix: `y[1×n] = alpha · x[1×k] · B[k×n] + beta · y`.
+//!
+//! This is the `m == 1` product of token-by-token generation (and, through
+//! `Cᵀ = Bᵀ·Aᵀ`, the `n == 1` one). It does 2 flops per element of B and
+//! touches each element once, so it is bound by memory bandwidth, not FMAs:
+//! the job is to stream B exactly once, sequentially, on every thread.
+//! Packing would read B twice, so B is read in place, through one of two
+//! loops chosen by its layout:
+//!
+//! * **row-major B** (`csb == 1`, e.g. a `[in, out]` weight): rows of B are
+//!   contiguous, so `y += x[p] · B[p, :]` row after row. Threads own column
+//!   ranges; within one, a tile of up to 2048 accumulators (8 KiB) stays
+//!   in L1 while four rows of B stream past per sweep.
+//! * **column-major B** (`rsb == 1`, e.g. GPT-2's tied head `h · wteᵀ` with
+//!   `wte` a contiguous `[vocab, k]`): each column of B is contiguous, so
+//!   `y[j] = x · B[:, j]` is a dot product. Threads own ranges of columns
+//!   (rows of `wte`), eight dot products at a time (four on AVX2).
+//!
+//! Any other layout falls back to a plain strided loop.
+//!
+//! Determinism: the `k` loop is never split. In the row-major loop every
+//! `y[j]` is an FMA chain over `p` in order; in the dot-product loop every
+//! column uses the same lane assignment and the same final reduction
+//! whichever group it lands in. So the bits do not depend on the thread
+//! count or on how columns were grouped.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+use rayon::prelude::*;
+
+use super::matmul_packed::Isa;
+
+/// Widest column tile of the row-major loop, in floats (8 KiB of
+/// accumulators: comfortably inside the 48 KiB L1 next to the x values and
+/// the lines of B in flight).
+const ROW_TILE: usize = 2048;
+
+/// Below this many elements of B (256 KiB) the pool is not woken.
+const PARALLEL_MIN_ELEMS: usize = 1 << 16;
+
+/// `y[1×n] = alpha · x[1×k] · B[k×n] + beta · y`, single precision.
+///
+/// `x[p]` is at `x.offset(p·incx)`, `B[p, j]` at `b.offset(p·rsb + j·csb)`,
+/// `y[j]` at `y.offset(j·incy)`. Fast when B is row-major (`csb == 1`) or
+/// column-major (`rsb == 1`); correct for any strides. `beta == 0` makes y
+/// write-only; `alpha == 0` or `k == 0` gives `y = beta · y` without reading
+/// x or B. Runs on Kiln's pool when B is large; bit-identical for any thread
+/// count. [`super::matmul_packed::gemm_f32`] calls this itself for `m == 1`
+/// and `n == 1`, so callers rarely need it directly.
+///
+/// # Safety
+///
+/// For `p < k`, `j < n`: `x.offset(p·incx)` and `b.offset(p·rsb + j·csb)`
+/// are valid for reads and `y.offset(j·incy)` for writes (and reads when
+/// `beta != 0`); y does not overlap x or B and distinct `j` are distinct
+/// elements of y.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemv_f32(
+    k: usize,
+    n: usize,
+    alpha: f32,
+    x: *const f32,
+    incx: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    y: *mut f32,
+    incy: isize,
+) {
+    let isa = Isa::detect();
+    let args = Gemv {
+        k,
+        n,
+        alpha,
+        x,
+        incx,
+        b,
+        rsb,
+        csb,
+        beta,
+        y,
+        incy,
+    };
+    if k.saturating_mul(n) < PARALLEL_MIN_ELEMS || crate::parallel::num_threads() <= 1 {
+        // SAFETY: forwarded.
+        unsafe { args.run(isa, 1) }
+    } else {
+        crate::parallel::install(move || {
+            // SAFETY: forwarded.
+            unsafe { args.run(isa, rayon::current_num_threads()) }
+        })
+    }
+}
+
+/// [`gemv_f32`] with the instruction set and thread count chosen; used by
+/// `gemm_f32_with`. `threads > 1` spreads work over the current rayon pool.
+///
+/// # Safety
+///
+/// `isa.available()`, and [`gemv_f32`]'s contract.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemv_f32_with(
+    isa: Isa,
+    threads: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    x: *const f32,
+    incx: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    y: *mut f32,
+    incy: isize,
+) {
+    let args = Gemv {
+        k,
+        n,
+        alpha,
+        x,
+        incx,
+        b,
+        rsb,
+        csb,
+        beta,
+        y,
+        incy,
+    };
+    let threads = if k.saturating_mul(n) < PARALLEL_MIN_ELEMS {
+        1
+    } else {
+        threads
+    };
+    // SAFETY: forwarded.
+    unsafe { args.run(isa, threads) }
+}
+
+/// One call's operands, bundled so they can cross into the pool.
+#[derive(Clone, Copy)]
+struct Gemv {
+    k: usize,
+    n: usize,
+    alpha: f32,
+    x: *const f32,
+    incx: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    y: *mut f32,
+    incy: isize,
+}
+
+// SAFETY: dereferenced only under `gemv_f32`'s contract; tasks write
+// disjoint elements of y.
+unsafe impl Send for Gemv {}
+// SAFETY: as above.
+unsafe impl Sync for Gemv {}
+
+/// The loop a layout of B gets.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Layout {
+    RowMajor,
+    ColMajor,
+    Strided,
+}
+
+impl Gemv {
+    /// # Safety
+    ///
+    /// `isa.available()`, and [`gemv_f32`]'s contract.
+    unsafe fn run(mut self, isa: Isa, threads: usize) {
+        if self.n == 0 {
+            return;
+        }
+        if self.k == 0 || self.alpha == 0.0 {
+            for j in 0..self.n {
+                // SAFETY: j < n.
+                unsafe { self.store(j, 0.0) };
+            }
+            return;
+        }
+        if isa == Isa::Portable {
+            // SAFETY: the same product as a 1×k · k×n GEMM.
+            unsafe {
+                matrixmultiply::sgemm(
+                    1, self.k, self.n, self.alpha, self.x, 0, self.incx, self.b, self.rsb,
+                    self.csb, self.beta, self.y, 0, self.incy,
+                )
+            };
+            return;
+        }
+        // The loops read x with unit stride: copy a strided x (k floats,
+        // negligible next to the k·n of B).
+        let x_copy: Vec<f32>;
+        if self.incx != 1 {
+            // SAFETY: p < k.
+            x_copy = (0..self.k)
+                .map(|p| unsafe { *self.x.offset(p as isize * self.incx) })
+                .collect();
+            self.x = x_copy.as_ptr();
+            self.incx = 1;
+        }
+        let layout = if self.csb == 1 {
+            Layout::RowMajor
+        } else if self.rsb == 1 {
+            Layout::ColMajor
+        } else {
+            Layout::Strided
+        };
+        // Column ranges per task: a multiple of 16 (one zmm) so that only
+        // the last task has a ragged edge. Several per thread let a thread
+        // that lost its core for a while be covered by the other.
+        let (chunk, align) = match layout {
+            Layout::RowMajor => (ROW_TILE, 16),
+            _ => (4096, 16),
+        };
+        let tasks = if threads > 1 {
+            (self.n.div_ceil(chunk)).div_ceil(threads).max(2) * threads
+        } else {
+            self.n.div_ceil(chunk)
+        };
+        let width = self.n.div_ceil(tasks).div_ceil(align) * align;
+        let tasks = self.n.div_ceil(width);
+        let task = |t: usize| {
+            let j0 = t * width;
+            let j1 = (j0 + width).min(self.n);
+            // SAFETY: j0..j1 ⊂ 0..n; tasks cover disjoint column ranges.
+            unsafe { self.columns(isa, layout, j0, j1) }
+        };
+        if threads > 1 && tasks > 1 {
+            (0..tasks).into_par_iter().with_max_len(1).for_each(task);
+        } else {
+            (0..tasks).for_each(task);
+        }
+    }
+
+    /// `y[j] = alpha · acc + beta · y[j]`, evaluated like the GEMM write-back.
+    ///
+    /// # Safety
+    ///
+    /// `j < n`.
+    #[inline(always)]
+    unsafe fn store(&self, j: usize, acc: f32) {
+        // SAFETY: j < n, by the contract.
+        let yj = unsafe { &mut *self.y.offset(j as isize * self.incy) };
+        let r = self.alpha * acc;
+        *yj = if self.beta == 0.0 {
+            r
+        } else {
+            r + self.beta * *yj
+        };
+    }
+
+    /// Computes `y[j0..j1]`.
+    ///
+    /// # Safety
+    ///
+    /// `isa.available()`, `j1 ≤ n`, x contiguous, and the call contract.
+    unsafe fn columns(&self, isa: Isa, layout: Layout, j0: usize, j1: usize) {
+        match (isa, layout) {
+            (_, Layout::Strided) | (Isa::Portable, _) => {
+                for j in j0..j1 {
+                    let mut acc = 0.0f32;
+                    for p in 0..self.k {
+                        // SAFETY: p < k, j < n.
+                        unsafe {
+                            let bpj = *self.b.offset(p as isize * self.rsb + j as isize * self.csb);
+                            acc = (*self.x.add(p)).mul_add(bpj, acc);
+                        }
+                    }
+                    // SAFETY: j < n.
+                    unsafe { self.store(j, acc) };
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, Layout::RowMajor) => unsafe { self.rows_avx512(j0, j1) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx512, Layout::ColMajor) => unsafe { self.dots_avx512(j0, j1) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, Layout::RowMajor) => unsafe { self.rows_avx2(j0, j1) },
+            #[cfg(target_arch = "x86_64")]
+            (Isa::Avx2, Layout::ColMajor) => unsafe { self.dots_avx2(j0, j1) },
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[path = "gemv_x86.rs"]
+mod x86;
+
+#[cfg(test)]
+#[path = "gemv_tests.rs"]
+mod tests;

@@ -1,0 +1,130 @@
+//! Tests of the row-vector × matrix path, through `gemm_f32`'s dispatch
+//! (m == 1 and n == 1) and through `gemv_f32` itself.
+
+use super::*;
+use crate::kernels::matmul_packed::tests::{isas, pool, Case, Layout, Rng};
+
+/// Lengths around the vector widths (8, 16, 32) and the row tile.
+const KS: [usize; 9] = [1, 3, 8, 15, 16, 17, 33, 100, 769];
+const NS: [usize; 8] = [1, 3, 4, 5, 17, 100, 2049, 2100];
+
+#[test]
+fn row_vector_times_matrix_both_layouts() {
+    for isa in isas() {
+        for &k in &KS {
+            for &n in &NS {
+                for (lb, la, lc, alpha, beta) in [
+                    (Layout::Row, Layout::Row, Layout::Row, 1.0, 0.0),
+                    (Layout::Col, Layout::Row, Layout::Row, 1.0, 0.0),
+                    (
+                        Layout::RowPadded(3),
+                        Layout::Strided2,
+                        Layout::ColPadded(5),
+                        -1.5,
+                        0.5,
+                    ),
+                    (Layout::ColPadded(1), Layout::Row, Layout::Row, 0.5, 1.0),
+                    (Layout::Strided2, Layout::Row, Layout::Row, 1.0, 0.0),
+                ] {
+                    Case {
+                        la,
+                        lb,
+                        lc,
+                        alpha,
+                        beta,
+                        ..Case::plain(1, k, n)
+                    }
+                    .check(isa, 1, (k * n) as u64);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matrix_times_column_vector_both_layouts() {
+    for isa in isas() {
+        for &k in &KS {
+            for &m in &NS {
+                for (la, lb, beta) in [
+                    (Layout::Row, Layout::Row, 0.0),
+                    (Layout::Col, Layout::Row, 0.0),
+                    (Layout::RowPadded(2), Layout::Strided2, 2.0),
+                    (Layout::RowReversed, Layout::Col, 0.0),
+                ] {
+                    let lc = Layout::RowPadded(1);
+                    Case {
+                        la,
+                        lb,
+                        lc,
+                        beta,
+                        ..Case::plain(m, k, 1)
+                    }
+                    .check(isa, 1, (k + m) as u64);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gemv_split_over_threads_is_correct() {
+    let p = pool(2);
+    for isa in isas() {
+        for lb in [Layout::Row, Layout::Col] {
+            let case = Case {
+                lb,
+                ..Case::plain(1, 300, 5000)
+            };
+            p.install(|| case.check(isa, 2, 9));
+        }
+    }
+}
+
+#[test]
+fn public_gemv_matches_gemm() {
+    let (k, n) = (70, 90);
+    let mut rng = Rng::new(4);
+    let x: Vec<f32> = (0..k).map(|_| rng.next()).collect();
+    let b: Vec<f32> = (0..k * n).map(|_| rng.next()).collect();
+    let mut y = vec![f32::NAN; n];
+    let mut want = vec![0.0f32; n];
+    // SAFETY: x has k, b k·n (row-major), y n elements.
+    unsafe {
+        gemv_f32(
+            k,
+            n,
+            1.0,
+            x.as_ptr(),
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            y.as_mut_ptr(),
+            1,
+        );
+        crate::kernels::matmul_naive::gemm_f32(
+            1,
+            k,
+            n,
+            1.0,
+            x.as_ptr(),
+            0,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            0.0,
+            want.as_mut_ptr(),
+            0,
+            1,
+        );
+    }
+    for (g, w) in y.iter().zip(&want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * (k as f32).sqrt() * 8.0,
+            "{g} vs {w}"
+        );
+    }
+}

@@ -1,0 +1,685 @@
+//! Kiln's GEMM: packed, cache-blocked, SIMD micro-kernels, parallel over C.
+//!
+//! `C[m×n] = alpha · A[m×k] · B[k×n] + beta · C`, every operand read through
+//! arbitrary element strides.
+//!
+//! # Design (BLIS-style, with the roles of the caches chosen for this CPU)
+//!
+//! ```text
+//! for ic in 0..m step MC                      A block (MC×KC) lives in L3, shared
+//!   for pc in 0..k step KC                    never split across threads
+//!     pack A[ic.., pc..] into MR-row panels   (in parallel, into one shared buffer)
+//!     for each task = (column block, row part)      <- the parallel loop
+//!       pack B[pc.., jc..] into NR-col panels (per thread; the block stays in L2)
+//!       for ir in MR panels of A              the A panel (MR×KC) stays in L1
+//!         for jr in NR panels of B            B panels stream from L2
+//!           micro-kernel: MR×NR tile of C in registers, loop over KC
+//! ```
+//!
+//! Packing reads A and B through their strides once per block and lays them
+//! out exactly in the order the micro-kernel consumes them, so transposed or
+//! sliced views cost nothing extra beyond the pack, and the kernel only ever
+//! does aligned, unit-stride loads. Edge panels are zero-padded, so the one
+//! micro-kernel handles every tile; partial tiles are written back through a
+//! scalar path that evaluates the same expression.
+//!
+//! The A micro-panel (12×KC floats) is kept in L1 and the B block in L2
+//! because the 2 MiB L2 of this Xeon is large and its 48 KiB L1 small: a
+//! 32-wide B micro-panel of KC floats would not fit L1 next to anything else.
+//!
+//! # Determinism
+//!
+//! Threads split C into independent blocks; the `k` loop is never split.
+//! Every `C[i, j]` is therefore computed by the same sequence of operations
+//! (FMA over `p` inside each KC block, then `alpha·acc + C` per block)
+//! whatever the thread count or the split, so results are bit-identical for
+//! any number of threads. The KC blocking depends only on `k`.
+//!
+//! # Instruction sets
+//!
+//! The micro-kernel is picked once at run time (`is_x86_feature_detected!`,
+//! cached): AVX-512F (12×32 tile), else AVX2+FMA (6×16 tile), else the
+//! portable fallback, which hands the whole product to
+//! `matrixmultiply::sgemm`.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::thread::LocalKey;
+
+use rayon::prelude::*;
+
+use super::gemv;
+
+/// The instruction set a GEMM call runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// AVX-512F micro-kernel, 12×32 tiles.
+    Avx512,
+    /// AVX2 + FMA micro-kernel, 6×16 tiles.
+    Avx2,
+    /// No usable SIMD: delegate to `matrixmultiply`.
+    Portable,
+}
+
+impl Isa {
+    /// The best instruction set this CPU supports, detected once.
+    pub(crate) fn detect() -> Isa {
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            [Isa::Avx512, Isa::Avx2]
+                .into_iter()
+                .find(|isa| isa.available())
+                .unwrap_or(Isa::Portable)
+        })
+    }
+
+    /// Whether this CPU can run `self`.
+    pub(crate) fn available(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            Isa::Portable => true,
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// One GEMM call's operands, bundled so they can cross into the thread pool.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gemm<T> {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub alpha: T,
+    pub a: *const T,
+    pub rsa: isize,
+    pub csa: isize,
+    pub b: *const T,
+    pub rsb: isize,
+    pub csb: isize,
+    pub beta: T,
+    pub c: *mut T,
+    pub rsc: isize,
+    pub csc: isize,
+}
+
+// SAFETY: the pointers are only dereferenced under the contract of the
+// `unsafe fn` that built the value; threads write disjoint blocks of C.
+unsafe impl<T> Send for Gemm<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for Gemm<T> {}
+
+/// A raw pointer that may be shared with the pool's threads.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedPtr<T>(pub *mut T);
+// SAFETY: users write disjoint ranges through it (documented at each use).
+unsafe impl<T> Send for SharedPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SharedPtr<T> {}
+
+impl<T> SharedPtr<T> {
+    /// The pointer. A method, so closures capture the whole `Send` wrapper
+    /// rather than the raw field.
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// Below this many multiply-adds (`m·n·k`) a call runs on the calling thread:
+/// waking the pool costs a few microseconds, about what 64³ FMAs take.
+const PARALLEL_MIN_FMAS: usize = 64 * 64 * 64;
+
+/// `C[m×n] = alpha · A[m×k] · B[k×n] + beta · C`, single precision.
+///
+/// Element `(i, j)` of `X ∈ {A, B, C}` lives at `x.offset(i·rsx + j·csx)`.
+/// Strides are in elements and may be any value (transposed, sliced, or
+/// negative-stride views are read through their strides; callers never need
+/// to copy). When `beta == 0`, C is write-only: it is never read, so NaN or
+/// uninitialised garbage in it is ignored. When `alpha == 0` or `k == 0`,
+/// A and B are not read and `C = beta · C` (BLAS semantics).
+///
+/// Large products run on Kiln's thread pool ([`crate::parallel`]); `m == 1`
+/// (and `n == 1`) products take the bandwidth-bound matrix–vector path in
+/// [`super::gemv`]. The result is bit-identical for every thread count.
+///
+/// # Safety
+///
+/// * For all `i < m`, `p < k`: `a.offset(i·rsa + p·csa)` is valid for reads;
+///   for all `p < k`, `j < n`: `b.offset(p·rsb + j·csb)` is valid for reads;
+///   for all `i < m`, `j < n`: `c.offset(i·rsc + j·csc)` is valid for writes
+///   (and reads when `beta != 0`).
+/// * C does not overlap A or B, and distinct `(i, j)` are distinct elements
+///   of C (no zero or aliasing strides in C when that dimension exceeds 1).
+/// * Nothing else reads or writes C during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_f32(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    beta: f32,
+    c: *mut f32,
+    rsc: isize,
+    csc: isize,
+) {
+    let g = Gemm {
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        rsc,
+        csc,
+    };
+    let isa = Isa::detect();
+    let threads = if m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_FMAS {
+        1
+    } else {
+        crate::parallel::num_threads()
+    };
+    if threads <= 1 {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { gemm_f32_with(isa, 1, g) }
+    } else {
+        crate::parallel::install(move || {
+            // SAFETY: forwarded from this function's contract.
+            unsafe { gemm_f32_with(isa, rayon::current_num_threads(), g) }
+        })
+    }
+}
+
+/// `C[m×n] = alpha · A[m×k] · B[k×n] + beta · C`, double precision.
+///
+/// Same meaning, strides and `beta == 0` rule as [`gemm_f32`]. f64 exists
+/// for references and gradient checks, not speed, so it delegates to
+/// `matrixmultiply::dgemm` (which splits no reduction across threads
+/// either), after handling `alpha == 0`, `k == 0` and empty shapes here.
+///
+/// # Safety
+///
+/// The same contract as [`gemm_f32`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_f64(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: f64,
+    a: *const f64,
+    rsa: isize,
+    csa: isize,
+    b: *const f64,
+    rsb: isize,
+    csb: isize,
+    beta: f64,
+    c: *mut f64,
+    rsc: isize,
+    csc: isize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 || alpha == 0.0 {
+        for i in 0..m as isize {
+            for j in 0..n as isize {
+                // SAFETY: in bounds by the contract.
+                let cij = unsafe { &mut *c.offset(i * rsc + j * csc) };
+                *cij = if beta == 0.0 { 0.0 } else { beta * *cij };
+            }
+        }
+        return;
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+}
+
+/// [`gemm_f32`] with the instruction set and the thread count chosen.
+///
+/// `threads` is the number of tasks worth creating; when it exceeds 1 the
+/// work is spread with rayon over the *current* pool (the caller wraps this
+/// in `crate::parallel::install`, or tests in a pool they built). With
+/// `threads == 1` no rayon call is made at all.
+///
+/// # Safety
+///
+/// `isa.available()` must hold, and `g` must satisfy [`gemm_f32`]'s contract.
+pub(crate) unsafe fn gemm_f32_with(isa: Isa, threads: usize, g: Gemm<f32>) {
+    if g.m == 0 || g.n == 0 {
+        return;
+    }
+    if g.k == 0 || g.alpha == 0.0 {
+        // SAFETY: forwarded.
+        unsafe { scale_c(&g) };
+        return;
+    }
+    match isa {
+        Isa::Portable => {
+            // SAFETY: forwarded; matrixmultiply has the same contract.
+            unsafe {
+                matrixmultiply::sgemm(
+                    g.m, g.k, g.n, g.alpha, g.a, g.rsa, g.csa, g.b, g.rsb, g.csb, g.beta, g.c,
+                    g.rsc, g.csc,
+                )
+            }
+        }
+        // A row vector times a matrix: stream B once (see `gemv`).
+        _ if g.m == 1 && (g.rsb == 1 || g.csb == 1) => unsafe {
+            // SAFETY: forwarded; x is row 0 of A, y row 0 of C.
+            gemv::gemv_f32_with(
+                isa, threads, g.k, g.n, g.alpha, g.a, g.csa, g.b, g.rsb, g.csb, g.beta, g.c, g.csc,
+            )
+        },
+        // A matrix times a column vector: Cᵀ = Bᵀ·Aᵀ is the same problem
+        // with x = column 0 of B and the matrix Aᵀ (strides swapped).
+        _ if g.n == 1 && (g.rsa == 1 || g.csa == 1) => unsafe {
+            // SAFETY: forwarded; Aᵀ[p, i] = A[i, p] is in bounds for p<k, i<m.
+            gemv::gemv_f32_with(
+                isa, threads, g.k, g.m, g.alpha, g.b, g.rsb, g.a, g.csa, g.rsa, g.beta, g.c, g.rsc,
+            )
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { gemm_packed::<Avx512>(threads, &g) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { gemm_packed::<Avx2>(threads, &g) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("only the portable ISA exists off x86-64"),
+    }
+}
+
+/// `C = beta · C` (zero-filled without reading when `beta == 0`).
+///
+/// # Safety
+///
+/// C as in [`gemm_f32`].
+unsafe fn scale_c(g: &Gemm<f32>) {
+    for i in 0..g.m as isize {
+        for j in 0..g.n as isize {
+            // SAFETY: in bounds by the contract.
+            let cij = unsafe { &mut *g.c.offset(i * g.rsc + j * g.csc) };
+            *cij = if g.beta == 0.0 { 0.0 } else { g.beta * *cij };
+        }
+    }
+}
+
+/// Where a micro-kernel writes its tile: the valid `rows × cols` corner of
+/// an `MR×NR` tile, at `c` with strides `rsc`, `csc`.
+///
+/// Contract: for `i < rows`, `j < cols`, `c.offset(i·rsc + j·csc)` is valid
+/// for writes, and for reads when `beta != 0`; `rows ≤ MR`, `cols ≤ NR`.
+pub(crate) struct TileOut {
+    pub c: *mut f32,
+    pub rsc: isize,
+    pub csc: isize,
+    pub rows: usize,
+    pub cols: usize,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+/// Writes `alpha · tmp + beta · C` for the valid part of a tile, where
+/// `tmp[i·ld + j]` holds the accumulator of `C[i, j]`.
+///
+/// The expression is evaluated as the SIMD write-back does it (`alpha·acc`,
+/// then `+ beta·c`, unfused), so edge tiles and full tiles round alike.
+///
+/// # Safety
+///
+/// `out` must satisfy [`TileOut`]'s contract and `tmp` hold `rows` rows of `ld`.
+pub(crate) unsafe fn store_tile_scalar(tmp: &[f32], ld: usize, out: &TileOut) {
+    for i in 0..out.rows {
+        for j in 0..out.cols {
+            // SAFETY: i < rows, j < cols: in bounds by the TileOut contract.
+            let c = unsafe { &mut *out.c.offset(i as isize * out.rsc + j as isize * out.csc) };
+            let r = out.alpha * tmp[i * ld + j];
+            *c = if out.beta == 0.0 {
+                r
+            } else {
+                r + out.beta * *c
+            };
+        }
+    }
+}
+
+/// A micro-kernel and the cache blocking tuned for it.
+trait Kernel {
+    /// Rows of the register tile.
+    const MR: usize;
+    /// Columns of the register tile.
+    const NR: usize;
+    /// Depth of a packed panel: the A micro-panel `MR×KC` should sit in L1.
+    const KC: usize;
+    /// Rows of the shared A block (`MC×KC` floats, lives in L3).
+    const MC: usize;
+    /// Widest column block per task (`KC×NC` floats of packed B, lives in L2).
+    const NC: usize;
+    /// Computes one tile; see the micro-kernel modules.
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, out: &TileOut);
+    /// Packs an A micro-panel ([`pack_panel`] with `w = MR`).
+    unsafe fn pack_a(
+        kc: usize,
+        valid: usize,
+        src: *const f32,
+        ls: isize,
+        ps: isize,
+        dst: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { pack_panel(Self::MR, kc, valid, src, ls, ps, dst) }
+    }
+    /// Packs a B micro-panel ([`pack_panel`] with `w = NR`).
+    unsafe fn pack_b(
+        kc: usize,
+        valid: usize,
+        src: *const f32,
+        ls: isize,
+        ps: isize,
+        dst: *mut f32,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { pack_panel(Self::NR, kc, valid, src, ls, ps, dst) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512;
+#[cfg(target_arch = "x86_64")]
+impl Kernel for Avx512 {
+    const MR: usize = super::microkernel_avx512::MR;
+    const NR: usize = super::microkernel_avx512::NR;
+    const KC: usize = 384;
+    const MC: usize = 1536;
+    const NC: usize = 1024;
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, out: &TileOut) {
+        // SAFETY: only reached when AVX-512F was detected; rest forwarded.
+        unsafe { super::microkernel_avx512::kernel(kc, a, b, out) }
+    }
+    unsafe fn pack_a(
+        kc: usize,
+        valid: usize,
+        src: *const f32,
+        ls: isize,
+        ps: isize,
+        dst: *mut f32,
+    ) {
+        // SAFETY: AVX-512F detected; rest forwarded.
+        unsafe { super::microkernel_avx512::pack_a(kc, valid, src, ls, ps, dst) }
+    }
+    unsafe fn pack_b(
+        kc: usize,
+        valid: usize,
+        src: *const f32,
+        ls: isize,
+        ps: isize,
+        dst: *mut f32,
+    ) {
+        // SAFETY: AVX-512F detected; rest forwarded.
+        unsafe { super::microkernel_avx512::pack_b(kc, valid, src, ls, ps, dst) }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+#[cfg(target_arch = "x86_64")]
+impl Kernel for Avx2 {
+    const MR: usize = super::microkernel_avx2::MR;
+    const NR: usize = super::microkernel_avx2::NR;
+    const KC: usize = 256;
+    const MC: usize = 1536;
+    const NC: usize = 1024;
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, out: &TileOut) {
+        // SAFETY: only reached when AVX2 and FMA were detected; rest forwarded.
+        unsafe { super::microkernel_avx2::kernel(kc, a, b, out) }
+    }
+}
+
+/// 64 bytes of floats: the unit pack buffers are allocated in, so every
+/// panel starts on a cache line (the kernels use aligned loads on B).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Line(pub [f32; 16]);
+
+thread_local! {
+    /// The shared A block, owned by the thread that drives the call.
+    static PACK_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    /// Each task's packed B block, owned by the thread running the task.
+    static PACK_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with a 64-byte-aligned scratch buffer of at least `len` floats,
+/// reused across calls on this thread.
+///
+/// The buffer is taken out of the thread-local while in use, so a nested
+/// call on the same thread (rayon may run another job here while this one
+/// waits) gets a fresh buffer instead of aliasing this one.
+pub(crate) fn with_scratch<R>(
+    key: &'static LocalKey<Cell<Vec<Line>>>,
+    len: usize,
+    f: impl FnOnce(*mut f32) -> R,
+) -> R {
+    let mut buf = key.take();
+    let lines = len.div_ceil(16);
+    if buf.len() < lines {
+        buf = vec![Line::default(); lines];
+    }
+    let r = f(buf.as_mut_ptr().cast::<f32>());
+    key.set(buf);
+    r
+}
+
+/// Packs one panel: `dst[p·w + l] = src[l·ls + p·ps]` for `p < kc`,
+/// `l < valid`, and zero for the padding lanes `valid ≤ l < w`.
+///
+/// For A, lanes are rows (`ls = rsa`, `ps = csa`); for B, lanes are columns
+/// (`ls = csb`, `ps = rsb`). This is where transposes are absorbed: the two
+/// common layouts get loops that read memory sequentially.
+///
+/// # Safety
+///
+/// `src` readable at those offsets, `dst` writable for `kc·w` floats.
+#[inline(always)]
+pub(crate) unsafe fn pack_panel(
+    w: usize,
+    kc: usize,
+    valid: usize,
+    src: *const f32,
+    ls: isize,
+    ps: isize,
+    dst: *mut f32,
+) {
+    // SAFETY (whole body): offsets stay within p < kc, l < valid (source)
+    // and p·w + l < kc·w (destination), per the contract.
+    unsafe {
+        if ls == 1 && valid == w {
+            // Lanes contiguous (row-major B, column-major A): row copies.
+            for p in 0..kc {
+                std::ptr::copy_nonoverlapping(src.offset(p as isize * ps), dst.add(p * w), w);
+            }
+        } else if ps == 1 {
+            // Each lane contiguous along k (row-major A, column-major B such
+            // as wteᵀ): a transpose. Go 16 values of p at a time so the
+            // destination rows being filled (16·w floats) stay in L1 while
+            // every lane is read as a sequential stream.
+            let mut p0 = 0;
+            while p0 < kc {
+                let pn = (kc - p0).min(16);
+                for l in 0..w {
+                    let d = dst.add(p0 * w + l);
+                    if l < valid {
+                        let s = src.offset(l as isize * ls + p0 as isize);
+                        for q in 0..pn {
+                            *d.add(q * w) = *s.add(q);
+                        }
+                    } else {
+                        for q in 0..pn {
+                            *d.add(q * w) = 0.0;
+                        }
+                    }
+                }
+                p0 += pn;
+            }
+        } else {
+            for p in 0..kc {
+                let s = src.offset(p as isize * ps);
+                let d = dst.add(p * w);
+                for l in 0..w {
+                    *d.add(l) = if l < valid {
+                        *s.offset(l as isize * ls)
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// How the columns of C are split into tasks: `(row_parts, col_width)`.
+///
+/// Column blocks are at most `nc` wide (so a packed B block fits L2) and a
+/// multiple of `nr`. With several threads, there are up to four blocks per
+/// thread (each at least 8 panels wide, so an A panel loaded into L1 is
+/// reused enough): the host sometimes takes a core away for a while, and
+/// rayon can then hand the stalled thread's remaining blocks to the other.
+/// Few blocks are rounded up to a multiple of the thread count so the
+/// threads finish together. If C is so narrow that there are still fewer
+/// blocks than threads, the rows of the A block are split too, each part
+/// packing its own copy of B. None of this changes any result (no `k`
+/// split), only who computes which tile.
+fn plan(n: usize, nr: usize, nc: usize, mpanels: usize, threads: usize) -> (usize, usize) {
+    let mut blocks = n.div_ceil(nc);
+    if threads > 1 {
+        let want = (4 * threads).min(n / (8 * nr)).max(threads);
+        blocks = blocks.max(want);
+        if blocks < 8 * threads {
+            blocks = blocks.div_ceil(threads) * threads;
+        }
+    }
+    blocks = blocks.min(n.div_ceil(nr)).max(1);
+    let width = n.div_ceil(blocks).div_ceil(nr) * nr;
+    let blocks = n.div_ceil(width);
+    let row_parts = if blocks >= threads {
+        1
+    } else {
+        threads.div_ceil(blocks).min(mpanels).max(1)
+    };
+    (row_parts, width)
+}
+
+/// The packed, blocked GEMM for micro-kernel `K` (see the module docs).
+///
+/// # Safety
+///
+/// `K`'s instruction set is available; `g` satisfies [`gemm_f32`]'s
+/// contract with `m, n, k > 0`.
+unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Gemm<f32>) {
+    let (mr, nr) = (K::MR, K::NR);
+    // Balance the K blocks (k = 400 → 200 + 200, not 384 + 16): the blocking
+    // depends on k only, never on threads.
+    let kc = g.k.div_ceil(g.k.div_ceil(K::KC));
+    let mc = g.m.div_ceil(g.m.div_ceil(K::MC)).div_ceil(mr) * mr;
+    with_scratch(&PACK_A, mc * kc, |apack| {
+        let apack = SharedPtr(apack);
+        for ic in (0..g.m).step_by(mc) {
+            let mcur = mc.min(g.m - ic);
+            let mpanels = mcur.div_ceil(mr);
+            let (row_parts, width) = plan(g.n, nr, K::NC, mpanels, threads);
+            let col_blocks = g.n.div_ceil(width);
+            for pc in (0..g.k).step_by(kc) {
+                let kcur = kc.min(g.k - pc);
+                let beta = if pc == 0 { g.beta } else { 1.0 };
+                let pack_a = |ip: usize| {
+                    let row = ic + ip * mr;
+                    // SAFETY: rows row..row+valid < m and columns pc..pc+kcur
+                    // < k of A; panel ip of the buffer (sized mc·kc) is
+                    // written by this call only.
+                    unsafe {
+                        K::pack_a(
+                            kcur,
+                            mr.min(g.m - row),
+                            g.a.offset(row as isize * g.rsa + pc as isize * g.csa),
+                            g.rsa,
+                            g.csa,
+                            apack.get().add(ip * mr * kcur),
+                        )
+                    }
+                };
+                if threads > 1 && mcur * kcur >= 1 << 15 {
+                    (0..mpanels).into_par_iter().for_each(pack_a);
+                } else {
+                    (0..mpanels).for_each(pack_a);
+                }
+                let task = |t: usize| {
+                    let (part, cb) = (t / col_blocks, t % col_blocks);
+                    let j0 = cb * width;
+                    let ncur = width.min(g.n - j0);
+                    let npanels = ncur.div_ceil(nr);
+                    let (p0, p1) = (part * mpanels / row_parts, (part + 1) * mpanels / row_parts);
+                    with_scratch(&PACK_B, npanels * nr * kcur, |bpack| {
+                        for jp in 0..npanels {
+                            let col = j0 + jp * nr;
+                            // SAFETY: columns col..col+valid < n, rows
+                            // pc..pc+kcur < k of B; bpack holds npanels panels.
+                            unsafe {
+                                K::pack_b(
+                                    kcur,
+                                    nr.min(g.n - col),
+                                    g.b.offset(pc as isize * g.rsb + col as isize * g.csb),
+                                    g.csb,
+                                    g.rsb,
+                                    bpack.add(jp * nr * kcur),
+                                )
+                            };
+                        }
+                        for ip in p0..p1 {
+                            let row = ip * mr;
+                            let a_panel = apack.get().wrapping_add(ip * mr * kcur);
+                            for jp in 0..npanels {
+                                let col = jp * nr;
+                                let out = TileOut {
+                                    c: g.c.wrapping_offset(
+                                        (ic + row) as isize * g.rsc + (j0 + col) as isize * g.csc,
+                                    ),
+                                    rsc: g.rsc,
+                                    csc: g.csc,
+                                    rows: mr.min(mcur - row),
+                                    cols: nr.min(ncur - col),
+                                    alpha: g.alpha,
+                                    beta,
+                                };
+                                // SAFETY: the panels were packed above with kcur
+                                // depth; the tile is inside C, and tasks own
+                                // disjoint (rows, columns) of C.
+                                unsafe { K::tile(kcur, a_panel, bpack.add(jp * nr * kcur), &out) };
+                            }
+                        }
+                    })
+                };
+                let tasks = row_parts * col_blocks;
+                if threads > 1 && tasks > 1 {
+                    (0..tasks).into_par_iter().with_max_len(1).for_each(task);
+                } else {
+                    (0..tasks).for_each(task);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+#[path = "matmul_packed_tests.rs"]
+pub(crate) mod tests;
