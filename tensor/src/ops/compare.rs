@@ -17,6 +17,11 @@ macro_rules! compare_op {
         /// [`TensorError::Broadcast`] or [`TensorError::DType`].
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
             same_dtype(stringify!($name), self, rhs)?;
+            // i64 compares as itself: through f64 it would lose every
+            // value above 2⁵³ (2⁵³ + 1 == 2⁵³ in f64).
+            if self.dtype() == DType::I64 {
+                return zip_map::<i64, i64, bool>(stringify!($name), self, rhs, |a, b| a $cmp b);
+            }
             with_any!(self.dtype(), |T| zip_map::<T, T, bool>(stringify!($name), self, rhs, |a: T, b: T| {
                 a.as_f64() $cmp b.as_f64()
             }))
@@ -125,6 +130,21 @@ mod tests {
         assert_eq!(v[1], f32::NEG_INFINITY);
         assert_eq!(v[3], 0.0);
         assert_eq!(v[8], 0.0);
+    }
+
+    #[test]
+    fn large_i64_compare_exactly() {
+        // Regression: comparing through f64 made 2⁵³ + 1 equal to 2⁵³.
+        let a = Tensor::from_vec(vec![(1i64 << 53) + 1, i64::MAX], &[2]).unwrap();
+        let b = Tensor::from_vec(vec![1i64 << 53, i64::MAX - 1], &[2]).unwrap();
+        assert_eq!(
+            a.eq(&b).unwrap().to_vec::<bool>().unwrap(),
+            vec![false, false]
+        );
+        assert_eq!(
+            a.gt(&b).unwrap().to_vec::<bool>().unwrap(),
+            vec![true, true]
+        );
     }
 
     #[test]

@@ -177,7 +177,9 @@ impl Tensor {
                 && dims_r.iter().enumerate().all(|(i, &d)| i == d)
             {
                 let r: usize = dims_r.iter().map(|&d| self.shape()[d]).product();
-                let k = self.numel() / r.max(1);
+                // The kept dims are the trailing ones. (Not numel / r: an
+                // empty reduced dim makes that 0 / 1 instead of k zeros.)
+                let k: usize = self.shape()[dims_r.len()..].iter().product();
                 let data = self.as_slice::<T>()?;
                 let out = sum_leading::<T>(data, r, k);
                 return Tensor::from_vec(out, &reduced_shape(self.shape(), &dims_r, keepdim));
@@ -405,6 +407,17 @@ mod tests {
             y.logsumexp(&[0], false).unwrap().item::<f64>().unwrap(),
             f64::NEG_INFINITY
         );
+    }
+
+    #[test]
+    fn sum_over_empty_leading_dim_gives_zeros() {
+        // Regression: the contiguous leading-dims path computed the output
+        // size as numel / r, which is 0 when a reduced dim is empty.
+        let x = Tensor::zeros(&[0, 3], DType::F32);
+        let s = x.sum(&[0], false).unwrap();
+        assert_eq!(s.to_vec::<f32>().unwrap(), vec![0.0; 3]);
+        assert_eq!(x.sum_all().unwrap().item::<f32>().unwrap(), 0.0);
+        assert!(x.mean_all().unwrap().item::<f32>().unwrap().is_nan());
     }
 
     #[test]

@@ -93,14 +93,18 @@ pub fn softmax_row<T: FloatElement>(x: &[T], out: &mut [T]) {
     }
 }
 
-/// `out = log_softmax(x)` for one row: `x − max − log Σ exp(x − max)`.
+/// `out = log_softmax(x)` for one row: `(x − max) − log Σ exp(x − max)`.
+///
+/// The max is subtracted before the log-sum, not folded into one `lse`:
+/// `x − lse` would round `lse` at the scale of `|x|` and lose the digits of
+/// results near 0 when `|x|` is large.
 pub fn log_softmax_row<T: FloatElement>(x: &[T], out: &mut [T]) {
     let m = row_max(x);
     let m = if m == T::neg_infinity() { T::zero() } else { m };
     let s: f64 = x.iter().map(|&v| (v - m).exp().as_f64()).sum();
-    let lse = m + T::from_f64(s.ln());
+    let log_sum = T::from_f64(s.ln());
     for (o, &v) in out.iter_mut().zip(x) {
-        *o = v - lse;
+        *o = (v - m) - log_sum;
     }
 }
 
@@ -186,6 +190,29 @@ mod tests {
             let s = x.softmax(d).unwrap().sum(&[d], false).unwrap();
             for v in s.to_vec::<f64>().unwrap() {
                 assert!((v - 1.0).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn f32_log_softmax_keeps_digits_at_large_magnitudes() {
+        // Regression: computing x − (max + log Σ) rounded the sum at the scale
+        // of |x| ≈ 1e4 (ulp 1e-3), so results near 0 were off by ~1e-3.
+        let v = [10_000.0f32, 10_000.5, 9_999.25, 10_000.125];
+        let exact: Vec<f64> = {
+            let m = 10_000.5f64;
+            let s: f64 = v.iter().map(|&x| (x as f64 - m).exp()).sum();
+            v.iter().map(|&x| (x as f64 - m) - s.ln()).collect()
+        };
+        for x in [
+            Tensor::from_vec(v.to_vec(), &[4]).unwrap(),
+            Tensor::from_vec(v.to_vec(), &[4])
+                .unwrap()
+                .to_dtype(crate::DType::F64),
+        ] {
+            let got = x.log_softmax(0).unwrap().to_dtype(crate::DType::F64);
+            for (g, e) in got.to_vec::<f64>().unwrap().iter().zip(&exact) {
+                assert!((g - e).abs() <= 1e-6 * e.abs(), "{g} vs {e}");
             }
         }
     }

@@ -102,8 +102,8 @@ impl Tensor {
         /// Hyperbolic tangent (`torch.tanh`).
         tanh, |x| x.tanh());
     unary_op!(
-        /// `max(x, 0)` (`torch.relu`).
-        relu, |x| if x > T::zero() { x } else { T::zero() });
+        /// `max(x, 0)` (`torch.relu`); NaN stays NaN, as in PyTorch.
+        relu, |x| if x < T::zero() { T::zero() } else { x });
     unary_op!(
         /// Logistic sigmoid `1/(1+e⁻ˣ)` (`torch.sigmoid`).
         sigmoid, |x| T::one() / (T::one() + (-x).exp()));
@@ -256,6 +256,16 @@ mod tests {
             e.to_vec::<f32>().unwrap(),
             vec![-1.0, -4.0, -2.0, -5.0, -3.0, -6.0]
         );
+    }
+
+    #[test]
+    fn relu_propagates_nan() {
+        // Regression: `if x > 0 { x } else { 0 }` mapped NaN to 0, hiding a
+        // diverged activation; torch.relu(nan) is nan.
+        let t = Tensor::from_vec(vec![f32::NAN, -1.0, 2.0], &[3]).unwrap();
+        let r = t.relu().unwrap().to_vec::<f32>().unwrap();
+        assert!(r[0].is_nan());
+        assert_eq!(&r[1..], &[0.0, 2.0]);
     }
 
     #[test]
