@@ -131,7 +131,7 @@ impl TrainArgs {
             config: Some("baby".into()),
             train: vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")],
             val: Vec::new(),
-            val_fraction: 0.05,
+            val_fraction: 0.01,
             output_dir: PathBuf::from("runs/demo"),
             epochs: 1.0,
             max_steps: Some(DEMO_STEPS),
@@ -158,7 +158,7 @@ impl TrainArgs {
 }
 
 /// Optimizer steps of the demo run.
-pub const DEMO_STEPS: usize = 500;
+pub const DEMO_STEPS: usize = 250;
 
 fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
     match (&args.model, &args.config) {

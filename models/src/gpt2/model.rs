@@ -360,16 +360,23 @@ impl Gpt2 {
                 ids.shape()
             )));
         }
-        let logits = self.forward(ids, ForwardOptions::default())?;
-        let t = ids.shape()[1];
+        let (b, t) = (ids.shape()[0], ids.shape()[1]);
         if t < 2 {
-            return Err(ModelError::Input(
-                "a loss needs at least 2 positions (one to predict)".into(),
-            ));
+            return Err(ModelError::Input("a loss needs at least 2 positions (one to predict)".into()));
         }
-        let shifted = logits.narrow(1, 0, t - 1)?; // (B, T−1, V)
-        let targets = labels.narrow(1, 1, t - 1)?.contiguous(); // (B, T−1)
-        let loss = shifted.cross_entropy(&targets, kiln_nn::loss::IGNORE_INDEX)?;
+        let logits = self.forward(ids, ForwardOptions::default())?;
+        // Shift the labels, not the logits: position t is scored against
+        // labels[t + 1] and the last position against nothing (−100). Same
+        // mean as transformers' shifted loss, without copying the
+        // (B, T−1, V) logits.
+        let l = labels.to_vec::<i64>()?;
+        let mut targets = Vec::with_capacity(b * t);
+        for row in l.chunks(t) {
+            targets.extend_from_slice(&row[1..]);
+            targets.push(kiln_nn::loss::IGNORE_INDEX);
+        }
+        let targets = Tensor::from_vec(targets, &[b, t])?;
+        let loss = logits.cross_entropy(&targets, kiln_nn::loss::IGNORE_INDEX)?;
         Ok((logits, loss))
     }
 }
