@@ -5,6 +5,8 @@
 //! one of them 1, and the output takes the larger (`[2, 1, 4] ⊕ [3, 1] →
 //! [2, 3, 4]`). Broadcasting is a stride-0 view: nothing is copied.
 
+use std::mem::MaybeUninit;
+
 use crate::dtype::{Element, FloatElement};
 use crate::shape::broadcast_shapes;
 use crate::strided::Walk;
@@ -33,38 +35,45 @@ pub(crate) fn zip_map<A: Element, B: Element, O: Element>(
     let (a, b) = (lhs.typed::<A>(op)?, rhs.typed::<B>(op)?);
     let la = lhs.layout().broadcast_to(&shape)?;
     let lb = rhs.layout().broadcast_to(&shape)?;
-    let out = Walk::new([&la, &lb]).collect(|dst: &mut [O], [oa, ob], [sa, sb]| {
-        let n = dst.len();
-        if sa == 1 && sb == 1 {
-            for ((d, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
-                *d = f(x, y);
+    // SAFETY: every branch writes each element of the run.
+    let out = unsafe {
+        Walk::new([&la, &lb]).collect(|dst: &mut [MaybeUninit<O>], [oa, ob], [sa, sb]| {
+            let n = dst.len();
+            if sa == 1 && sb == 1 {
+                for ((d, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
+                    d.write(f(x, y));
+                }
+            } else if sa == 1 && sb == 0 {
+                let y = b[ob];
+                for (d, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
+                    d.write(f(x, y));
+                }
+            } else if sa == 0 && sb == 1 {
+                let x = a[oa];
+                for (d, &y) in dst.iter_mut().zip(&b[ob..ob + n]) {
+                    d.write(f(x, y));
+                }
+            } else {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    d.write(f(a[oa + i * sa], b[ob + i * sb]));
+                }
             }
-        } else if sa == 1 && sb == 0 {
-            let y = b[ob];
-            for (d, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
-                *d = f(x, y);
-            }
-        } else if sa == 0 && sb == 1 {
-            let x = a[oa];
-            for (d, &y) in dst.iter_mut().zip(&b[ob..ob + n]) {
-                *d = f(x, y);
-            }
-        } else {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = f(a[oa + i * sa], b[ob + i * sb]);
-            }
-        }
-    });
+        })
+    };
     Tensor::from_vec(out, &shape)
 }
 
 /// A float binary op: checks dtypes, dispatches on f32/f64.
+///
+/// The ops are closures, not `fn` pointers, so each is inlined into its own
+/// copy of the loops and vectorised (a pointer would be an indirect call per
+/// element).
 fn float_zip(
     op: &'static str,
     lhs: &Tensor,
     rhs: &Tensor,
-    f32op: fn(f32, f32) -> f32,
-    f64op: fn(f64, f64) -> f64,
+    f32op: impl Fn(f32, f32) -> f32 + Sync,
+    f64op: impl Fn(f64, f64) -> f64 + Sync,
 ) -> Result<Tensor> {
     same_dtype(op, lhs, rhs)?;
     match lhs.dtype() {

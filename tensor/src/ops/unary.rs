@@ -1,10 +1,10 @@
 //! Elementwise functions of one tensor.
 
 use num_traits::{One, Zero};
-use rayon::prelude::*;
 
 use crate::dtype::{Element, FloatElement};
-use crate::strided::{Walk, PAR_CHUNK};
+use crate::strided::{Walk, PAR_CHUNK, PAR_UNIT};
+use crate::uninit::build_par;
 use crate::{with_float, Result, Tensor};
 
 /// Applies `f` to every element of a float tensor of type `T`, producing a
@@ -18,28 +18,23 @@ pub(crate) fn map<T: FloatElement>(
     let out = if x.is_contiguous() {
         let o = x.layout().offset();
         let src = &src[o..o + x.numel()];
-        let mut out = vec![T::default(); src.len()];
-        let kernel = |(dst, s): (&mut [T], &[T])| {
-            for (d, &v) in dst.iter_mut().zip(s) {
-                *d = f(v);
-            }
-        };
-        if src.len() >= 2 * PAR_CHUNK {
-            crate::parallel::install(|| {
-                out.par_chunks_mut(PAR_CHUNK)
-                    .zip(src.par_chunks(PAR_CHUNK))
-                    .for_each(kernel)
-            });
-        } else {
-            kernel((&mut out, src));
+        // SAFETY: each chunk is written element by element.
+        unsafe {
+            build_par(src.len(), PAR_UNIT, PAR_CHUNK / PAR_UNIT, |start, dst| {
+                for (d, &v) in dst.iter_mut().zip(&src[start..]) {
+                    d.write(f(v));
+                }
+            })
         }
-        out
     } else {
-        Walk::new([x.layout()]).collect(|dst: &mut [T], [o], [s]| {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = f(src[o + i * s]);
-            }
-        })
+        // SAFETY: each run is written element by element.
+        unsafe {
+            Walk::new([x.layout()]).collect(|dst, [o], [s]| {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    d.write(f(src[o + i * s]));
+                }
+            })
+        }
     };
     Tensor::from_vec(out, x.shape())
 }
@@ -86,9 +81,7 @@ impl Tensor {
     unary_op!(
         /// `-x` (`torch.neg`).
         neg, |x| -x);
-    unary_op!(
-        /// `eˣ` (`torch.exp`).
-        exp, |x| x.exp());
+
     unary_op!(
         /// Natural log (`torch.log`); `log(0) = -inf`, negative → NaN.
         log, |x| x.ln());
@@ -98,15 +91,11 @@ impl Tensor {
     unary_op!(
         /// `1/√x` (`torch.rsqrt`).
         rsqrt, |x| x.sqrt().recip());
-    unary_op!(
-        /// Hyperbolic tangent (`torch.tanh`).
-        tanh, |x| x.tanh());
+
     unary_op!(
         /// `max(x, 0)` (`torch.relu`); NaN stays NaN, as in PyTorch.
         relu, |x| if x < T::zero() { T::zero() } else { x });
-    unary_op!(
-        /// Logistic sigmoid `1/(1+e⁻ˣ)` (`torch.sigmoid`).
-        sigmoid, |x| T::one() / (T::one() + (-x).exp()));
+
     unary_op!(
         /// `|x|` (`torch.abs`).
         abs, |x| x.abs());
@@ -116,6 +105,16 @@ impl Tensor {
     unary_op!(
         /// `1/x` (`torch.reciprocal`).
         recip, |x| x.recip());
+
+    unary_op!(
+        /// `eˣ` (`torch.exp`).
+        exp, |x| x.exp());
+    unary_op!(
+        /// Hyperbolic tangent (`torch.tanh`).
+        tanh, |x| x.tanh());
+    unary_op!(
+        /// Logistic sigmoid `1/(1+e⁻ˣ)` (`torch.sigmoid`).
+        sigmoid, |x| T::one() / (T::one() + (-x).exp()));
     unary_op!(
         /// GELU with the tanh approximation, GPT-2's `gelu_new`
         /// (`F.gelu(x, approximate="tanh")`). See [`gelu_scalar`].
