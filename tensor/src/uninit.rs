@@ -63,6 +63,16 @@ pub(crate) unsafe fn build_par<T: Send>(
     unsafe { build(n, fill_all) }
 }
 
+/// Views a fully written slice as initialised.
+///
+/// # Safety
+/// Every element of `s` must have been written.
+pub(crate) unsafe fn assume_init_mut<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the caller guarantees
+    // every element is initialised.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,8 @@
 //! Everything here takes plain memory plus shapes and strides; the `ops`
 //! modules check shapes and call in.
 
+pub mod fastmath;
+
 /// `C[m×n] = alpha · A[m×k] · B[k×n] + beta · C` in f32, any strides.
 ///
 /// # Safety
