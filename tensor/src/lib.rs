@@ -31,6 +31,7 @@ mod storage;
 mod strided;
 mod tensor;
 pub mod testing;
+mod uninit;
 
 pub use dtype::{DType, Element, FloatElement};
 pub use error::{Result, TensorError};

@@ -9,7 +9,12 @@
 //! Kernels never split a reduction across a thread-count–dependent number of
 //! pieces, so every result is bit-identical whatever the thread count.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::any::Any;
+use std::ops::Range;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use rayon::ThreadPool;
 
@@ -63,4 +68,287 @@ pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         return f();
     }
     pool.install(f)
+}
+
+/// Chunks each part of a [`for_each_range`] job is cut into, so a thread
+/// that finishes early can take over part of a slower thread's work.
+const CHUNKS_PER_PART: usize = 4;
+
+/// How long a pool thread that helped with a [`for_each_range`] job keeps
+/// spinning, waiting for the next one, before it goes back to sleep. Ops in
+/// a training step follow each other within microseconds; waking a sleeping
+/// thread costs tens of microseconds, and on a busy machine it may not get a
+/// core for milliseconds. OpenMP runtimes (and so PyTorch) spin the same way
+/// (libgomp for a few hundred thousand polls, Intel's runtime for 200 ms).
+const SPIN: Duration = Duration::from_millis(1);
+
+/// The job most recently started by [`for_each_range`], for spinning
+/// helpers to pick up, and a counter bumped whenever it changes.
+static CURRENT: Mutex<Option<Arc<Job>>> = Mutex::new(None);
+static GENERATION: AtomicUsize = AtomicUsize::new(0);
+/// Pool threads spinning in [`spin_for_jobs`].
+static SPINNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` over `0..units` cut into disjoint ranges, on the calling thread
+/// and on the pool's threads, returning when every range is done. Ranges
+/// hold at least `min_units` units unless the whole job is smaller; a job
+/// under `2 · min_units` runs inline in one call.
+///
+/// The work is split into one part per thread, each cut into a few chunks.
+/// The calling thread works too: it starts on part 0 while helpers (pool
+/// threads still spinning after the previous job, or newly woken ones) start
+/// on the other parts; whoever finishes its own part takes chunks of the
+/// others. The caller never waits for a helper that has not started, so on
+/// a busy machine, where a pool thread may be slow to get a core, the op
+/// runs on fewer threads instead of stalling. Only use it where the result
+/// does not depend on where ranges are cut (elementwise ops, whole rows), so
+/// results are identical at every thread count.
+pub(crate) fn for_each_range(units: usize, min_units: usize, f: impl Fn(Range<usize>) + Sync) {
+    let pool = pool();
+    let threads = pool.current_num_threads();
+    let parts = (units / min_units.max(1)).clamp(1, threads);
+    if parts == 1 {
+        if units > 0 {
+            f(0..units);
+        }
+        return;
+    }
+    let f: &(dyn Fn(Range<usize>) + Sync) = &f;
+    // SAFETY: the job's pointer to `f` is only dereferenced by a thread that
+    // has claimed a chunk, and this function returns only after every
+    // claimed chunk has finished (`wait`), so `f` outlives every use. A
+    // helper that arrives later finds no chunk to claim and never touches it.
+    let f = unsafe {
+        std::mem::transmute::<
+            *const (dyn Fn(Range<usize>) + Sync + '_),
+            *const (dyn Fn(Range<usize>) + Sync + 'static),
+        >(f)
+    };
+    let job = Arc::new(Job {
+        f,
+        units,
+        parts,
+        next: (0..parts).map(|_| AtomicUsize::new(0)).collect(),
+        next_home: AtomicUsize::new(1),
+        pending: AtomicUsize::new(parts * CHUNKS_PER_PART),
+        panic: Mutex::new(None),
+        done: (Mutex::new(false), Condvar::new()),
+    });
+    *lock(&CURRENT) = Some(job.clone());
+    GENERATION.fetch_add(1, Ordering::Release);
+    // Wake as many pool threads as there are parts without a spinning helper.
+    let spinning = SPINNING.load(Ordering::Acquire);
+    for _ in spinning..parts - 1 {
+        let job = job.clone();
+        pool.spawn(move || {
+            job.help();
+            drop(job);
+            spin_for_jobs(threads - 1);
+        });
+    }
+    job.work(0);
+    job.wait();
+    {
+        let mut cur = lock(&CURRENT);
+        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &job)) {
+            *cur = None;
+        }
+    }
+    let panic = lock(&job.panic).take();
+    if let Some(p) = panic {
+        resume_unwind(p);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs on a pool thread after it helped: helps with each new job that
+/// [`for_each_range`] publishes, until none has come for [`SPIN`]. Other
+/// rayon work queued meanwhile is run too (`rayon::yield_now`), so spinning
+/// never holds it up. At most `max` threads spin at once.
+fn spin_for_jobs(max: usize) {
+    if SPINNING.fetch_add(1, Ordering::AcqRel) >= max {
+        SPINNING.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let mut seen = GENERATION.load(Ordering::Acquire);
+    let mut idle_since = Instant::now();
+    let mut polls = 0u32;
+    loop {
+        let g = GENERATION.load(Ordering::Acquire);
+        if g != seen {
+            seen = g;
+            let job = lock(&CURRENT).clone();
+            if let Some(job) = job {
+                SPINNING.fetch_sub(1, Ordering::AcqRel);
+                job.help();
+                SPINNING.fetch_add(1, Ordering::AcqRel);
+            }
+            idle_since = Instant::now();
+            continue;
+        }
+        polls = polls.wrapping_add(1);
+        if polls.is_multiple_of(64) {
+            if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+                idle_since = Instant::now();
+            }
+            if idle_since.elapsed() > SPIN {
+                break;
+            }
+        }
+        std::hint::spin_loop();
+    }
+    SPINNING.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// The shared state of one [`for_each_range`] call.
+struct Job {
+    f: *const (dyn Fn(Range<usize>) + Sync),
+    units: usize,
+    parts: usize,
+    /// Per part: the next chunk to claim (`≥ CHUNKS_PER_PART`: none left).
+    next: Vec<AtomicUsize>,
+    /// The part the next helper starts on.
+    next_home: AtomicUsize,
+    /// Chunks not yet finished.
+    pending: AtomicUsize,
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+    done: (Mutex<bool>, Condvar),
+}
+
+// SAFETY: `f` points to a `Sync` closure (see `for_each_range` for why it is
+// alive whenever it is used); everything else is atomics and mutexes.
+unsafe impl Send for Job {}
+// SAFETY: as above.
+unsafe impl Sync for Job {}
+
+impl Job {
+    /// Units of chunk `c` of part `p`.
+    fn chunk(&self, p: usize, c: usize) -> Range<usize> {
+        let k = p * CHUNKS_PER_PART + c;
+        let n = self.parts * CHUNKS_PER_PART;
+        k * self.units / n..(k + 1) * self.units / n
+    }
+
+    /// Works as a helper, starting on the next part nobody started on.
+    fn help(&self) {
+        let home = self.next_home.fetch_add(1, Ordering::Relaxed) % self.parts;
+        self.work(home);
+    }
+
+    /// Claims and runs chunks: part `home` first, then the others.
+    fn work(&self, home: usize) {
+        for k in 0..self.parts {
+            let p = (home + k) % self.parts;
+            loop {
+                let c = self.next[p].fetch_add(1, Ordering::Relaxed);
+                if c >= CHUNKS_PER_PART {
+                    break;
+                }
+                // SAFETY: a chunk is claimed, so the caller is still waiting
+                // and `f` is alive.
+                let f = unsafe { &*self.f };
+                let range = self.chunk(p, c);
+                if let Err(e) = catch_unwind(AssertUnwindSafe(|| f(range))) {
+                    lock(&self.panic).get_or_insert(e);
+                }
+                if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let (done, cv) = &self.done;
+                    *lock(done) = true;
+                    cv.notify_all();
+                }
+            }
+        }
+    }
+
+    /// Blocks until every chunk has finished.
+    fn wait(&self) {
+        // Helpers are usually a few microseconds behind: spin briefly first.
+        for _ in 0..1 << 14 {
+            if self.pending.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        let (done, cv) = &self.done;
+        let mut d = lock(done);
+        while !*d {
+            d = cv.wait(d).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// A mutable slice that several threads may write, each through its own
+/// disjoint range (what [`for_each_range`] hands out).
+pub(crate) struct SharedMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _slice: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: it only hands out `&mut` to disjoint ranges (the caller's promise
+// in `range`), which may live on different threads when `T: Send`.
+unsafe impl<T: Send> Send for SharedMut<'_, T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
+
+impl<'a, T> SharedMut<'a, T> {
+    pub(crate) fn new(s: &'a mut [T]) -> Self {
+        SharedMut {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+            _slice: std::marker::PhantomData,
+        }
+    }
+
+    /// The elements `r` of the slice.
+    ///
+    /// # Safety
+    /// Ranges borrowed at the same time must not overlap.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn range(&self, r: Range<usize>) -> &'a mut [T] {
+        assert!(
+            r.start <= r.end && r.end <= self.len,
+            "range {r:?} of {}",
+            self.len
+        );
+        // SAFETY: in bounds (checked), and the caller guarantees no other
+        // live borrow overlaps it.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r.start), r.len()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_is_visited_once() {
+        for (units, min) in [(0, 4), (7, 4), (100, 4), (1001, 1), (100_000, 10)] {
+            let mut data = vec![0u32; units];
+            let shared = SharedMut::new(&mut data);
+            for_each_range(units, min, |r| {
+                // SAFETY: the ranges are disjoint.
+                let s = unsafe { shared.range(r.clone()) };
+                for (i, v) in r.zip(s) {
+                    *v += i as u32 + 1;
+                }
+            });
+            assert!(data.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
+        }
+    }
+
+    #[test]
+    fn a_panic_reaches_the_caller() {
+        let r = std::panic::catch_unwind(|| {
+            for_each_range(1000, 1, |r| {
+                if r.contains(&999) {
+                    panic!("boom");
+                }
+            })
+        });
+        assert!(r.is_err());
+    }
 }

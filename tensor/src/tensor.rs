@@ -233,13 +233,7 @@ impl Tensor {
             let o = self.layout.offset();
             return Ok(src[o..o + self.numel()].to_vec());
         }
-        Ok(
-            Walk::new([&self.layout]).collect(|out: &mut [T], [o], [s]| {
-                for (i, v) in out.iter_mut().enumerate() {
-                    *v = src[o + i * s];
-                }
-            }),
-        )
+        Ok(crate::strided::gather(src, &self.layout))
     }
 
     /// The single value of a one-element tensor (`torch.Tensor.item`).

@@ -487,10 +487,10 @@ proptest! {
             let mu = row.iter().sum::<f64>() / c as f64;
             let var = row.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / c as f64;
             let rstd = 1.0 / (var + eps).sqrt();
-            for j in 0..c {
+            for (j, &xj) in row.iter().enumerate() {
                 let p = r * c + j;
                 let wj = if use_w { wr.data[j].abs() } else { 1.0 };
-                let bound = 16.0 * u * ((row[j].abs() + mu.abs()) * rstd * wj + expected.data[p].abs() + 1.0);
+                let bound = 16.0 * u * ((xj.abs() + mu.abs()) * rstd * wj + expected.data[p].abs() + 1.0);
                 prop_assert!((ys[p] - expected.data[p]).abs() <= bound,
                     "layer_norm row {r} col {j}: got {} expected {} (bound {bound})", ys[p], expected.data[p]);
             }

@@ -56,7 +56,7 @@ fn shape_with_numel(n: usize, g: &mut Gen) -> Vec<usize> {
     let mut m = n;
     let mut p = 2;
     while m > 1 && p * p <= m {
-        while m % p == 0 {
+        while m.is_multiple_of(p) {
             factors.push(p);
             m /= p;
         }

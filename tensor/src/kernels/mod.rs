@@ -8,6 +8,7 @@
 //! over blocks of C); it sends `m == 1` / `n == 1` products to
 //! [`gemv::gemv_f32`]. [`matmul_naive`] is the readable reference.
 
+pub mod fastmath;
 pub mod gemv;
 pub mod matmul_naive;
 pub mod matmul_packed;

@@ -5,7 +5,10 @@
 //! one of them 1, and the output takes the larger (`[2, 1, 4] ⊕ [3, 1] →
 //! [2, 3, 4]`). Broadcasting is a stride-0 view: nothing is copied.
 
+use std::mem::MaybeUninit;
+
 use crate::dtype::{Element, FloatElement};
+use crate::kernels::fastmath::{self, Binary, Isa};
 use crate::shape::broadcast_shapes;
 use crate::strided::Walk;
 use crate::{Result, Tensor, TensorError};
@@ -33,41 +36,65 @@ pub(crate) fn zip_map<A: Element, B: Element, O: Element>(
     let (a, b) = (lhs.typed::<A>(op)?, rhs.typed::<B>(op)?);
     let la = lhs.layout().broadcast_to(&shape)?;
     let lb = rhs.layout().broadcast_to(&shape)?;
-    let out = Walk::new([&la, &lb]).collect(|dst: &mut [O], [oa, ob], [sa, sb]| {
-        let n = dst.len();
-        if sa == 1 && sb == 1 {
-            for ((d, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
-                *d = f(x, y);
+    // SAFETY: every branch writes each element of the run.
+    let out = unsafe {
+        Walk::new([&la, &lb]).collect(|dst: &mut [MaybeUninit<O>], [oa, ob], [sa, sb]| {
+            let n = dst.len();
+            if sa == 1 && sb == 1 {
+                for ((d, &x), &y) in dst.iter_mut().zip(&a[oa..oa + n]).zip(&b[ob..ob + n]) {
+                    d.write(f(x, y));
+                }
+            } else if sa == 1 && sb == 0 {
+                let y = b[ob];
+                for (d, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
+                    d.write(f(x, y));
+                }
+            } else if sa == 0 && sb == 1 {
+                let x = a[oa];
+                for (d, &y) in dst.iter_mut().zip(&b[ob..ob + n]) {
+                    d.write(f(x, y));
+                }
+            } else {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    d.write(f(a[oa + i * sa], b[ob + i * sb]));
+                }
             }
-        } else if sa == 1 && sb == 0 {
-            let y = b[ob];
-            for (d, &x) in dst.iter_mut().zip(&a[oa..oa + n]) {
-                *d = f(x, y);
-            }
-        } else if sa == 0 && sb == 1 {
-            let x = a[oa];
-            for (d, &y) in dst.iter_mut().zip(&b[ob..ob + n]) {
-                *d = f(x, y);
-            }
-        } else {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = f(a[oa + i * sa], b[ob + i * sb]);
-            }
-        }
-    });
+        })
+    };
     Tensor::from_vec(out, &shape)
 }
 
 /// A float binary op: checks dtypes, dispatches on f32/f64.
+///
+/// The ops are closures, not `fn` pointers, so each is inlined into its own
+/// copy of the loops and vectorised (a pointer would be an indirect call per
+/// element).
+/// f32 ops with a kernel in `kernels::fastmath` (`fast`) run that, compiled
+/// for the CPU's widest vectors.
 fn float_zip(
     op: &'static str,
     lhs: &Tensor,
     rhs: &Tensor,
-    f32op: fn(f32, f32) -> f32,
-    f64op: fn(f64, f64) -> f64,
+    fast: Option<Binary>,
+    f32op: impl Fn(f32, f32) -> f32 + Sync,
+    f64op: impl Fn(f64, f64) -> f64 + Sync,
 ) -> Result<Tensor> {
     same_dtype(op, lhs, rhs)?;
     match lhs.dtype() {
+        crate::DType::F32 if fast.is_some() => {
+            let shape = broadcast_shapes(op, lhs.shape(), rhs.shape())?;
+            let (a, b) = (lhs.typed::<f32>(op)?, rhs.typed::<f32>(op)?);
+            let la = lhs.layout().broadcast_to(&shape)?;
+            let lb = rhs.layout().broadcast_to(&shape)?;
+            let (isa, fast) = (Isa::detect(), fast.expect("checked"));
+            // SAFETY: `fastmath::binary` writes every element of the run.
+            let out = unsafe {
+                Walk::new([&la, &lb]).collect(|dst, [oa, ob], [sa, sb]| {
+                    fastmath::binary(isa, fast, &a[oa..], sa, &b[ob..], sb, dst)
+                })
+            };
+            Tensor::from_vec(out, &shape)
+        }
         crate::DType::F32 => zip_map::<f32, f32, f32>(op, lhs, rhs, f32op),
         crate::DType::F64 => zip_map::<f64, f64, f64>(op, lhs, rhs, f64op),
         other => Err(TensorError::DType {
@@ -100,7 +127,7 @@ fn nan_min<T: FloatElement>(a: T, b: T) -> T {
 }
 
 macro_rules! binary_op {
-    ($(#[$doc:meta])* $name:ident, |$a:ident, $b:ident| $body:expr) => {
+    ($(#[$doc:meta])* $name:ident, $fast:expr, |$a:ident, $b:ident| $body:expr) => {
         $(#[$doc])*
         ///
         /// Broadcasts per NumPy rules (see the module docs).
@@ -109,7 +136,7 @@ macro_rules! binary_op {
         /// [`TensorError::Broadcast`] for incompatible shapes,
         /// [`TensorError::DType`] if the dtypes differ or are not f32/f64.
         pub fn $name(&self, rhs: &Tensor) -> Result<Tensor> {
-            float_zip(stringify!($name), self, rhs, |$a: f32, $b: f32| $body, |$a: f64, $b: f64| $body)
+            float_zip(stringify!($name), self, rhs, $fast, |$a: f32, $b: f32| $body, |$a: f64, $b: f64| $body)
         }
     };
 }
@@ -117,25 +144,25 @@ macro_rules! binary_op {
 impl Tensor {
     binary_op!(
         /// `lhs + rhs` (`torch.add`).
-        add, |a, b| a + b);
+        add, Some(Binary::Add), |a, b| a + b);
     binary_op!(
         /// `lhs − rhs` (`torch.sub`).
-        sub, |a, b| a - b);
+        sub, Some(Binary::Sub), |a, b| a - b);
     binary_op!(
         /// `lhs · rhs`, elementwise (`torch.mul`).
-        mul, |a, b| a * b);
+        mul, Some(Binary::Mul), |a, b| a * b);
     binary_op!(
         /// `lhs / rhs`, elementwise (`torch.div`).
-        div, |a, b| a / b);
+        div, Some(Binary::Div), |a, b| a / b);
     binary_op!(
         /// Elementwise maximum, NaN-propagating (`torch.maximum`).
-        maximum, |a, b| nan_max(a, b));
+        maximum, None, |a, b| nan_max(a, b));
     binary_op!(
         /// Elementwise minimum, NaN-propagating (`torch.minimum`).
-        minimum, |a, b| nan_min(a, b));
+        minimum, None, |a, b| nan_min(a, b));
     binary_op!(
         /// `lhs ^ rhs`, elementwise (`torch.pow(lhs, rhs)`).
-        pow, |a, b| a.powf(b));
+        pow, None, |a, b| a.powf(b));
 }
 
 macro_rules! std_op {

@@ -84,16 +84,18 @@ impl Tensor {
         let c = cond.typed::<bool>(OP)?;
         with_any!(on_true.dtype(), |T| {
             let (t, f) = (on_true.typed::<T>(OP)?, on_false.typed::<T>(OP)?);
-            let out =
-                Walk::new([&lc, &lt, &lf]).collect(|dst: &mut [T], [oc, ot, of], [sc, st, sf]| {
+            // SAFETY: every element of each run is written.
+            let out = unsafe {
+                Walk::new([&lc, &lt, &lf]).collect(|dst, [oc, ot, of], [sc, st, sf]| {
                     for (i, d) in dst.iter_mut().enumerate() {
-                        *d = if c[oc + i * sc] {
+                        d.write(if c[oc + i * sc] {
                             t[ot + i * st]
                         } else {
                             f[of + i * sf]
-                        };
+                        });
                     }
-                });
+                })
+            };
             Tensor::from_vec(out, &shape)
         })
     }

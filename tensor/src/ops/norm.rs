@@ -5,11 +5,16 @@
 //! `y = x̂ ⊙ w + b` — exactly `torch.nn.functional.layer_norm(x, [C], w, b, eps)`.
 
 use num_traits::Zero;
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::dtype::Element;
+use crate::kernels::fastmath::{self, Isa};
+use crate::parallel::{for_each_range, SharedMut};
 use crate::strided::PAR_CHUNK;
-use crate::{with_float, Result, Tensor, TensorError};
+use crate::uninit::build;
+use crate::{with_float, DType, Result, Tensor, TensorError};
 
 /// What the forward pass keeps for the backward pass: per-row mean and
 /// reciprocal standard deviation, each of shape `[rows]`.
@@ -56,6 +61,60 @@ fn last_dim(op: &'static str, x: &Tensor) -> Result<usize> {
 /// order (and the result) never depends on the thread count.
 const ROW_BLOCK: usize = 32;
 
+/// The f32 forward: the fused row kernel in `kernels::fastmath`, in
+/// parallel over blocks of whole rows. (f64 keeps the exact two-pass code
+/// in `layer_norm_forward`.)
+fn layer_norm_f32(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    c: usize,
+) -> Result<(Tensor, LayerNormStats)> {
+    let x = x.contiguous();
+    let xs = x.as_slice::<f32>()?;
+    let w = weight.map(|w| w.contiguous());
+    let b = bias.map(|b| b.contiguous());
+    let ws = w.as_ref().map(|w| w.as_slice::<f32>()).transpose()?;
+    let bs = b.as_ref().map(|b| b.as_slice::<f32>()).transpose()?;
+    let rows = xs.len().checked_div(c).unwrap_or(0);
+    let mut mean = vec![0f32; rows];
+    let mut rstd = vec![0f32; rows];
+    let isa = Isa::detect();
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        if c == 0 {
+            return;
+        }
+        let (y, m, r) = (
+            SharedMut::new(y),
+            SharedMut::new(&mut mean),
+            SharedMut::new(&mut rstd),
+        );
+        for_each_range(rows, PAR_CHUNK / c, |rows| {
+            let x = &xs[rows.start * c..rows.end * c];
+            // SAFETY: `for_each_range` hands out disjoint row ranges.
+            let (y, m, r) = unsafe {
+                (
+                    y.range(rows.start * c..rows.end * c),
+                    m.range(rows.clone()),
+                    r.range(rows),
+                )
+            };
+            fastmath::layer_norm_rows(isa, x, ws, bs, eps, y, m, r)
+        });
+    };
+    // SAFETY: `layer_norm_rows` writes every element of the rows it gets,
+    // and the ranges cover all rows.
+    let y = unsafe { build(xs.len(), fill) };
+    Ok((
+        Tensor::from_vec(y, x.shape())?,
+        LayerNormStats {
+            mean: Tensor::from_vec(mean, &[rows])?,
+            rstd: Tensor::from_vec(rstd, &[rows])?,
+        },
+    ))
+}
+
 impl Tensor {
     /// Layer norm over the last dim with optional affine `weight` and `bias`
     /// of shape `[C]` (`F.layer_norm(x, [C], weight, bias, eps)`).
@@ -90,6 +149,9 @@ impl Tensor {
         let c = last_dim(OP, self)?;
         check_param(OP, weight, c, self)?;
         check_param(OP, bias, c, self)?;
+        if self.dtype() == DType::F32 {
+            return layer_norm_f32(self, weight, bias, eps, c);
+        }
         with_float!(OP, self.dtype(), |T| {
             let x = self.contiguous();
             let xs = x.as_slice::<T>()?;

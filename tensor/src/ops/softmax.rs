@@ -1,13 +1,17 @@
 //! Softmax and log-softmax along one dim, numerically stable, with their
 //! backward kernels (plain math on tensors; the tape lives in kiln-autograd).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::dtype::{Element, FloatElement};
+use crate::kernels::fastmath::{self, Isa};
 use crate::ops::reduce::sum_f64;
 use crate::shape::Dim;
 use crate::strided::PAR_CHUNK;
-use crate::{with_float, Result, Tensor, TensorError};
+use crate::uninit::build_par;
+use crate::{with_float, DType, Result, Tensor, TensorError};
 
 /// Moves `dim` last and makes the result contiguous: rows of the dim's size.
 /// Returns the row tensor and the permutation used.
@@ -108,8 +112,33 @@ pub fn log_softmax_row<T: FloatElement>(x: &[T], out: &mut [T]) {
     }
 }
 
+/// Each thread gets at least this many elements' worth of whole rows.
+const ROW_GRAIN: usize = PAR_CHUNK;
+
+/// Runs an f32 row kernel (`kernel(isa, rows_in, rows_out, n)`) over every
+/// row along `dim`, in parallel over blocks of whole rows (one per thread).
+fn rows_f32(
+    x: &Tensor,
+    dim: usize,
+    kernel: fn(Isa, &[f32], &mut [MaybeUninit<f32>], usize),
+) -> Result<Tensor> {
+    let (rows, perm) = dim_last(x, dim)?; // (..., n), contiguous
+    let n = x.shape()[dim];
+    let src = rows.as_slice::<f32>()?;
+    let isa = Isa::detect();
+    // SAFETY: the kernels write every element of the whole rows they get.
+    let out = unsafe {
+        build_par(src.len(), n, ROW_GRAIN / n.max(1), |start, dst| {
+            kernel(isa, &src[start..start + dst.len()], dst, n)
+        })
+    };
+    dim_back(Tensor::from_vec(out, rows.shape())?, &perm)
+}
+
 impl Tensor {
     /// Softmax along `dim` (`torch.softmax(x, dim)`): `exp(x − max) / Σ exp(x − max)`.
+    /// A row of all `-inf` (fully masked) gives NaN, as in PyTorch. f32 runs a
+    /// fused, vectorised row kernel (`kernels::fastmath`); f64 uses `std`.
     ///
     /// # Shapes
     /// Output has the input's shape.
@@ -118,6 +147,9 @@ impl Tensor {
     /// [`TensorError::DimOutOfRange`], [`TensorError::DType`] unless f32/f64.
     pub fn softmax(&self, dim: impl Dim) -> Result<Tensor> {
         let d = dim.resolve("softmax", self.shape())?;
+        if self.dtype() == DType::F32 {
+            return rows_f32(self, d, fastmath::softmax_rows);
+        }
         with_float!("softmax", self.dtype(), |T| rowwise::<T>(
             "softmax",
             &[self],
@@ -132,6 +164,9 @@ impl Tensor {
     /// As [`Tensor::softmax`].
     pub fn log_softmax(&self, dim: impl Dim) -> Result<Tensor> {
         let d = dim.resolve("log_softmax", self.shape())?;
+        if self.dtype() == DType::F32 {
+            return rows_f32(self, d, fastmath::log_softmax_rows);
+        }
         with_float!("log_softmax", self.dtype(), |T| {
             rowwise::<T>("log_softmax", &[self], d, |x, o| log_softmax_row(x[0], o))
         })

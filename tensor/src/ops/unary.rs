@@ -1,11 +1,12 @@
 //! Elementwise functions of one tensor.
 
-use num_traits::{One, Zero};
-use rayon::prelude::*;
+use num_traits::Zero;
 
 use crate::dtype::{Element, FloatElement};
-use crate::strided::{Walk, PAR_CHUNK};
-use crate::{with_float, Result, Tensor};
+use crate::kernels::fastmath::{self, Isa, Unary};
+use crate::strided::{Walk, PAR_CHUNK, PAR_UNIT};
+use crate::uninit::build_par;
+use crate::{with_float, DType, Result, Tensor, TensorError};
 
 /// Applies `f` to every element of a float tensor of type `T`, producing a
 /// contiguous tensor of the same shape.
@@ -18,30 +19,50 @@ pub(crate) fn map<T: FloatElement>(
     let out = if x.is_contiguous() {
         let o = x.layout().offset();
         let src = &src[o..o + x.numel()];
-        let mut out = vec![T::default(); src.len()];
-        let kernel = |(dst, s): (&mut [T], &[T])| {
-            for (d, &v) in dst.iter_mut().zip(s) {
-                *d = f(v);
-            }
-        };
-        if src.len() >= 2 * PAR_CHUNK {
-            crate::parallel::install(|| {
-                out.par_chunks_mut(PAR_CHUNK)
-                    .zip(src.par_chunks(PAR_CHUNK))
-                    .for_each(kernel)
-            });
-        } else {
-            kernel((&mut out, src));
+        // SAFETY: each chunk is written element by element.
+        unsafe {
+            build_par(src.len(), PAR_UNIT, PAR_CHUNK / PAR_UNIT, |start, dst| {
+                for (d, &v) in dst.iter_mut().zip(&src[start..]) {
+                    d.write(f(v));
+                }
+            })
         }
-        out
     } else {
-        Walk::new([x.layout()]).collect(|dst: &mut [T], [o], [s]| {
-            for (i, d) in dst.iter_mut().enumerate() {
-                *d = f(src[o + i * s]);
-            }
-        })
+        // SAFETY: each run is written element by element.
+        unsafe {
+            Walk::new([x.layout()]).collect(|dst, [o], [s]| {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    d.write(f(src[o + i * s]));
+                }
+            })
+        }
     };
     Tensor::from_vec(out, x.shape())
+}
+
+/// An op with a fast f32 kernel (`kernels::fastmath`): f32 runs that kernel
+/// (a strided input is made contiguous first), f64 maps `f64_fn` (std math).
+fn map_fast(x: &Tensor, op: &'static str, fast: Unary, f64_fn: fn(f64) -> f64) -> Result<Tensor> {
+    match x.dtype() {
+        DType::F32 => {
+            let x = x.contiguous();
+            let src = x.as_slice::<f32>()?;
+            let isa = Isa::detect();
+            // SAFETY: `fastmath::unary` writes every element of `dst`.
+            let out = unsafe {
+                build_par(src.len(), PAR_UNIT, PAR_CHUNK / PAR_UNIT, |start, dst| {
+                    fastmath::unary(isa, fast, &src[start..start + dst.len()], dst)
+                })
+            };
+            Tensor::from_vec(out, x.shape())
+        }
+        DType::F64 => map::<f64>(x, op, f64_fn),
+        other => Err(TensorError::DType {
+            op,
+            got: other,
+            expected: "f32 or f64".to_string(),
+        }),
+    }
 }
 
 /// √(2/π), the constant in GPT-2's tanh-approximated GELU.
@@ -86,9 +107,7 @@ impl Tensor {
     unary_op!(
         /// `-x` (`torch.neg`).
         neg, |x| -x);
-    unary_op!(
-        /// `eˣ` (`torch.exp`).
-        exp, |x| x.exp());
+
     unary_op!(
         /// Natural log (`torch.log`); `log(0) = -inf`, negative → NaN.
         log, |x| x.ln());
@@ -98,15 +117,11 @@ impl Tensor {
     unary_op!(
         /// `1/√x` (`torch.rsqrt`).
         rsqrt, |x| x.sqrt().recip());
-    unary_op!(
-        /// Hyperbolic tangent (`torch.tanh`).
-        tanh, |x| x.tanh());
+
     unary_op!(
         /// `max(x, 0)` (`torch.relu`); NaN stays NaN, as in PyTorch.
         relu, |x| if x < T::zero() { T::zero() } else { x });
-    unary_op!(
-        /// Logistic sigmoid `1/(1+e⁻ˣ)` (`torch.sigmoid`).
-        sigmoid, |x| T::one() / (T::one() + (-x).exp()));
+
     unary_op!(
         /// `|x|` (`torch.abs`).
         abs, |x| x.abs());
@@ -116,10 +131,45 @@ impl Tensor {
     unary_op!(
         /// `1/x` (`torch.reciprocal`).
         recip, |x| x.recip());
-    unary_op!(
-        /// GELU with the tanh approximation, GPT-2's `gelu_new`
-        /// (`F.gelu(x, approximate="tanh")`). See [`gelu_scalar`].
-        gelu, |x| gelu_scalar(x));
+
+    /// `eˣ` (`torch.exp`). f32 uses [`fastmath::exp_f32`] (under 1 ulp of
+    /// error, vectorised); f64 uses `std`.
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn exp(&self) -> Result<Tensor> {
+        map_fast(self, "exp", Unary::Exp, f64::exp)
+    }
+
+    /// Hyperbolic tangent (`torch.tanh`). f32 uses [`fastmath::tanh_f32`]
+    /// (under 1.5 ulp); f64 uses `std`.
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn tanh(&self) -> Result<Tensor> {
+        map_fast(self, "tanh", Unary::Tanh, f64::tanh)
+    }
+
+    /// Logistic sigmoid `1/(1+e⁻ˣ)` (`torch.sigmoid`). f32 uses
+    /// [`fastmath::sigmoid_f32`].
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        map_fast(self, "sigmoid", Unary::Sigmoid, |x| {
+            1.0 / (1.0 + (-x).exp())
+        })
+    }
+
+    /// GELU with the tanh approximation, GPT-2's `gelu_new`
+    /// (`F.gelu(x, approximate="tanh")`). See [`gelu_scalar`]; f32 uses
+    /// [`fastmath::gelu_f32`], the same function computed as `x·sigmoid(2u)`.
+    ///
+    /// # Errors
+    /// [`crate::TensorError::DType`] unless the tensor is f32 or f64.
+    pub fn gelu(&self) -> Result<Tensor> {
+        map_fast(self, "gelu", Unary::Gelu, gelu_scalar::<f64>)
+    }
 
     /// `xᵖ` for a scalar exponent (`torch.pow(x, p)`).
     ///
