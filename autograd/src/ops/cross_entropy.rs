@@ -7,7 +7,10 @@
 //! `[N, V]` log-probabilities: forward keeps one log-sum-exp per row, and
 //! backward rebuilds `softmax = exp(x − lse)` on the fly:
 //! `dx[n, j] = g/N_valid · (softmax[n, j] − [j = t_n])`, 0 for ignored rows.
+//! In f32 the exponentials use Kiln's vectorised `fastmath::exp_f32` (under
+//! 1 ulp); f64 keeps the standard library's `exp` for reference precision.
 
+use kiln_tensor::kernels::fastmath;
 use kiln_tensor::{DType, FloatElement, Tensor, TensorError};
 use rayon::prelude::*;
 
@@ -20,11 +23,12 @@ struct Forward {
     valid: usize,
 }
 
-fn forward<T: FloatElement>(
+fn forward<T: FloatElement, E: Fn(T) -> T + Sync + Copy>(
     x: &[T],
     v: usize,
     targets: &[i64],
     ignore: i64,
+    exp: E,
 ) -> std::result::Result<Forward, (usize, i64)> {
     let rows: Vec<std::result::Result<(f64, f64), (usize, i64)>> =
         kiln_tensor::parallel::install(|| {
@@ -32,11 +36,20 @@ fn forward<T: FloatElement>(
                 .zip(targets.par_iter())
                 .enumerate()
                 .map(|(n, (row, &t))| {
+                    // exp in the logits' precision, blocks of 64 summed in
+                    // that precision (the loop vectorises), block sums in f64.
                     let m = row
                         .iter()
-                        .fold(f64::NEG_INFINITY, |m, &a| m.max(a.as_f64()));
-                    let s: f64 = row.iter().map(|&a| (a.as_f64() - m).exp()).sum();
-                    let lse = m + s.ln();
+                        .fold(T::neg_infinity(), |m, &a| if a > m { a } else { m });
+                    let s: f64 = row
+                        .chunks(64)
+                        .map(|blk| {
+                            blk.iter()
+                                .fold(T::zero(), |acc, &a| acc + exp(a - m))
+                                .as_f64()
+                        })
+                        .sum();
+                    let lse = m.as_f64() + s.ln();
                     if t == ignore {
                         return Ok((lse, 0.0));
                     }
@@ -61,13 +74,14 @@ fn forward<T: FloatElement>(
     Ok(Forward { loss, lse, valid })
 }
 
-fn backward<T: FloatElement>(
+fn backward<T: FloatElement, E: Fn(T) -> T + Sync + Copy>(
     x: &[T],
     v: usize,
     targets: &[i64],
     ignore: i64,
     lse: &[f64],
     scale: f64,
+    exp: E,
 ) -> Vec<T> {
     let mut dx = vec![T::from_f64(0.0); x.len()];
     kiln_tensor::parallel::install(|| {
@@ -81,7 +95,7 @@ fn backward<T: FloatElement>(
                 }
                 let (l, sc) = (T::from_f64(lse[n]), T::from_f64(scale));
                 for (o, &a) in d.iter_mut().zip(row) {
-                    *o = sc * (a - l).exp();
+                    *o = sc * exp(a - l);
                 }
                 d[t as usize] -= sc;
             })
@@ -131,8 +145,17 @@ impl Var {
             msg: format!("target {t} at row {n} is outside 0..{v}"),
         };
         let fwd = match xc.dtype() {
-            DType::F32 => forward(xc.as_slice::<f32>()?, v, &t, ignore_index).map_err(bad)?,
-            DType::F64 => forward(xc.as_slice::<f64>()?, v, &t, ignore_index).map_err(bad)?,
+            DType::F32 => forward(
+                xc.as_slice::<f32>()?,
+                v,
+                &t,
+                ignore_index,
+                fastmath::exp_f32,
+            )
+            .map_err(bad)?,
+            DType::F64 => {
+                forward(xc.as_slice::<f64>()?, v, &t, ignore_index, f64::exp).map_err(bad)?
+            }
             other => {
                 return Err(TensorError::DType {
                     op: "cross_entropy",
@@ -155,11 +178,27 @@ impl Var {
                 let scale = g.to_dtype(DType::F64).item::<f64>()? / valid as f64;
                 let dx = match xc.dtype() {
                     DType::F32 => Tensor::from_vec(
-                        backward(xc.as_slice::<f32>()?, v, &t, ignore_index, &lse, scale),
+                        backward(
+                            xc.as_slice::<f32>()?,
+                            v,
+                            &t,
+                            ignore_index,
+                            &lse,
+                            scale,
+                            fastmath::exp_f32,
+                        ),
                         &shape,
                     )?,
                     _ => Tensor::from_vec(
-                        backward(xc.as_slice::<f64>()?, v, &t, ignore_index, &lse, scale),
+                        backward(
+                            xc.as_slice::<f64>()?,
+                            v,
+                            &t,
+                            ignore_index,
+                            &lse,
+                            scale,
+                            f64::exp,
+                        ),
                         &shape,
                     )?,
                 };

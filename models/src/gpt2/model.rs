@@ -362,7 +362,9 @@ impl Gpt2 {
         }
         let (b, t) = (ids.shape()[0], ids.shape()[1]);
         if t < 2 {
-            return Err(ModelError::Input("a loss needs at least 2 positions (one to predict)".into()));
+            return Err(ModelError::Input(
+                "a loss needs at least 2 positions (one to predict)".into(),
+            ));
         }
         let logits = self.forward(ids, ForwardOptions::default())?;
         // Shift the labels, not the logits: position t is scored against

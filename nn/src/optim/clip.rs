@@ -22,8 +22,17 @@ pub fn clip_grad_norm(params: &[Var], max_norm: f64) -> Result<f64> {
             let g = g.contiguous();
             total += match g.dtype() {
                 // f32 squares summed in f64 without converting the tensor.
-                DType::F32 => g.as_slice::<f32>()?.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>(),
-                _ => g.to_dtype(DType::F64).as_slice::<f64>()?.iter().map(|x| x * x).sum::<f64>(),
+                DType::F32 => g
+                    .as_slice::<f32>()?
+                    .iter()
+                    .map(|&x| (x as f64) * (x as f64))
+                    .sum::<f64>(),
+                _ => g
+                    .to_dtype(DType::F64)
+                    .as_slice::<f64>()?
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f64>(),
             };
         }
     }
