@@ -4,12 +4,19 @@
 
 use std::time::Instant;
 
+#[path = "common/report.rs"]
+mod report;
+use report::{median, Cases};
+
 use kiln::models::gpt2::{Gpt2, Gpt2Config};
 use kiln::nn::optim::{decay_groups, AdamConfig, AdamW, Optimizer};
 use kiln::nn::Module;
 
 fn main() {
-    let json = std::env::args().any(|a| a == "--json");
+    let cases = Cases::from_args();
+    if !cases.run("adamw_124m") {
+        return;
+    }
     let model = Gpt2::new(Gpt2Config::gpt2(), 0).unwrap();
     for p in model.parameters() {
         let v = p.value();
@@ -27,12 +34,5 @@ fn main() {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
         }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    let ms = times[times.len() / 2];
-    let threads = kiln::tensor::parallel::num_threads();
-    if json {
-        println!("{{\"case\": \"adamw_124m\", \"value\": {ms}, \"unit\": \"ms\", \"threads\": {threads}}}");
-    } else {
-        println!("adamw_124m {ms:.1} ms ({threads} threads)");
-    }
+    cases.report("adamw_124m", median(times), "ms");
 }

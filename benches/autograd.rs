@@ -9,13 +9,12 @@
 
 use std::time::Instant;
 
+#[path = "common/report.rs"]
+mod report;
+use report::{median, Cases};
+
 use kiln::autograd::Var;
 use kiln::tensor::{DType, Rng, Tensor};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn randn(shape: &[usize], std: f64, rng: &mut Rng) -> Tensor {
     Tensor::randn(shape, 0.0, std, DType::F32, rng).unwrap()
@@ -119,25 +118,9 @@ fn block_backward() -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--bench"))
-        .collect();
-    let json = args.iter().any(|a| a == "--json");
-    let wanted: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let run = |name: &str| wanted.is_empty() || wanted.contains(&name);
-    let threads = kiln::tensor::parallel::num_threads();
-    let report = |case: &str, value: f64, unit: &str| {
-        if json {
-            println!("{{\"case\": \"{case}\", \"value\": {value}, \"unit\": \"{unit}\", \"threads\": {threads}}}");
-        } else {
-            println!("{case:<16} {value:>10.3} {unit}  ({threads} threads)");
-        }
-    };
+    let cases = Cases::from_args();
+    let run = |name: &str| cases.run(name);
+    let report = |case: &str, value: f64, unit: &str| cases.report(case, value, unit);
     if run("mlp_tiny") {
         report("mlp_tiny", mlp_tiny(), "us");
     }

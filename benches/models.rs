@@ -13,6 +13,10 @@
 
 use std::time::Instant;
 
+#[path = "common/report.rs"]
+mod report;
+use report::{median, Cases};
+
 use kiln::autograd::no_grad;
 use kiln::models::gpt2::{
     generate, load_model_dir, save_model_dir, ForwardOptions, GenerationConfig, Gpt2, Gpt2Config,
@@ -20,11 +24,6 @@ use kiln::models::gpt2::{
 use kiln::nn::optim::{clip_grad_norm, decay_groups, AdamConfig, AdamW, Optimizer};
 use kiln::nn::Module;
 use kiln::tensor::Tensor;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn ids(n: usize, v: usize) -> Vec<i64> {
     (0..n).map(|i| ((i * 7919 + 13) % v) as i64).collect()
@@ -56,25 +55,9 @@ fn train_step_secs(cfg: Gpt2Config, b: usize, t: usize, reps: usize) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--bench"))
-        .collect();
-    let json = args.iter().any(|a| a == "--json");
-    let wanted: Vec<&str> = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .map(String::as_str)
-        .collect();
-    let run = |name: &str| wanted.is_empty() || wanted.contains(&name);
-    let threads = kiln::tensor::parallel::num_threads();
-    let report = |case: &str, value: f64, unit: &str| {
-        if json {
-            println!("{{\"case\": \"{case}\", \"value\": {value}, \"unit\": \"{unit}\", \"threads\": {threads}}}");
-        } else {
-            println!("{case:<12} {value:>10.3} {unit}  ({threads} threads)");
-        }
-    };
+    let cases = Cases::from_args();
+    let run = |name: &str| cases.run(name);
+    let report = |case: &str, value: f64, unit: &str| cases.report(case, value, unit);
     if run("generate") || run("prefill") || run("load") {
         let mut model = Gpt2::new(Gpt2Config::gpt2(), 0).unwrap();
         model.eval();
