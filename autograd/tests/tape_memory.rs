@@ -73,8 +73,10 @@ fn forward_backward_returns_memory() {
         peak_growth > 30_000,
         "gradients were allocated ({peak_growth} B)"
     );
+    // Other threads (the test harness) may free a little meanwhile; only
+    // growth would mean a leak.
     assert!(
-        (after - before).abs() < 1024,
+        after - before < 1024,
         "live bytes grew by {} after 5 steps",
         after - before
     );
