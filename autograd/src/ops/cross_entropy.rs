@@ -7,10 +7,11 @@
 //! `[N, V]` log-probabilities: forward keeps one log-sum-exp per row, and
 //! backward rebuilds `softmax = exp(x − lse)` on the fly:
 //! `dx[n, j] = g/N_valid · (softmax[n, j] − [j = t_n])`, 0 for ignored rows.
-//! In f32 the exponentials use Kiln's vectorised `fastmath::exp_f32` (under
-//! 1 ulp); f64 keeps the standard library's `exp` for reference precision.
+//! The exponentials use the standard library's `exp` of the logits' type
+//! (`kernels::fastmath::exp_f32` relies on hardware FMA, which is only
+//! enabled inside that module's target-feature kernels; called from generic
+//! code it falls back to a slow software `fmaf`).
 
-use kiln_tensor::kernels::fastmath;
 use kiln_tensor::{DType, FloatElement, Tensor, TensorError};
 use rayon::prelude::*;
 
@@ -145,14 +146,9 @@ impl Var {
             msg: format!("target {t} at row {n} is outside 0..{v}"),
         };
         let fwd = match xc.dtype() {
-            DType::F32 => forward(
-                xc.as_slice::<f32>()?,
-                v,
-                &t,
-                ignore_index,
-                fastmath::exp_f32,
-            )
-            .map_err(bad)?,
+            DType::F32 => {
+                forward(xc.as_slice::<f32>()?, v, &t, ignore_index, f32::exp).map_err(bad)?
+            }
             DType::F64 => {
                 forward(xc.as_slice::<f64>()?, v, &t, ignore_index, f64::exp).map_err(bad)?
             }
@@ -185,7 +181,7 @@ impl Var {
                             ignore_index,
                             &lse,
                             scale,
-                            fastmath::exp_f32,
+                            f32::exp,
                         ),
                         &shape,
                     )?,
