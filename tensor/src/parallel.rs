@@ -266,7 +266,7 @@ impl Job {
     /// Blocks until every chunk has finished.
     fn wait(&self) {
         // Helpers are usually a few microseconds behind: spin briefly first.
-        for _ in 0..1 << 14 {
+        for _ in 0..1 << 12 {
             if self.pending.load(Ordering::Acquire) == 0 {
                 return;
             }

@@ -202,6 +202,8 @@ const TANH_P: [f32; 5] = [
 /// it vectorise; inside non-FMA code it calls `fmaf`.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
+    // Clamp to [−104, 89]: beyond, the answer is 0 or +inf anyway, and n
+    // stays within [−150, 129], whose two half-scales are normal numbers.
     // `if x > hi { hi } else { x }` keeps NaN (the comparison is false).
     let x = if x > 89.0 { 89.0 } else { x };
     let x = if x < -104.0 { -104.0 } else { x };
@@ -640,7 +642,8 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     fn exp(x: __m512) -> __m512 {
         // MINPS(a, b) = a < b ? a : b returns b (x) for NaN, like the scalar
-        // `if x > 89 { 89 } else { x }`.
+        // `if x > 89 { 89 } else { x }`. (VRANGEPS could clamp |x| in one
+        // step, but it turns NaN into the bound.)
         let x = _mm512_min_ps(splat(89.0), x);
         let x = _mm512_max_ps(splat(-104.0), x);
         let t = _mm512_fmadd_ps(x, splat(std::f32::consts::LOG2_E), splat(SHIFTER));
