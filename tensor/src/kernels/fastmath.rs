@@ -536,6 +536,9 @@ pub(crate) enum Binary {
 
 /// `dst[i] = f(a[i·sa], b[i·sb])`, with the common stride patterns (both
 /// contiguous, one broadcast) as separate loops the compiler vectorises.
+/// (Peeling to 64-byte-aligned stores, as `avx512::map` does, measured
+/// slower here: the 256-bit build that runs this only splits every other
+/// store.)
 #[inline(always)]
 fn zip_run(
     a: &[f32],
@@ -544,27 +547,6 @@ fn zip_run(
     sb: usize,
     dst: &mut [MaybeUninit<f32>],
     f: impl Fn(f32, f32) -> f32,
-) {
-    let n = dst.len();
-    // Allocations are only 16-byte aligned: peel elements until the stores
-    // are 64-byte aligned, so no vector store straddles two cache lines.
-    let head = dst.as_ptr().align_offset(64).min(n);
-    if head > 0 && head < n && sa <= 1 && sb <= 1 {
-        let (d0, d1) = dst.split_at_mut(head);
-        zip_run_inner(a, sa, b, sb, d0, &f);
-        return zip_run_inner(&a[head * sa..], sa, &b[head * sb..], sb, d1, &f);
-    }
-    zip_run_inner(a, sa, b, sb, dst, &f)
-}
-
-#[inline(always)]
-fn zip_run_inner(
-    a: &[f32],
-    sa: usize,
-    b: &[f32],
-    sb: usize,
-    dst: &mut [MaybeUninit<f32>],
-    f: &impl Fn(f32, f32) -> f32,
 ) {
     let n = dst.len();
     match (sa, sb) {
