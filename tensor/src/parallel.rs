@@ -8,6 +8,11 @@
 //!
 //! Kernels never split a reduction across a thread-count–dependent number of
 //! pieces, so every result is bit-identical whatever the thread count.
+//!
+//! Elementwise and row kernels use the crate's `for_each_range`, a
+//! parallel-for on this pool in which the calling thread works too and pool
+//! threads stay awake (spinning, up to 1 ms) between back-to-back ops, as
+//! OpenMP's do; reductions and matmul use rayon's iterators via [`install`].
 
 use std::any::Any;
 use std::ops::Range;
@@ -266,7 +271,7 @@ impl Job {
     /// Blocks until every chunk has finished.
     fn wait(&self) {
         // Helpers are usually a few microseconds behind: spin briefly first.
-        for _ in 0..1 << 14 {
+        for _ in 0..1 << 12 {
             if self.pending.load(Ordering::Acquire) == 0 {
                 return;
             }
