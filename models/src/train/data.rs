@@ -7,7 +7,6 @@
 //! header does not match the current tokenizer and sources is rebuilt, so a
 //! stale cache is never used. It is written atomically (temp + rename).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use kiln_tensor::{Rng, Tensor};
@@ -191,17 +190,13 @@ fn write_cache(cache: &Path, header: &Header, ids: &[u32]) -> Result<()> {
     if let Some(dir) = cache.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let tmp = cache.with_extension("kiln-tmp");
     let mut buf = serde_json::to_vec(header).expect("header serialises");
     buf.push(b'\n');
     buf.reserve(ids.len() * 4);
     for id in ids {
         buf.extend_from_slice(&id.to_le_bytes());
     }
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&buf).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, cache).map_err(io)
+    crate::gpt2::write_atomic(cache, &buf)
 }
 
 /// One batch: inputs and the targets the loss compares each position with
