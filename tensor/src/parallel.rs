@@ -67,12 +67,13 @@ pub fn num_threads() -> usize {
 }
 
 /// Runs `f` inside Kiln's pool, so rayon iterators in `f` use its threads.
+///
+/// Even with one thread the closure moves to the pool's thread: run on the
+/// caller, rayon iterators would fall back to rayon's global pool (one
+/// thread per CPU). Callers keep small work out of this function, since
+/// the hand-off to a sleeping pool thread costs microseconds.
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    let pool = pool();
-    if pool.current_num_threads() == 1 {
-        return f();
-    }
-    pool.install(f)
+    pool().install(f)
 }
 
 /// Chunks each part of a [`for_each_range`] job is cut into, so a thread

@@ -18,6 +18,9 @@ use rayon::prelude::*;
 use crate::tape::record;
 use crate::{AutogradError, Result, Var};
 
+/// Logits below this many elements are processed on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
 struct Forward {
     loss: f64,
     lse: Vec<f64>,
@@ -31,36 +34,41 @@ fn forward<T: FloatElement, E: Fn(T) -> T + Sync + Copy>(
     ignore: i64,
     exp: E,
 ) -> std::result::Result<Forward, (usize, i64)> {
-    let rows: Vec<std::result::Result<(f64, f64), (usize, i64)>> =
+    let row_loss = |(n, (row, &t)): (usize, (&[T], &i64))| {
+        // exp in the logits' precision, blocks of 64 summed in that
+        // precision (the loop vectorises), block sums in f64.
+        let m = row
+            .iter()
+            .fold(T::neg_infinity(), |m, &a| if a > m { a } else { m });
+        let s: f64 = row
+            .chunks(64)
+            .map(|blk| {
+                blk.iter()
+                    .fold(T::zero(), |acc, &a| acc + exp(a - m))
+                    .as_f64()
+            })
+            .sum();
+        let lse = m.as_f64() + s.ln();
+        if t == ignore {
+            return Ok((lse, 0.0));
+        }
+        if t < 0 || t as usize >= v {
+            return Err((n, t));
+        }
+        Ok((lse, lse - row[t as usize].as_f64()))
+    };
+    // Handing small batches to the pool costs more than the work itself.
+    let rows: Vec<std::result::Result<(f64, f64), (usize, i64)>> = if x.len() < PAR_MIN {
+        x.chunks(v).zip(targets).enumerate().map(row_loss).collect()
+    } else {
         kiln_tensor::parallel::install(|| {
             x.par_chunks(v)
                 .zip(targets.par_iter())
                 .enumerate()
-                .map(|(n, (row, &t))| {
-                    // exp in the logits' precision, blocks of 64 summed in
-                    // that precision (the loop vectorises), block sums in f64.
-                    let m = row
-                        .iter()
-                        .fold(T::neg_infinity(), |m, &a| if a > m { a } else { m });
-                    let s: f64 = row
-                        .chunks(64)
-                        .map(|blk| {
-                            blk.iter()
-                                .fold(T::zero(), |acc, &a| acc + exp(a - m))
-                                .as_f64()
-                        })
-                        .sum();
-                    let lse = m.as_f64() + s.ln();
-                    if t == ignore {
-                        return Ok((lse, 0.0));
-                    }
-                    if t < 0 || t as usize >= v {
-                        return Err((n, t));
-                    }
-                    Ok((lse, lse - row[t as usize].as_f64()))
-                })
+                .map(row_loss)
                 .collect()
-        });
+        })
+    };
     let mut lse = Vec::with_capacity(rows.len());
     let mut loss = 0.0;
     let mut valid = 0;
@@ -85,22 +93,27 @@ fn backward<T: FloatElement, E: Fn(T) -> T + Sync + Copy>(
     exp: E,
 ) -> Vec<T> {
     let mut dx = vec![T::from_f64(0.0); x.len()];
-    kiln_tensor::parallel::install(|| {
-        dx.par_chunks_mut(v)
-            .zip(x.par_chunks(v))
-            .enumerate()
-            .for_each(|(n, (d, row))| {
-                let t = targets[n];
-                if t == ignore {
-                    return;
-                }
-                let (l, sc) = (T::from_f64(lse[n]), T::from_f64(scale));
-                for (o, &a) in d.iter_mut().zip(row) {
-                    *o = sc * exp(a - l);
-                }
-                d[t as usize] -= sc;
-            })
-    });
+    let row_grad = |(n, (d, row)): (usize, (&mut [T], &[T]))| {
+        let t = targets[n];
+        if t == ignore {
+            return;
+        }
+        let (l, sc) = (T::from_f64(lse[n]), T::from_f64(scale));
+        for (o, &a) in d.iter_mut().zip(row) {
+            *o = sc * exp(a - l);
+        }
+        d[t as usize] -= sc;
+    };
+    if x.len() < PAR_MIN {
+        dx.chunks_mut(v).zip(x.chunks(v)).enumerate().for_each(row_grad);
+    } else {
+        kiln_tensor::parallel::install(|| {
+            dx.par_chunks_mut(v)
+                .zip(x.par_chunks(v))
+                .enumerate()
+                .for_each(row_grad)
+        });
+    }
     dx
 }
 

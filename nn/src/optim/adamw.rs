@@ -104,6 +104,11 @@ fn update<T: FloatElement>(
             p[i] -= step_size * (m[i] / denom);
         }
     };
+    if p.len() <= CHUNK {
+        // One chunk: not worth a hand-off to the pool.
+        body((((p, g), m), v));
+        return;
+    }
     let parts = p
         .par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK))
@@ -118,6 +123,9 @@ impl AdamCore {
             for (name, param) in &group.params {
                 let Some(grad) = param.grad() else { continue };
                 let grad = grad.contiguous();
+                // `value` shares the parameter's storage: it must be dropped
+                // before `update_value`, or `data_mut` would see a second
+                // owner and copy all 124 M elements (copy-on-write) each step.
                 let value = param.value();
                 if grad.shape() != value.shape() || grad.dtype() != value.dtype() {
                     return Err(NnError::Config {
@@ -136,6 +144,7 @@ impl AdamCore {
                     m: value.zeros_like(),
                     v: value.zeros_like(),
                 });
+                drop(value);
                 st.step += 1;
                 let (lr, wd, cfg, step, decoupled) = (
                     group.lr,
@@ -280,3 +289,32 @@ adam_type!(
     AdamW,
     true
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_autograd::Var;
+
+    fn data_ptr(p: &Var) -> usize {
+        p.value().as_slice::<f32>().unwrap().as_ptr() as usize
+    }
+
+    /// The step writes into the parameter's own buffer: a copy-on-write
+    /// copy of every parameter per step would double the optimizer's cost.
+    #[test]
+    fn step_updates_parameters_in_place() {
+        let p = Var::parameter(Tensor::from_vec(vec![1.0f32, -2.0, 3.0], &[3]).unwrap());
+        p.set_grad(Some(Tensor::from_vec(vec![0.5f32, 0.5, -0.5], &[3]).unwrap()))
+            .unwrap();
+        let before = data_ptr(&p);
+        let mut opt = AdamW::new(
+            vec![ParamGroup::new(vec![("w".into(), p.clone())], 0.1, 0.01)],
+            AdamConfig::default(),
+        );
+        for _ in 0..3 {
+            opt.step().unwrap();
+            assert_eq!(data_ptr(&p), before);
+        }
+        assert!(p.value().as_slice::<f32>().unwrap()[0] < 1.0);
+    }
+}

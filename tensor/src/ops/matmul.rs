@@ -125,7 +125,10 @@ fn typed_matmul<T: Element>(
         };
         gemm(m, k, n, a, am, b, bm, c);
     };
-    if aoffs.len() > 1 {
+    // Small batches (a baby model's attention scores) run on the calling
+    // thread: handing them to the pool costs more than the products.
+    let fmas = aoffs.len().saturating_mul(m * n).saturating_mul(k);
+    if aoffs.len() > 1 && fmas >= 64 * 64 * 64 {
         crate::parallel::install(|| out.par_chunks_mut(m * n).enumerate().for_each(one));
     } else {
         out.chunks_mut(m * n).enumerate().for_each(one);
