@@ -263,15 +263,11 @@ impl Var {
             let Some(g) = grads[i].take() else {
                 continue;
             };
+            let started = std::time::Instant::now();
             let node = &mut nodes[i];
             let rule = node.backward.take().expect("each node runs once");
             let in_grads = rule(&g)?;
             drop(g);
-            steps.push(BackwardStep {
-                node: i,
-                op: node.trace.op,
-                rule: node.trace.rule,
-            });
             for ((input, shape), ig) in node.inputs.iter().zip(&node.input_shapes).zip(in_grads) {
                 let Some(ig) = ig else { continue };
                 match input {
@@ -280,6 +276,12 @@ impl Var {
                     Input::Leaf(l) => l.accumulate(unbroadcast(ig, shape)?)?,
                 }
             }
+            steps.push(BackwardStep {
+                node: i,
+                op: node.trace.op,
+                rule: node.trace.rule,
+                elapsed: started.elapsed(),
+            });
             // Free this node's saved tensors and links now.
             node.inputs.clear();
         }

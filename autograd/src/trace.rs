@@ -141,6 +141,8 @@ pub struct BackwardStep {
     pub op: &'static str,
     /// Its rule.
     pub rule: &'static str,
+    /// Wall time of the rule plus adding its gradients into the inputs'.
+    pub elapsed: std::time::Duration,
 }
 
 /// The rules run by this thread's last backward pass, in order.
@@ -153,9 +155,11 @@ pub struct BackwardTrace {
 impl fmt::Display for BackwardTrace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for s in &self.steps {
-            writeln!(f, "{:>4}  {:<16} {}", s.node, s.op, s.rule)?;
+            let us = s.elapsed.as_secs_f64() * 1e6;
+            writeln!(f, "{:>4}  {:<16} {us:>10.1} µs  {}", s.node, s.op, s.rule)?;
         }
-        Ok(())
+        let total: f64 = self.steps.iter().map(|s| s.elapsed.as_secs_f64()).sum();
+        writeln!(f, "      total {:>16.1} µs", total * 1e6)
     }
 }
 

@@ -105,7 +105,10 @@ fn backward<T: FloatElement, E: Fn(T) -> T + Sync + Copy>(
         d[t as usize] -= sc;
     };
     if x.len() < PAR_MIN {
-        dx.chunks_mut(v).zip(x.chunks(v)).enumerate().for_each(row_grad);
+        dx.chunks_mut(v)
+            .zip(x.chunks(v))
+            .enumerate()
+            .for_each(row_grad);
     } else {
         kiln_tensor::parallel::install(|| {
             dx.par_chunks_mut(v)

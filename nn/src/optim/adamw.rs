@@ -304,8 +304,10 @@ mod tests {
     #[test]
     fn step_updates_parameters_in_place() {
         let p = Var::parameter(Tensor::from_vec(vec![1.0f32, -2.0, 3.0], &[3]).unwrap());
-        p.set_grad(Some(Tensor::from_vec(vec![0.5f32, 0.5, -0.5], &[3]).unwrap()))
-            .unwrap();
+        p.set_grad(Some(
+            Tensor::from_vec(vec![0.5f32, 0.5, -0.5], &[3]).unwrap(),
+        ))
+        .unwrap();
         let before = data_ptr(&p);
         let mut opt = AdamW::new(
             vec![ParamGroup::new(vec![("w".into(), p.clone())], 0.1, 0.01)],

@@ -262,6 +262,16 @@ pub fn gelu_f32(x: f32) -> f32 {
     x * sigmoid_f32(v)
 }
 
+/// The derivative of [`gelu_f32`]: with `v = 2u` and `s = sigmoid(v)`,
+/// `d/dx x·s = s + x·s·(1 − s)·v'`, `v' = 2√(2/π)(1 + 3·0.044715x²)`.
+#[inline(always)]
+pub fn gelu_grad_f32(x: f32) -> f32 {
+    let x2 = x * x;
+    let s = sigmoid_f32(x * x2.mul_add(GELU_2CK, GELU_2C));
+    let dv = x2.mul_add(3.0 * GELU_2CK, GELU_2C);
+    (x * s * (1.0 - s)).mul_add(dv, s)
+}
+
 // ---- helpers for the kernels -----------------------------------------------
 
 /// Independent accumulators per row (four 512-bit registers of f32: enough
@@ -392,6 +402,17 @@ multiversion! {
             Unary::Tanh => map(src, dst, tanh_f32),
             Unary::Sigmoid => map(src, dst, sigmoid_f32),
             Unary::Gelu => map(src, dst, gelu_f32),
+        }
+    }
+}
+
+multiversion! {
+    /// GELU's backward, `dst[i] = dy[i]·gelu'(x[i])`; all three have the
+    /// same length.
+    pub(crate) fn gelu_backward(x: &[f32], dy: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        debug_assert!(x.len() == dst.len() && dy.len() == dst.len());
+        for ((d, &a), &g) in dst.iter_mut().zip(x).zip(dy) {
+            d.write(g * gelu_grad_f32(a));
         }
     }
 }
@@ -1004,6 +1025,22 @@ mod tests {
                 "gelu({x:e}) = {got:e}, want {want:e}"
             );
         }
+        // gelu': it crosses zero near x = −0.75, so the bound is absolute
+        // there (a few ulp of the terms s and x·s·(1 − s)·v', each ≤ 1.2).
+        let grad64 = |x: f64| {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            let s = 1.0 / (1.0 + (-2.0 * c * (x + 0.044715 * x * x * x)).exp());
+            s + x * s * (1.0 - s) * 2.0 * c * (1.0 + 3.0 * 0.044715 * x * x)
+        };
+        for &x in &grid(-12.0, 12.0, 4001) {
+            let (got, want) = (gelu_grad_f32(x) as f64, grad64(x as f64));
+            let u = 0.8 * (x as f64) * (1.0 + 0.045 * (x as f64).powi(2));
+            let tol = f32::EPSILON as f64 * (4.0 + 4.0 * u.abs()) * (want.abs() + 2.0);
+            assert!(
+                (got - want).abs() <= tol,
+                "gelu'({x:e}) = {got:e}, want {want:e}"
+            );
+        }
         assert!(gelu_f32(f32::NEG_INFINITY).is_nan()); // −inf·0, as torch
         assert_eq!(gelu_f32(f32::INFINITY), f32::INFINITY);
         assert!(gelu_f32(f32::NAN).is_nan());
@@ -1034,6 +1071,10 @@ mod tests {
                 let y: Vec<f32> = unsafe { build(x.len(), |d| unary(isa, op, &x, d)) };
                 outs.push(bits(&y));
             }
+            // SAFETY: `gelu_backward` writes every element.
+            let y: Vec<f32> =
+                unsafe { build(n - 1, |d| gelu_backward(isa, &x[1..n], &w[..n - 1], d)) };
+            outs.push(bits(&y));
             // SAFETY: the row kernels write every element.
             let y: Vec<f32> = unsafe { build(x.len(), |d| softmax_rows(isa, &x, d, n)) };
             outs.push(bits(&y));

@@ -216,6 +216,27 @@ impl Tensor {
                     rhs: rhs.shape().to_vec(),
                 }
             })?;
+        // A batch of lhs matrices times one rhs matrix (activations times
+        // a weight): when the lhs batch and row dims merge into one strided
+        // dim, it is a single `[batch·m, k] · [k, n]` product, which the
+        // packed kernel blocks far better than `batch` products of m rows.
+        if br == 2 && ar > 2 && ka > 0 {
+            let rows = a.numel() / ka;
+            if let Some(la) = a.layout().reshape_view(&[rows, ka])? {
+                let mut out_shape = batch.clone();
+                out_shape.extend([m, n]);
+                let out = match self.dtype() {
+                    DType::F32 => typed_matmul::<f32>(&a, &b, &la, b.layout(), &[rows, n])?,
+                    _ => typed_matmul::<f64>(&a, &b, &la, b.layout(), &[rows, n])?,
+                };
+                let out = out.reshape(&out_shape)?;
+                return if rhs.rank() == 1 {
+                    out.squeeze(-1)
+                } else {
+                    Ok(out)
+                };
+            }
+        }
         let mut a_shape = batch.clone();
         a_shape.extend([m, ka]);
         let mut b_shape = batch.clone();

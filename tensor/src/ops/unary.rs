@@ -261,7 +261,8 @@ impl Tensor {
 
 impl Tensor {
     /// Backward of [`Tensor::gelu`]: `dx = dy · gelu'(x)`, elementwise, for
-    /// `x` and `dy` of the same shape (see [`gelu_grad_scalar`]).
+    /// `x` and `dy` of the same shape (see [`gelu_grad_scalar`]; f32 uses
+    /// [`fastmath::gelu_grad_f32`], vectorised).
     ///
     /// # Errors
     /// [`crate::TensorError::ShapeMismatch`] if the shapes differ,
@@ -275,6 +276,19 @@ impl Tensor {
             });
         }
         crate::ops::binary::same_dtype("gelu_backward", self, dy)?;
+        if self.dtype() == DType::F32 {
+            let (x, dy) = (self.contiguous(), dy.contiguous());
+            let (xs, gs) = (x.as_slice::<f32>()?, dy.as_slice::<f32>()?);
+            let isa = Isa::detect();
+            // SAFETY: `fastmath::gelu_backward` writes every element of `dst`.
+            let out = unsafe {
+                build_par(xs.len(), PAR_UNIT, PAR_CHUNK / PAR_UNIT, |start, dst| {
+                    let r = start..start + dst.len();
+                    fastmath::gelu_backward(isa, &xs[r.clone()], &gs[r], dst)
+                })
+            };
+            return Tensor::from_vec(out, self.shape());
+        }
         with_float!("gelu_backward", self.dtype(), |T| {
             crate::ops::binary::zip_map::<T, T, T>("gelu_backward", self, dy, |x: T, g: T| {
                 g * gelu_grad_scalar(x)
