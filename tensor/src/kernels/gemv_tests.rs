@@ -81,6 +81,19 @@ fn gemv_split_over_threads_is_correct() {
     }
 }
 
+/// Row-major B up to 4096 wide is split along k into fixed 64-row blocks
+/// (ragged last block here); more threads must not change a bit.
+#[test]
+fn split_k_rows_are_correct_and_thread_independent() {
+    for isa in isas() {
+        for (k, n) in [(300, 3000), (65, 17), (64 * 5, 4096)] {
+            let case = Case::plain(1, k, n);
+            case.check(isa, 2, 11);
+            assert_eq!(case.run(isa, 1, 11), case.run(isa, 2, 11), "{isa:?} {k}×{n}");
+        }
+    }
+}
+
 #[test]
 fn public_gemv_matches_gemm() {
     let (k, n) = (70, 90);

@@ -205,60 +205,83 @@ impl Gemv {
     pub(super) unsafe fn rows_avx512(&self, j0: usize, j1: usize) {
         let mut tile = [Line::default(); ROW_TILE / 16];
         let acc = tile.as_mut_ptr().cast::<f32>();
-        let (k, x, rsb) = (self.k, self.x, self.rsb);
         let mut t0 = j0;
         while t0 < j1 {
             let w = (j1 - t0).min(ROW_TILE);
-            let full = w / 16;
-            let mask: __mmask16 = ((1u32 << (w % 16)) - 1) as u16;
-            let b = self.b.wrapping_add(t0);
-            // SAFETY: vectors v < full cover columns < w; the last, partial
-            // one is masked; rows p < k. The tile buffer holds ROW_TILE.
+            // SAFETY: forwarded; the tile holds ROW_TILE ≥ w floats, aligned.
             unsafe {
-                for v in 0..w.div_ceil(16) {
-                    _mm512_store_ps(acc.add(16 * v), _mm512_setzero_ps());
-                }
-                let mut p = 0;
-                while p + 4 <= k {
-                    let xs = [0, 1, 2, 3].map(|q| _mm512_set1_ps(*x.add(p + q)));
-                    let rows = [0, 1, 2, 3].map(|q| b.offset((p + q) as isize * rsb));
-                    for v in 0..full {
-                        let mut a = _mm512_load_ps(acc.add(16 * v));
-                        for q in 0..4 {
-                            a = _mm512_fmadd_ps(xs[q], _mm512_loadu_ps(rows[q].add(16 * v)), a);
-                        }
-                        _mm512_store_ps(acc.add(16 * v), a);
-                    }
-                    if mask != 0 {
-                        let mut a = _mm512_load_ps(acc.add(16 * full));
-                        for q in 0..4 {
-                            let bv = _mm512_maskz_loadu_ps(mask, rows[q].add(16 * full));
-                            a = _mm512_fmadd_ps(xs[q], bv, a);
-                        }
-                        _mm512_store_ps(acc.add(16 * full), a);
-                    }
-                    p += 4;
-                }
-                while p < k {
-                    let xp = _mm512_set1_ps(*x.add(p));
-                    let row = b.offset(p as isize * rsb);
-                    for v in 0..full {
-                        let a = _mm512_load_ps(acc.add(16 * v));
-                        let a = _mm512_fmadd_ps(xp, _mm512_loadu_ps(row.add(16 * v)), a);
-                        _mm512_store_ps(acc.add(16 * v), a);
-                    }
-                    if mask != 0 {
-                        let a = _mm512_load_ps(acc.add(16 * full));
-                        let bv = _mm512_maskz_loadu_ps(mask, row.add(16 * full));
-                        _mm512_store_ps(acc.add(16 * full), _mm512_fmadd_ps(xp, bv, a));
-                    }
-                    p += 1;
-                }
+                self.rows_acc_avx512(0, self.k, t0, w, acc);
                 for j in 0..w {
                     self.store(t0 + j, *acc.add(j));
                 }
             }
             t0 += w;
+        }
+    }
+
+    /// The accumulators of [`Self::rows_avx512`] for rows `p0..p1` of B and
+    /// columns `t0..t0 + w`: `acc[j] = Σ_p x[p]·B[p, t0 + j]`, an FMA chain
+    /// over `p` in order, four rows per sweep.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::rows_avx512`], plus `p0 ≤ p1 ≤ k`, `t0 + w ≤ n`, and `acc`
+    /// 64-byte aligned and writable for `w` rounded up to 16 floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn rows_acc_avx512(
+        &self,
+        p0: usize,
+        p1: usize,
+        t0: usize,
+        w: usize,
+        acc: *mut f32,
+    ) {
+        let (end, x, rsb) = (p1, self.x, self.rsb);
+        let full = w / 16;
+        let mask: __mmask16 = ((1u32 << (w % 16)) - 1) as u16;
+        let b = self.b.wrapping_add(t0);
+        // SAFETY: vectors v < full cover columns < w; the last, partial
+        // one is masked; rows p0 ≤ p < p1; acc holds w rounded up.
+        unsafe {
+            for v in 0..w.div_ceil(16) {
+                _mm512_store_ps(acc.add(16 * v), _mm512_setzero_ps());
+            }
+            let mut p = p0;
+            while p + 4 <= end {
+                let xs = [0, 1, 2, 3].map(|q| _mm512_set1_ps(*x.add(p + q)));
+                let rows = [0, 1, 2, 3].map(|q| b.offset((p + q) as isize * rsb));
+                for v in 0..full {
+                    let mut a = _mm512_load_ps(acc.add(16 * v));
+                    for q in 0..4 {
+                        a = _mm512_fmadd_ps(xs[q], _mm512_loadu_ps(rows[q].add(16 * v)), a);
+                    }
+                    _mm512_store_ps(acc.add(16 * v), a);
+                }
+                if mask != 0 {
+                    let mut a = _mm512_load_ps(acc.add(16 * full));
+                    for q in 0..4 {
+                        let bv = _mm512_maskz_loadu_ps(mask, rows[q].add(16 * full));
+                        a = _mm512_fmadd_ps(xs[q], bv, a);
+                    }
+                    _mm512_store_ps(acc.add(16 * full), a);
+                }
+                p += 4;
+            }
+            while p < end {
+                let xp = _mm512_set1_ps(*x.add(p));
+                let row = b.offset(p as isize * rsb);
+                for v in 0..full {
+                    let a = _mm512_load_ps(acc.add(16 * v));
+                    let a = _mm512_fmadd_ps(xp, _mm512_loadu_ps(row.add(16 * v)), a);
+                    _mm512_store_ps(acc.add(16 * v), a);
+                }
+                if mask != 0 {
+                    let a = _mm512_load_ps(acc.add(16 * full));
+                    let bv = _mm512_maskz_loadu_ps(mask, row.add(16 * full));
+                    _mm512_store_ps(acc.add(16 * full), _mm512_fmadd_ps(xp, bv, a));
+                }
+                p += 1;
+            }
         }
     }
 
@@ -271,60 +294,83 @@ impl Gemv {
     pub(super) unsafe fn rows_avx2(&self, j0: usize, j1: usize) {
         let mut tile = [Line::default(); ROW_TILE / 16];
         let acc = tile.as_mut_ptr().cast::<f32>();
-        let (k, x, rsb) = (self.k, self.x, self.rsb);
         let mut t0 = j0;
         while t0 < j1 {
             let w = (j1 - t0).min(ROW_TILE);
-            let full = w / 8;
-            let rem = w % 8;
-            let mask = tail_mask_avx2(rem);
-            let b = self.b.wrapping_add(t0);
-            // SAFETY: as in rows_avx512, with 8-float vectors.
+            // SAFETY: forwarded; the tile holds ROW_TILE ≥ w floats, aligned.
             unsafe {
-                for v in 0..w.div_ceil(8) {
-                    _mm256_store_ps(acc.add(8 * v), _mm256_setzero_ps());
-                }
-                let mut p = 0;
-                while p + 4 <= k {
-                    let xs = [0, 1, 2, 3].map(|q| _mm256_set1_ps(*x.add(p + q)));
-                    let rows = [0, 1, 2, 3].map(|q| b.offset((p + q) as isize * rsb));
-                    for v in 0..full {
-                        let mut a = _mm256_load_ps(acc.add(8 * v));
-                        for q in 0..4 {
-                            a = _mm256_fmadd_ps(xs[q], _mm256_loadu_ps(rows[q].add(8 * v)), a);
-                        }
-                        _mm256_store_ps(acc.add(8 * v), a);
-                    }
-                    if rem != 0 {
-                        let mut a = _mm256_load_ps(acc.add(8 * full));
-                        for q in 0..4 {
-                            let bv = _mm256_maskload_ps(rows[q].add(8 * full), mask);
-                            a = _mm256_fmadd_ps(xs[q], bv, a);
-                        }
-                        _mm256_store_ps(acc.add(8 * full), a);
-                    }
-                    p += 4;
-                }
-                while p < k {
-                    let xp = _mm256_set1_ps(*x.add(p));
-                    let row = b.offset(p as isize * rsb);
-                    for v in 0..full {
-                        let a = _mm256_load_ps(acc.add(8 * v));
-                        let a = _mm256_fmadd_ps(xp, _mm256_loadu_ps(row.add(8 * v)), a);
-                        _mm256_store_ps(acc.add(8 * v), a);
-                    }
-                    if rem != 0 {
-                        let a = _mm256_load_ps(acc.add(8 * full));
-                        let bv = _mm256_maskload_ps(row.add(8 * full), mask);
-                        _mm256_store_ps(acc.add(8 * full), _mm256_fmadd_ps(xp, bv, a));
-                    }
-                    p += 1;
-                }
+                self.rows_acc_avx2(0, self.k, t0, w, acc);
                 for j in 0..w {
                     self.store(t0 + j, *acc.add(j));
                 }
             }
             t0 += w;
+        }
+    }
+
+    /// The accumulators of [`Self::rows_avx2`] for rows `p0..p1` of B and
+    /// columns `t0..t0 + w`: `acc[j] = Σ_p x[p]·B[p, t0 + j]`, an FMA chain
+    /// over `p` in order, four rows per sweep.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::rows_avx2`], plus `p0 ≤ p1 ≤ k`, `t0 + w ≤ n`, and `acc`
+    /// 64-byte aligned and writable for `w` rounded up to 8 floats.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows_acc_avx2(
+        &self,
+        p0: usize,
+        p1: usize,
+        t0: usize,
+        w: usize,
+        acc: *mut f32,
+    ) {
+        let (end, x, rsb) = (p1, self.x, self.rsb);
+        let full = w / 8;
+        let rem = w % 8;
+        let mask = tail_mask_avx2(rem);
+        let b = self.b.wrapping_add(t0);
+        // SAFETY: as in rows_avx512, with 8-float vectors.
+        unsafe {
+            for v in 0..w.div_ceil(8) {
+                _mm256_store_ps(acc.add(8 * v), _mm256_setzero_ps());
+            }
+            let mut p = p0;
+            while p + 4 <= end {
+                let xs = [0, 1, 2, 3].map(|q| _mm256_set1_ps(*x.add(p + q)));
+                let rows = [0, 1, 2, 3].map(|q| b.offset((p + q) as isize * rsb));
+                for v in 0..full {
+                    let mut a = _mm256_load_ps(acc.add(8 * v));
+                    for q in 0..4 {
+                        a = _mm256_fmadd_ps(xs[q], _mm256_loadu_ps(rows[q].add(8 * v)), a);
+                    }
+                    _mm256_store_ps(acc.add(8 * v), a);
+                }
+                if rem != 0 {
+                    let mut a = _mm256_load_ps(acc.add(8 * full));
+                    for q in 0..4 {
+                        let bv = _mm256_maskload_ps(rows[q].add(8 * full), mask);
+                        a = _mm256_fmadd_ps(xs[q], bv, a);
+                    }
+                    _mm256_store_ps(acc.add(8 * full), a);
+                }
+                p += 4;
+            }
+            while p < end {
+                let xp = _mm256_set1_ps(*x.add(p));
+                let row = b.offset(p as isize * rsb);
+                for v in 0..full {
+                    let a = _mm256_load_ps(acc.add(8 * v));
+                    let a = _mm256_fmadd_ps(xp, _mm256_loadu_ps(row.add(8 * v)), a);
+                    _mm256_store_ps(acc.add(8 * v), a);
+                }
+                if rem != 0 {
+                    let a = _mm256_load_ps(acc.add(8 * full));
+                    let bv = _mm256_maskload_ps(row.add(8 * full), mask);
+                    _mm256_store_ps(acc.add(8 * full), _mm256_fmadd_ps(xp, bv, a));
+                }
+                p += 1;
+            }
         }
     }
 }

@@ -193,9 +193,11 @@ pub unsafe fn gemm_f32(
     } else {
         crate::parallel::num_threads()
     };
-    if threads <= 1 {
+    if threads <= 1 || m == 1 || n == 1 {
+        // One thread, or a gemv, which runs on the calling thread plus
+        // spinning helpers (`parallel::for_each_range`), not via `install`.
         // SAFETY: forwarded from this function's contract.
-        unsafe { gemm_f32_with(isa, 1, g) }
+        unsafe { gemm_f32_with(isa, threads, g) }
     } else {
         crate::parallel::install(move || {
             // SAFETY: forwarded from this function's contract.
