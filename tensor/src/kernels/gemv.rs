@@ -295,8 +295,9 @@ impl Gemv {
             work(0..blocks);
         }
         // SAFETY: `Line` is 16 plain f32s with no padding.
-        let partial: &[f32] =
-            unsafe { std::slice::from_raw_parts(partial.as_ptr().cast::<f32>(), partial.len() * 16) };
+        let partial: &[f32] = unsafe {
+            std::slice::from_raw_parts(partial.as_ptr().cast::<f32>(), partial.len() * 16)
+        };
         let mut sum = partial[..n].to_vec();
         for blk in 1..blocks {
             for (s, &v) in sum.iter_mut().zip(&partial[blk * ld..blk * ld + n]) {

@@ -89,7 +89,11 @@ fn split_k_rows_are_correct_and_thread_independent() {
         for (k, n) in [(300, 3000), (65, 17), (64 * 5, 4096)] {
             let case = Case::plain(1, k, n);
             case.check(isa, 2, 11);
-            assert_eq!(case.run(isa, 1, 11), case.run(isa, 2, 11), "{isa:?} {k}×{n}");
+            assert_eq!(
+                case.run(isa, 1, 11),
+                case.run(isa, 2, 11),
+                "{isa:?} {k}×{n}"
+            );
         }
     }
 }
