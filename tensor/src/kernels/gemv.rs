@@ -34,11 +34,12 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use std::cell::Cell;
 use std::ops::Range;
 
 use crate::parallel::for_each_range;
 
-use super::matmul_packed::{Isa, Line, SharedPtr};
+use super::matmul_packed::{with_scratch, Isa, Line, SharedPtr};
 
 /// Widest column tile of the row-major loop, in floats (16 KiB of
 /// accumulators: inside the 48 KiB L1 next to the x values and
@@ -49,6 +50,12 @@ const ROW_TILE: usize = 4096;
 /// `Gemv::rows_split_k`): 64 rows of GPT-2's widest weight are 768 KiB of
 /// contiguous memory, and `k = 768` gives 12 blocks to share out.
 const ROW_BLOCK: usize = 64;
+
+thread_local! {
+    /// The block partial sums of `Gemv::rows_split_k`, reused across calls
+    /// (a fresh allocation of this size costs page faults every call).
+    static PARTIALS: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+}
 
 /// Below this many elements of B (256 KiB) the pool is not woken.
 const PARALLEL_MIN_ELEMS: usize = 1 << 16;
@@ -273,31 +280,37 @@ impl Gemv {
         // Each block's partials start on a cache line (the kernels store
         // the accumulators with aligned stores).
         let ld = n.div_ceil(16) * 16;
-        let mut partial = vec![Line::default(); blocks * ld / 16];
-        let base = SharedPtr(partial.as_mut_ptr().cast::<f32>());
-        let work = |r: Range<usize>| {
-            for blk in r {
-                let (p0, p1) = (blk * ROW_BLOCK, ((blk + 1) * ROW_BLOCK).min(k));
-                let acc = base.get().wrapping_add(blk * ld);
-                // SAFETY: block `blk`'s partials are written by this call
-                // only; the rest is forwarded.
-                unsafe {
-                    match isa {
-                        Isa::Avx512 => self.rows_acc_avx512(p0, p1, 0, n, acc),
-                        _ => self.rows_acc_avx2(p0, p1, 0, n, acc),
+        with_scratch(&PARTIALS, blocks * ld, |base| {
+            let base = SharedPtr(base);
+            let work = |r: Range<usize>| {
+                for blk in r {
+                    let (p0, p1) = (blk * ROW_BLOCK, ((blk + 1) * ROW_BLOCK).min(k));
+                    let acc = base.get().wrapping_add(blk * ld);
+                    // SAFETY: block `blk`'s partials are written by this
+                    // call only; the rest is forwarded.
+                    unsafe {
+                        match isa {
+                            Isa::Avx512 => self.rows_acc_avx512(p0, p1, 0, n, acc),
+                            _ => self.rows_acc_avx2(p0, p1, 0, n, acc),
+                        }
                     }
                 }
+            };
+            if threads > 1 {
+                for_each_range(blocks, 1, work);
+            } else {
+                work(0..blocks);
             }
-        };
-        if threads > 1 {
-            for_each_range(blocks, 1, work);
-        } else {
-            work(0..blocks);
-        }
-        // SAFETY: `Line` is 16 plain f32s with no padding.
-        let partial: &[f32] = unsafe {
-            std::slice::from_raw_parts(partial.as_ptr().cast::<f32>(), partial.len() * 16)
-        };
+            // SAFETY: every block's first n partials were written above.
+            let partial = unsafe { std::slice::from_raw_parts(base.get(), blocks * ld) };
+            self.add_partials(partial, blocks, ld);
+        });
+    }
+
+    /// `y = Σ_blk partial[blk]` in block order, written through `store`.
+    #[cfg(target_arch = "x86_64")]
+    fn add_partials(&self, partial: &[f32], blocks: usize, ld: usize) {
+        let n = self.n;
         let mut sum = partial[..n].to_vec();
         for blk in 1..blocks {
             for (s, &v) in sum.iter_mut().zip(&partial[blk * ld..blk * ld + n]) {
