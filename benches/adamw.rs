@@ -2,6 +2,9 @@
 //! present), for `scripts/compare_pieces.py`. Run:
 //! `cargo bench --bench adamw -- [--json]`. Median of repeats, in ms.
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
 use std::time::Instant;
 
 #[path = "common/report.rs"]

@@ -7,6 +7,9 @@
 //! - `block_backward`: backward of one GPT-2-small transformer block
 //!   (pre-LN attention + MLP, C = 768, 12 heads) on B = 4, T = 128 (ms).
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
 use std::time::Instant;
 
 #[path = "common/report.rs"]
@@ -69,7 +72,6 @@ fn block_backward() -> f64 {
     let bq = p(&[c], 0.0, &mut rng);
     let x = Var::parameter(randn(&[b, t, c], 1.0, &mut rng));
     let r = randn(&[b, t, c], 1.0, &mut rng);
-    let mask = Tensor::triu_mask(t, t, 1);
     let mut times = Vec::new();
     for i in 0..6 {
         let h = x.layer_norm(Some(&ln1w), Some(&ln1b), 1e-5).unwrap();
@@ -77,15 +79,11 @@ fn block_backward() -> f64 {
         let parts = qkv.split_sizes(&[c, c, c], 2).unwrap();
         let heads = |v: &Var| v.reshape(&[b, t, nh, hs]).unwrap().transpose(1, 2).unwrap();
         let (q, k, v) = (heads(&parts[0]), heads(&parts[1]), heads(&parts[2]));
+        // Scale, causal mask and softmax in one op, as kiln-nn's attention.
         let att = q
             .matmul(&k.t().unwrap())
             .unwrap()
-            .div_scalar((hs as f64).sqrt())
-            .unwrap();
-        let att = att
-            .masked_fill(&mask, f32::MIN as f64)
-            .unwrap()
-            .softmax(-1)
+            .causal_softmax((hs as f64).sqrt(), 0)
             .unwrap();
         let y = att
             .matmul(&v)

@@ -21,6 +21,9 @@
 //! Run (short, one shape):
 //! `cargo bench --bench matmul -- 'gpt2_flops/kiln/qkv' --warm-up-time 1 --measurement-time 3`
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
 use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};

@@ -7,6 +7,9 @@
 //! count comes from `KILN_NUM_THREADS` (default: every logical CPU).
 //! `scripts/compare_ops.py` runs the same shapes in PyTorch back to back.
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -11,6 +11,9 @@
 //! Throughput is tensor-data bytes per second. scripts/compare_state_dict.py times
 //! the same load against `safetensors.torch.load_file`.
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

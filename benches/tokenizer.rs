@@ -4,6 +4,9 @@
 //! file with its own `encode` call, the way `scripts/compare_tokenizer.py`
 //! times Hugging Face `tokenizers`; throughput is in corpus bytes per second.
 
+#[path = "common/alloc.rs"]
+mod alloc;
+
 use std::hint::black_box;
 use std::path::Path;
 

@@ -115,6 +115,9 @@ proptest! {
         let d = (seed as usize) % s.len();
         check(|v| v[0].softmax(d), vec![x.clone()]);
         check(|v| v[0].log_softmax(d), vec![x.clone()]);
+        if s.len() >= 2 {
+            check(|v| v[0].causal_softmax(1.7, (seed as usize) % 3), vec![x.clone()]);
+        }
     }
 
     #[test]

@@ -258,32 +258,39 @@ impl CausalSelfAttention {
             }
         }
         let total = past + t;
-        let att = q.matmul(&k.t()?)?.div_scalar((hs as f64).sqrt())?; // (B, NH, T, P+T)
-                                                                      // Query i (absolute position P+i) may not see keys j > P+i.
-        let mut mask = Tensor::triu_mask(t, total, past as i64 + 1); // (T, P+T)
-        if let Some(pad) = key_padding {
-            if pad.shape() != [b, total] {
-                return Err(NnError::Config {
-                    module: "CausalSelfAttention".into(),
-                    msg: format!(
-                        "key padding mask must be [{b}, {total}], got {:?}",
-                        pad.shape()
-                    ),
-                });
+        let scores = q.matmul(&k.t()?)?; // (B, NH, T, P+T)
+        let divisor = (hs as f64).sqrt();
+        let att = match key_padding {
+            // Query i (absolute position P+i) may not see keys j > P+i:
+            // one fused pass (scale, causal mask, softmax).
+            None => scores.causal_softmax(divisor, past)?,
+            Some(pad) => {
+                if pad.shape() != [b, total] {
+                    return Err(NnError::Config {
+                        module: "CausalSelfAttention".into(),
+                        msg: format!(
+                            "key padding mask must be [{b}, {total}], got {:?}",
+                            pad.shape()
+                        ),
+                    });
+                }
+                let causal = Tensor::triu_mask(t, total, past as i64 + 1); // (T, P+T)
+                let pad = pad.reshape(&[b, 1, 1, total])?;
+                let mask = Tensor::where_(
+                    &pad,
+                    &Tensor::full(&[], 1.0, DType::Bool),
+                    &causal.reshape(&[1, 1, t, total])?,
+                )?; // (B, 1, T, P+T)
+                let min = match x.dtype() {
+                    DType::F64 => f64::MIN,
+                    _ => f32::MIN as f64,
+                };
+                scores
+                    .div_scalar(divisor)?
+                    .masked_fill(&mask, min)?
+                    .softmax(-1)?
             }
-            let pad = pad.reshape(&[b, 1, 1, total])?;
-            let both = Tensor::where_(
-                &pad,
-                &Tensor::full(&[], 1.0, DType::Bool),
-                &mask.reshape(&[1, 1, t, total])?,
-            )?;
-            mask = both; // (B, 1, T, P+T)
-        }
-        let min = match x.dtype() {
-            DType::F64 => f64::MIN,
-            _ => f32::MIN as f64,
         };
-        let att = att.masked_fill(&mask, min)?.softmax(-1)?;
         let att = self.attn_dropout.forward(&att)?;
         let y = att.matmul(&v)?; // (B, NH, T, HS)
         let y = y.transpose(1, 2)?.reshape(&[b, t, c])?; // (B, T, C)

@@ -90,13 +90,8 @@ impl Var {
             &[self],
             out,
             Box::new(move |g| {
-                let mut before = in_shape.clone();
-                before[d] = start;
-                let mut after = in_shape.clone();
-                after[d] = in_shape[d] - start - len;
-                let z0 = Tensor::zeros(&before, g.dtype());
-                let z1 = Tensor::zeros(&after, g.dtype());
-                Ok(vec![Some(Tensor::cat(&[&z0, g, &z1], d)?)])
+                let zeros = Tensor::zeros(&in_shape, g.dtype());
+                Ok(vec![Some(zeros.slice_scatter(g, d, start)?)])
             }),
         )
     }

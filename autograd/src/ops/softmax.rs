@@ -25,6 +25,30 @@ impl Var {
         )
     }
 
+    /// Causal attention probabilities: softmax over the last dim of
+    /// `self / divisor` with column `j` of row `r` (dim −2) hidden when
+    /// `j > offset + r` (see [`Tensor::causal_softmax`]); one op instead of
+    /// div, masked_fill and softmax.
+    ///
+    /// # Errors
+    /// The tensor error below rank 2 or for a non-float dtype.
+    pub fn causal_softmax(&self, divisor: f64, offset: usize) -> Result<Var> {
+        let out = self.value().causal_softmax(divisor, offset)?;
+        let y = out.clone();
+        // Hidden entries have y = 0, so the softmax rule gives them 0 too.
+        record(
+            "causal_softmax",
+            "dx = y·(g − Σ g·y)/d",
+            &[self],
+            out,
+            Box::new(move |g| {
+                Ok(vec![Some(
+                    Tensor::softmax_backward(&y, g, -1)?.div_scalar(divisor)?,
+                )])
+            }),
+        )
+    }
+
     /// Log-softmax along `dim` (`torch.log_softmax`).
     ///
     /// # Errors

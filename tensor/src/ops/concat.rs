@@ -1,9 +1,57 @@
-//! Joining and splitting along a dim: `cat`, `stack`, `split`, `chunk`.
+//! Joining and splitting along a dim: `cat`, `stack`, `split`, `chunk`,
+//! and `slice_scatter`, the inverse of a `narrow`.
 
+use crate::layout::Layout;
 use crate::shape::Dim;
+use crate::strided::Walk;
 use crate::{with_any, Result, Tensor, TensorError};
 
 impl Tensor {
+    /// A copy of `self` with `src` written over positions
+    /// `start..start + src.shape()[dim]` along `dim`
+    /// (`torch.slice_scatter(self, src, dim, start, start + len)`). The
+    /// backward of [`Tensor::narrow`] is `zeros.slice_scatter(g, …)`; `src`
+    /// is read through its strides, so a transposed gradient costs no extra
+    /// copy.
+    ///
+    /// # Shapes
+    /// `src` has `self`'s shape except along `dim`, where it fits inside.
+    ///
+    /// # Errors
+    /// [`TensorError::ShapeMismatch`] if `src` does not fit,
+    /// [`TensorError::DType`] if the dtypes differ.
+    pub fn slice_scatter(&self, src: &Tensor, dim: impl Dim, start: usize) -> Result<Tensor> {
+        const OP: &str = "slice_scatter";
+        let d = dim.resolve(OP, self.shape())?;
+        crate::ops::binary::same_dtype(OP, self, src)?;
+        let fits = src.rank() == self.rank()
+            && src
+                .shape()
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .all(|(k, (&a, &b))| if k == d { start + a <= b } else { a == b });
+        if !fits {
+            return Err(TensorError::ShapeMismatch {
+                op: OP,
+                expected: self.shape().to_vec(),
+                got: src.shape().to_vec(),
+            });
+        }
+        let region = Layout::contiguous(self.shape()).narrow(d, start, src.shape()[d])?;
+        let walk = Walk::new([&region, src.layout()]);
+        with_any!(self.dtype(), |T| {
+            let mut out = self.to_vec::<T>()?;
+            let from = src.typed::<T>(OP)?;
+            walk.for_runs(0, usize::MAX, |[o, i], len, [so, si]| {
+                for e in 0..len {
+                    out[o + e * so] = from[i + e * si];
+                }
+            });
+            Tensor::from_vec(out, self.shape())
+        })
+    }
+
     /// Concatenates along `dim` (`torch.cat`). All tensors must share dtype
     /// and every size except `dim`'s.
     ///
@@ -193,5 +241,49 @@ mod tests {
         let a = Tensor::ones(&[2], DType::F64);
         let s = Tensor::stack(&[&a, &a, &a], 1).unwrap();
         assert_eq!(s.shape(), &[2, 3]);
+    }
+}
+
+#[cfg(test)]
+mod slice_scatter_tests {
+    use crate::{DType, Rng, Tensor};
+
+    /// Writing a (transposed) slice over zeros is zero-padding it.
+    #[test]
+    fn slice_scatter_pads_like_cat() {
+        let mut rng = Rng::new(3);
+        let g = Tensor::randn(&[2, 5, 3], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        let g = g.transpose(1, 2).unwrap(); // [2, 3, 5], strided
+        let base = Tensor::zeros(&[2, 3, 9], DType::F32);
+        let got = base.slice_scatter(&g, 2, 3).unwrap();
+        let z0 = Tensor::zeros(&[2, 3, 3], DType::F32);
+        let z1 = Tensor::zeros(&[2, 3, 1], DType::F32);
+        let want = Tensor::cat(&[&z0, &g, &z1], 2).unwrap();
+        assert_eq!(got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+        // Elsewhere `self` is kept, along any dim.
+        let ones = Tensor::ones(&[4, 3, 5], DType::F32);
+        let got = ones
+            .slice_scatter(&g, 0, 1)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert!(got[..15].iter().all(|&v| v == 1.0));
+        assert_eq!(&got[15..45], &g.to_vec::<f32>().unwrap()[..]);
+        assert!(got[45..].iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn slice_scatter_rejects_what_does_not_fit() {
+        let base = Tensor::zeros(&[2, 4], DType::F32);
+        let src = Tensor::zeros(&[2, 3], DType::F32);
+        assert!(base.slice_scatter(&src, 1, 1).is_ok());
+        let err = base.slice_scatter(&src, 1, 2).unwrap_err().to_string();
+        assert!(err.contains("slice_scatter"), "{err}");
+        assert!(base
+            .slice_scatter(&Tensor::zeros(&[3, 3], DType::F32), 1, 0)
+            .is_err());
+        assert!(base
+            .slice_scatter(&Tensor::zeros(&[2, 3], DType::F64), 1, 0)
+            .is_err());
     }
 }

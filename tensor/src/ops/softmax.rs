@@ -172,6 +172,67 @@ impl Tensor {
         })
     }
 
+    /// Causal attention probabilities in one pass: softmax over the last dim
+    /// of `self / divisor`, where row `r` (its index along dim −2) sees only
+    /// columns `j ≤ offset + r` and the others get exactly 0. The same as
+    /// `(x / divisor).masked_fill(triu_mask(T, S, offset + 1), MIN).softmax(-1)`
+    /// (transformers' eager GPT-2 attention) bit for bit, without the two
+    /// intermediate `[..., T, S]` tensors. `offset` is the number of cached
+    /// positions before the `T` queries.
+    ///
+    /// # Shapes
+    /// `self: [..., T, S]` → `[..., T, S]`.
+    ///
+    /// # Errors
+    /// [`TensorError::Invalid`] below rank 2, [`TensorError::DType`] unless
+    /// f32/f64.
+    pub fn causal_softmax(&self, divisor: f64, offset: usize) -> Result<Tensor> {
+        const OP: &str = "causal_softmax";
+        if self.rank() < 2 {
+            return Err(TensorError::Invalid {
+                op: OP,
+                shape: self.shape().to_vec(),
+                msg: "needs [..., T, S] scores".into(),
+            });
+        }
+        let r = self.rank();
+        let (t, n) = (self.shape()[r - 2], self.shape()[r - 1]);
+        if self.dtype() != DType::F32 {
+            let min = match self.dtype() {
+                DType::F64 => f64::MIN,
+                _ => f32::MIN as f64,
+            };
+            let mask = Tensor::triu_mask(t, n, offset as i64 + 1);
+            return self
+                .div_scalar(divisor)?
+                .masked_fill(&mask, min)?
+                .softmax(-1);
+        }
+        let x = self.contiguous();
+        let src = x.as_slice::<f32>()?;
+        let isa = Isa::detect();
+        let d = divisor as f32;
+        // SAFETY: each call writes every element of the whole rows it gets.
+        let out = unsafe {
+            build_par(src.len(), n.max(1), ROW_GRAIN / n.max(1), |start, dst| {
+                let mut scaled = vec![0f32; n];
+                for (i, row) in dst.chunks_mut(n).enumerate() {
+                    let first = start / n + i;
+                    let valid = (offset + first % t + 1).min(n);
+                    let xr = &src[(start + i * n)..(start + i * n + valid)];
+                    for (s, &v) in scaled.iter_mut().zip(xr) {
+                        *s = v / d;
+                    }
+                    fastmath::softmax_rows(isa, &scaled[..valid], &mut row[..valid], valid);
+                    for o in &mut row[valid..] {
+                        o.write(0.0);
+                    }
+                }
+            })
+        };
+        Tensor::from_vec(out, self.shape())
+    }
+
     /// Backward of softmax: given `y = softmax(x, dim)` and `dy`, returns
     /// `dx = y ⊙ (dy − Σ_dim dy ⊙ y)`.
     ///
@@ -213,6 +274,34 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused op gives exactly what div, masked_fill and softmax give,
+    /// for queries with and without cached positions before them.
+    #[test]
+    fn causal_softmax_equals_the_composition_bit_for_bit() {
+        let mut rng = crate::Rng::new(5);
+        for (t, s, offset) in [(7, 7, 0), (1, 40, 39), (3, 37, 34), (4, 70, 3), (5, 3, 9)] {
+            let x = Tensor::randn(&[2, 3, t, s], 0.0, 4.0, DType::F32, &mut rng).unwrap();
+            let got = x.causal_softmax(8.0_f64.sqrt(), offset).unwrap();
+            let mask = Tensor::triu_mask(t, s, offset as i64 + 1);
+            let want = x
+                .div_scalar(8.0_f64.sqrt())
+                .unwrap()
+                .masked_fill(&mask, f32::MIN as f64)
+                .unwrap()
+                .softmax(-1)
+                .unwrap();
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            assert_eq!(
+                bits(got.to_vec::<f32>().unwrap()),
+                bits(want.to_vec::<f32>().unwrap()),
+                "t={t} s={s} offset={offset}"
+            );
+        }
+        assert!(Tensor::zeros(&[3], DType::F32)
+            .causal_softmax(1.0, 0)
+            .is_err());
+    }
 
     #[test]
     fn softmax_rows_sum_to_one_along_any_dim() {
