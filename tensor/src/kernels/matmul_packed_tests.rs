@@ -597,8 +597,8 @@ fn public_entry_points_match_reference() {
 
 #[test]
 fn thread_count_does_not_change_bits() {
-    // Shapes that exercise column splits, row splits (narrow C), several K
-    // blocks, and both gemv layouts.
+    // Shapes that exercise column splits, row splits (narrow C, and tall C
+    // through `gemm_rows`), several K blocks, and both gemv layouts.
     let cases = [
         Case::plain(200, 300, 150),
         Case {
@@ -623,6 +623,14 @@ fn thread_count_does_not_change_bits() {
             la: Layout::Col,
             ..Case::plain(3001, 200, 1)
         },
+        // Row splits (`gemm_rows`): several K and column blocks; bands
+        // taller than one MC block.
+        Case {
+            lb: Layout::Col,
+            beta: 0.5,
+            ..Case::plain(400, 900, 1000)
+        },
+        Case::plain(6500, 400, 37),
     ];
     for isa in isas() {
         for (s, case) in cases.iter().enumerate() {
@@ -653,6 +661,12 @@ fn parallel_paths_are_correct() {
                 beta: 0.5,
                 ..Case::plain(700, 33, 20)
             },
+            Case {
+                la: Layout::Col,
+                alpha: -2.0,
+                ..Case::plain(300, 500, 700)
+            },
+            Case::plain(6500, 400, 37),
         ] {
             p.install(|| case.check(isa, 2, 5));
         }
