@@ -43,6 +43,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kiln_tensor::Tensor;
 
@@ -55,6 +56,12 @@ pub struct LoadOptions {
     /// default) they are widened to `F32`, Kiln's compute type; the
     /// conversion is exact. Other dtypes always load as stored.
     pub keep_dtype: bool,
+    /// Copy every tensor into memory Kiln owns, closing the file. When
+    /// `false` (the default), [`StateDict::load_with`] leaves tensors whose
+    /// stored dtype is the loaded dtype in the memory-mapped file and reads
+    /// them in place (like `safetensors.torch.load_file`), so loading costs
+    /// no copy; writing to such a tensor copies it first.
+    pub copy: bool,
 }
 
 /// Named tensors with optional string metadata, ordered by name.
@@ -162,9 +169,11 @@ impl StateDict {
     /// is checked before any data byte is touched: the length prefix, UTF-8,
     /// JSON, every entry's dtype, shape and offsets, that the byte count is
     /// shape × dtype size, and that the tensors tile the data section with no
-    /// overlap, gap or trailing bytes. Then each tensor is copied (in
-    /// parallel for big ones) into owned storage; `BOOL` bytes other than 0
-    /// or 1 are rejected. Supported dtypes: `F32`, `F64`, `F16`, `BF16`,
+    /// overlap, gap or trailing bytes. Then each tensor whose stored dtype
+    /// is the one it loads as (and whose bytes are aligned) is read in place
+    /// from the map, unless [`LoadOptions::copy`] is set; the others are
+    /// copied (in parallel for big ones) into owned storage. `BOOL` bytes
+    /// other than 0 or 1 are rejected. Supported dtypes: `F32`, `F64`, `F16`, `BF16`,
     /// `I64`, `BOOL`.
     ///
     /// As with any memory-mapped loader, another process truncating the file
@@ -203,17 +212,20 @@ impl StateDict {
                 len: meta.len(),
             });
         }
-        // SAFETY: the map is read-only and lives only inside this function;
-        // every tensor is copied out of it before it is dropped. The hazard
-        // inherent to mmap, another process shrinking the file meanwhile, is
-        // documented above.
+        // SAFETY: the map is read-only; tensors that read it in place keep
+        // it alive through an `Arc`. The hazard inherent to mmap, another
+        // process shrinking the file meanwhile, is documented above.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         let header = load::validate(&map, &shown)?;
         // The header is sound: ask the kernel to fault the data in now, in
-        // one pass, rather than a page at a time during the copy.
+        // one pass, rather than a page at a time during the copy or the
+        // first forward pass.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::PopulateRead);
-        let (tensors, metadata) = load::read_tensors(&map, header, &shown, options)?;
+        let map: Arc<dyn AsRef<[u8]> + Send + Sync> = Arc::new(map);
+        let shared = (!options.copy).then(|| map.clone());
+        let (tensors, metadata) =
+            load::read_tensors((*map).as_ref(), shared, header, &shown, options)?;
         Ok(StateDict {
             tensors,
             metadata,
@@ -233,7 +245,7 @@ impl StateDict {
         options: LoadOptions,
     ) -> Result<StateDict, StateDictError> {
         let header = load::validate(bytes, label)?;
-        let (tensors, metadata) = load::read_tensors(bytes, header, label, options)?;
+        let (tensors, metadata) = load::read_tensors(bytes, None, header, label, options)?;
         Ok(StateDict {
             tensors,
             metadata,

@@ -176,7 +176,14 @@ fn round_trip_every_dtype_keeping_dtype() {
     let path = dir.path("all.safetensors");
     let sd = every_dtype();
     sd.save(&path).unwrap();
-    let back = StateDict::load_with(&path, LoadOptions { keep_dtype: true }).unwrap();
+    let back = StateDict::load_with(
+        &path,
+        LoadOptions {
+            keep_dtype: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_dicts_equal(&sd, &back);
     assert_eq!(back.source(), Some(path.as_path()));
     assert_eq!(dir.listing(), vec!["all.safetensors"], "no temporary left");
@@ -392,7 +399,14 @@ fn save_is_deterministic_and_matches_to_bytes() {
     sd.save(&path).unwrap();
     assert_eq!(first, std::fs::read(&path).unwrap());
     // Loading and saving again reproduces the file.
-    let back = StateDict::load_with(&path, LoadOptions { keep_dtype: true }).unwrap();
+    let back = StateDict::load_with(
+        &path,
+        LoadOptions {
+            keep_dtype: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(back.to_bytes().unwrap(), first);
 }
 
@@ -498,7 +512,14 @@ fn loads_torch_written_file() {
         }
     }
     // With keep_dtype the halves stay halves, with torch's exact bits.
-    let kept = StateDict::load_with(&path, LoadOptions { keep_dtype: true }).unwrap();
+    let kept = StateDict::load_with(
+        &path,
+        LoadOptions {
+            keep_dtype: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(kept.get("f16").unwrap().dtype(), DType::F16);
     assert_eq!(kept.get("bf16").unwrap().dtype(), DType::BF16);
     assert_close(
@@ -573,7 +594,14 @@ fn kiln_written_fixture_is_byte_stable() {
     }
     let committed = std::fs::read(&path).unwrap();
     assert_eq!(sd.to_bytes().unwrap(), committed, "saving the dict again");
-    let back = StateDict::load_with(&path, LoadOptions { keep_dtype: true }).unwrap();
+    let back = StateDict::load_with(
+        &path,
+        LoadOptions {
+            keep_dtype: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_dicts_equal(&sd, &back);
     assert_eq!(
         back.to_bytes().unwrap(),
@@ -939,7 +967,10 @@ fn check_loaded(sd: &StateDict) {
     let again = StateDict::from_bytes(
         &sd.to_bytes().unwrap(),
         "again",
-        LoadOptions { keep_dtype: true },
+        LoadOptions {
+            keep_dtype: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(again.len(), sd.len());
@@ -964,7 +995,7 @@ proptest! {
         let base = sd.to_bytes().unwrap();
         let bytes = mutate(&base, &edits, keep);
         for keep_dtype in [false, true] {
-            if let Ok(loaded) = StateDict::from_bytes(&bytes, "fuzz", LoadOptions { keep_dtype }) {
+            if let Ok(loaded) = StateDict::from_bytes(&bytes, "fuzz", LoadOptions { keep_dtype, ..Default::default() }) {
                 check_loaded(&loaded);
             }
         }
@@ -1141,7 +1172,14 @@ fn failed_write_mid_file_keeps_old_file() {
         vec!["model.safetensors"],
         "no temporary left"
     );
-    let back = StateDict::load_with(&path, LoadOptions { keep_dtype: true }).unwrap();
+    let back = StateDict::load_with(
+        &path,
+        LoadOptions {
+            keep_dtype: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_dicts_equal(&old, &back);
 }
 
@@ -1286,4 +1324,61 @@ fn long_key_lists_are_shortened() {
     let want: Vec<(String, Vec<usize>)> = (0..25).map(|i| (format!("p{i:02}"), vec![1])).collect();
     let err = sd.check_against(&want, true).unwrap_err();
     assert_names(&err, &["25 missing key(s)", "p09, … and 15 more]"]);
+}
+
+/// Loading leaves tensors that need no conversion in the mapped file;
+/// writing to one copies it first and leaves the file alone; `copy` and
+/// widened halves give owned storage.
+#[test]
+fn loads_read_in_place_from_the_map_and_copy_on_write() {
+    let dir = TempDir::new("map");
+    let path = dir.path("w.safetensors");
+    let mut sd = StateDict::new();
+    sd.insert("w", t((0..1000).map(|i| i as f32).collect(), &[10, 100]));
+    sd.insert("h", t(vec![f16::from_f32(1.5); 6], &[6]));
+    sd.save(&path).unwrap();
+
+    let back = StateDict::load(&path).unwrap();
+    let w = back.get("w").unwrap();
+    assert!(w.storage().is_mapped());
+    assert!(
+        !back.get("h").unwrap().storage().is_mapped(),
+        "widened to f32: a copy"
+    );
+    assert_eq!(w.to_vec::<f32>().unwrap()[999], 999.0);
+    let kept = StateDict::load_with(
+        &path,
+        LoadOptions {
+            keep_dtype: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(kept.get("h").unwrap().storage().is_mapped());
+
+    let mut w2 = w.clone();
+    w2.data_mut::<f32>().unwrap()[0] = -1.0;
+    assert!(!w2.storage().is_mapped());
+    assert_eq!(
+        w.to_vec::<f32>().unwrap()[0],
+        0.0,
+        "the mapped tensor is unchanged"
+    );
+    let again = StateDict::load(&path).unwrap();
+    assert_eq!(
+        again.get("w").unwrap().to_vec::<f32>().unwrap()[0],
+        0.0,
+        "the file is unchanged"
+    );
+
+    let copied = StateDict::load_with(
+        &path,
+        LoadOptions {
+            copy: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!copied.get("w").unwrap().storage().is_mapped());
+    assert_dicts_equal(&back, &copied);
 }

@@ -84,6 +84,19 @@ macro_rules! element {
             fn slice(storage: &Storage) -> Option<&[Self]> {
                 match storage {
                     Storage::$variant(v) => Some(v),
+                    Storage::Mapped(m) if m.dtype() == DType::$variant => {
+                        let b = m.bytes();
+                        // SAFETY: `Storage::mapped` checked that the bytes are
+                        // in bounds and aligned for this type on a
+                        // little-endian machine, and that the dtype is not
+                        // bool: every bit pattern is a valid value.
+                        Some(unsafe {
+                            std::slice::from_raw_parts(
+                                b.as_ptr().cast::<Self>(),
+                                b.len() / std::mem::size_of::<Self>(),
+                            )
+                        })
+                    }
                     _ => None,
                 }
             }

@@ -282,8 +282,9 @@ impl Tensor {
 
     /// Mutable access to the elements, in row-major order.
     ///
-    /// Copy-on-write: if the storage is shared with another tensor, or this
-    /// tensor is a non-contiguous or partial view, the elements are first
+    /// Copy-on-write: if the storage is shared with another tensor, is read
+    /// in place from a mapped file, or this tensor is a non-contiguous or
+    /// partial view, the elements are first
     /// copied into a fresh contiguous buffer owned by `self` alone, so other
     /// tensors never see the writes. Optimizers use this for in-place steps.
     ///
@@ -291,8 +292,10 @@ impl Tensor {
     /// [`TensorError::DType`] if `T` is not the tensor's dtype.
     pub fn data_mut<T: Element>(&mut self) -> Result<&mut [T]> {
         self.typed::<T>("data_mut")?;
-        let whole =
-            self.is_contiguous() && self.layout.offset() == 0 && self.numel() == self.storage.len();
+        let whole = self.is_contiguous()
+            && self.layout.offset() == 0
+            && self.numel() == self.storage.len()
+            && !self.storage.is_mapped();
         if !whole {
             let data = self.to_vec::<T>()?;
             *self = Tensor::from_parts(T::into_storage(data), self.shape());

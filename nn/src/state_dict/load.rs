@@ -1,5 +1,6 @@
 //! Reading safetensors bytes: parse and validate the header completely, then
-//! convert each tensor's bytes into an owned [`Tensor`].
+//! turn each tensor's bytes into a [`Tensor`], read in place from a memory
+//! map where no conversion is needed, else copied into owned storage.
 //!
 //! A safetensors file is
 //!
@@ -20,7 +21,9 @@
 use std::collections::{BTreeMap, HashSet};
 
 use half::{bf16, f16};
-use kiln_tensor::{DType, Tensor};
+use std::sync::Arc;
+
+use kiln_tensor::{DType, Layout, Storage, Tensor};
 use rayon::prelude::*;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
@@ -74,8 +77,12 @@ pub(super) fn validate(bytes: &[u8], file: &str) -> Result<Header, StateDictErro
 }
 
 /// Converts the tensors of a header [`validate`]d against the same `bytes`.
+///
+/// With `shared` (the same bytes, shareable), tensors that need no
+/// conversion read their elements in place from it instead of copying.
 pub(super) fn read_tensors(
     bytes: &[u8],
+    shared: Option<Arc<dyn AsRef<[u8]> + Send + Sync>>,
     header: Header,
     file: &str,
     options: LoadOptions,
@@ -88,7 +95,25 @@ pub(super) fn read_tensors(
         })?;
     let mut tensors = BTreeMap::new();
     for entry in header.entries {
-        let tensor = convert(data, &entry, file, options)?;
+        let in_place = shared.as_ref().and_then(|bytes| {
+            let same = entry.dtype != DType::Bool
+                && (options.keep_dtype || !matches!(entry.dtype, DType::F16 | DType::BF16));
+            let numel = entry.shape.iter().product();
+            let start = header.data_start + entry.start;
+            let storage = Storage::mapped(bytes.clone(), start, numel, entry.dtype);
+            same.then_some(storage)?
+                .map(|s| Tensor::from_storage(Arc::new(s), Layout::contiguous(&entry.shape)))
+        });
+        let tensor = match in_place {
+            Some(Ok(t)) => t,
+            Some(Err(source)) => {
+                return Err(StateDictError::Tensor {
+                    tensor: entry.name.clone(),
+                    source,
+                })
+            }
+            None => convert(data, &entry, file, options)?,
+        };
         tensors.insert(entry.name, tensor);
     }
     Ok((tensors, header.metadata))
