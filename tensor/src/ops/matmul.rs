@@ -6,6 +6,8 @@
 //! layout); nothing is copied first. Batches run in parallel when there are
 //! several; each GEMM parallelises over blocks of the output itself.
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::dtype::Element;
@@ -44,7 +46,19 @@ fn batch_offsets(layout: &Layout) -> Vec<usize> {
 
 /// Runs the kernel for one `m×k · k×n` product into a contiguous `m×n` block.
 #[allow(clippy::too_many_arguments)]
-fn gemm<T: Element>(m: usize, k: usize, n: usize, a: &[T], am: Mat, b: &[T], bm: Mat, c: &mut [T]) {
+/// `c = a·b` for one matrix of a batch; `c` may be uninitialised: with
+/// beta = 0 the kernels write every element without reading it.
+#[allow(clippy::too_many_arguments)]
+fn gemm<T: Element>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[T],
+    am: Mat,
+    b: &[T],
+    bm: Mat,
+    c: &mut [MaybeUninit<T>],
+) {
     debug_assert_eq!(c.len(), m * n);
     // SAFETY: `am`/`bm` come from layouts validated against their storage
     // (`Tensor::from_storage` checks the extent), so every element
@@ -64,7 +78,7 @@ fn gemm<T: Element>(m: usize, k: usize, n: usize, a: &[T], am: Mat, b: &[T], bm:
                 bm.rs,
                 bm.cs,
                 0.0,
-                c.as_mut_ptr() as *mut f32,
+                c.as_mut_ptr().cast::<f32>(),
                 n as isize,
                 1,
             ),
@@ -80,7 +94,7 @@ fn gemm<T: Element>(m: usize, k: usize, n: usize, a: &[T], am: Mat, b: &[T], bm:
                 bm.rs,
                 bm.cs,
                 0.0,
-                c.as_mut_ptr() as *mut f64,
+                c.as_mut_ptr().cast::<f64>(),
                 n as isize,
                 1,
             ),
@@ -108,11 +122,13 @@ fn typed_matmul<T: Element>(
     };
     let (ars, acs) = st(la);
     let (brs, bcs) = st(lb);
-    let mut out = vec![T::default(); out_shape.iter().product()];
+    let len: usize = out_shape.iter().product();
     if m * n == 0 {
-        return Tensor::from_vec(out, out_shape);
+        return Tensor::from_vec(vec![T::default(); len], out_shape);
     }
-    let one = |(i, c): (usize, &mut [T])| {
+    // No zero fill: every product writes all of its C (beta = 0), and a
+    // fill would touch every fresh page of a large output twice.
+    let one = |(i, c): (usize, &mut [MaybeUninit<T>])| {
         let am = Mat {
             offset: aoffs[i],
             rs: ars,
@@ -128,11 +144,16 @@ fn typed_matmul<T: Element>(
     // Small batches (a baby model's attention scores) run on the calling
     // thread: handing them to the pool costs more than the products.
     let fmas = aoffs.len().saturating_mul(m * n).saturating_mul(k);
-    if aoffs.len() > 1 && fmas >= 64 * 64 * 64 {
-        crate::parallel::install(|| out.par_chunks_mut(m * n).enumerate().for_each(one));
-    } else {
-        out.chunks_mut(m * n).enumerate().for_each(one);
-    }
+    // SAFETY: `one` writes every element of each m·n chunk (see `gemm`).
+    let out = unsafe {
+        crate::uninit::build(len, |out| {
+            if aoffs.len() > 1 && fmas >= 64 * 64 * 64 {
+                crate::parallel::install(|| out.par_chunks_mut(m * n).enumerate().for_each(one));
+            } else {
+                out.chunks_mut(m * n).enumerate().for_each(one);
+            }
+        })
+    };
     Tensor::from_vec(out, out_shape)
 }
 
