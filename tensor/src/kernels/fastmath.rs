@@ -407,6 +407,27 @@ multiversion! {
 }
 
 multiversion! {
+    /// The two numbers a log-sum-exp needs from a non-empty row:
+    /// `stats = [m, Σ exp(x − m)]` with `m` the row max (0 for a row of all
+    /// `-inf`), the sum accumulated in 64 lanes as in the softmax
+    /// kernels. Cross-entropy's forward uses it.
+    pub fn max_exp_sum(x: &[f32], stats: &mut [f32; 2]) {
+        let m = softmax_shift(x);
+        *stats = [m, exp_shifted_sum(x, m, None)];
+    }
+}
+
+multiversion! {
+    /// `out[j] = scale · exp(x[j] − shift)` (same length): softmax from a
+    /// saved log-sum-exp, as cross-entropy's backward rebuilds it.
+    pub fn scaled_exp(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = scale * exp_f32(v - shift);
+        }
+    }
+}
+
+multiversion! {
     /// GELU's backward, `dst[i] = dy[i]·gelu'(x[i])`; all three have the
     /// same length.
     pub(crate) fn gelu_backward(x: &[f32], dy: &[f32], dst: &mut [MaybeUninit<f32>]) {
@@ -1071,6 +1092,12 @@ mod tests {
                 let y: Vec<f32> = unsafe { build(x.len(), |d| unary(isa, op, &x, d)) };
                 outs.push(bits(&y));
             }
+            let mut stats = [0f32; 2];
+            max_exp_sum(isa, &x[..n], &mut stats);
+            outs.push(bits(&stats));
+            let mut y = vec![0f32; n];
+            scaled_exp(isa, &x[..n], 3.0, 0.25, &mut y);
+            outs.push(bits(&y));
             // SAFETY: `gelu_backward` writes every element.
             let y: Vec<f32> =
                 unsafe { build(n - 1, |d| gelu_backward(isa, &x[1..n], &w[..n - 1], d)) };
