@@ -44,10 +44,9 @@ fn batch_offsets(layout: &Layout) -> Vec<usize> {
     out
 }
 
-/// Runs the kernel for one `m×k · k×n` product into a contiguous `m×n` block.
-#[allow(clippy::too_many_arguments)]
-/// `c = a·b` for one matrix of a batch; `c` may be uninitialised: with
-/// beta = 0 the kernels write every element without reading it.
+/// Runs the kernel for one `m×k · k×n` product into a contiguous `m×n`
+/// block. `c` may be uninitialised: with beta = 0 the kernels write every
+/// element without reading it.
 #[allow(clippy::too_many_arguments)]
 fn gemm<T: Element>(
     m: usize,
