@@ -2,7 +2,7 @@
 //! present), for `scripts/compare_pieces.py`. Run:
 //! `cargo bench --bench adamw -- [--json]`. Median of repeats, in ms.
 
-#[path = "common/alloc.rs"]
+#[path = "../src/alloc.rs"]
 mod alloc;
 
 use std::time::Instant;

@@ -7,7 +7,7 @@
 //! - `block_backward`: backward of one GPT-2-small transformer block
 //!   (pre-LN attention + MLP, C = 768, 12 heads) on B = 4, T = 128 (ms).
 
-#[path = "common/alloc.rs"]
+#[path = "../src/alloc.rs"]
 mod alloc;
 
 use std::time::Instant;

@@ -21,7 +21,7 @@
 //! Run (short, one shape):
 //! `cargo bench --bench matmul -- 'gpt2_flops/kiln/qkv' --warm-up-time 1 --measurement-time 3`
 
-#[path = "common/alloc.rs"]
+#[path = "../src/alloc.rs"]
 mod alloc;
 
 use std::time::Duration;
@@ -245,6 +245,7 @@ impl Measurement for ThreadCpuTime {
 }
 
 fn main() {
+    alloc::keep_freed_memory();
     if std::env::var_os("KILN_BENCH_CPU_TIME").is_some() {
         if !cfg!(target_os = "linux") {
             panic!("KILN_BENCH_CPU_TIME needs Linux's CLOCK_THREAD_CPUTIME_ID");

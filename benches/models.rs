@@ -11,7 +11,7 @@
 //! - `train_124m`: one training step (fwd + bwd + AdamW), B=4, T=128 (tokens/s)
 //! - `train_baby`: one step of nanoGPT's baby GPT (4×4×128, block 64, batch 12, V=50257) (iterations/s)
 
-#[path = "common/alloc.rs"]
+#[path = "../src/alloc.rs"]
 mod alloc;
 
 use std::time::Instant;

@@ -7,7 +7,7 @@
 //! count comes from `KILN_NUM_THREADS` (default: every logical CPU).
 //! `scripts/compare_ops.py` runs the same shapes in PyTorch back to back.
 
-#[path = "common/alloc.rs"]
+#[path = "../src/alloc.rs"]
 mod alloc;
 
 use std::hint::black_box;
@@ -20,6 +20,7 @@ fn randn(shape: &[usize], rng: &mut Rng) -> Tensor {
 }
 
 fn ops(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     eprintln!(
         "kiln: {} threads, {} kernels",
         kiln_tensor::parallel::num_threads(),

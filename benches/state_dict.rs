@@ -11,7 +11,7 @@
 //! Throughput is tensor-data bytes per second. scripts/compare_state_dict.py times
 //! the same load against `safetensors.torch.load_file`.
 
-#[path = "common/alloc.rs"]
+#[path = "../src/alloc.rs"]
 mod alloc;
 
 use std::path::PathBuf;
@@ -79,6 +79,7 @@ impl Drop for Checkpoint {
 }
 
 fn bench_load(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     let data_bytes: usize = gpt2_small()
         .iter()
         .map(|(_, shape)| shape.iter().product::<usize>() * 4)

@@ -4,7 +4,7 @@
 //! file with its own `encode` call, the way `scripts/compare_tokenizer.py`
 //! times Hugging Face `tokenizers`; throughput is in corpus bytes per second.
 
-#[path = "common/alloc.rs"]
+#[path = "../src/alloc.rs"]
 mod alloc;
 
 use std::hint::black_box;
@@ -28,6 +28,7 @@ fn corpus() -> Vec<String> {
 }
 
 fn bench_tokenizer(c: &mut Criterion) {
+    alloc::keep_freed_memory();
     let texts = corpus();
     let bytes: usize = texts.iter().map(String::len).sum();
     let tok = Tokenizer::gpt2();

@@ -4,13 +4,7 @@
 
 mod cmd;
 
-/// mimalloc instead of the system allocator: a training step frees and
-/// reallocates the same multi-megabyte activations every step, and glibc
-/// hands such blocks back to the kernel (mmap/trim), so each step paid page
-/// faults again (about 15% of a GPT-2 block's backward). Libraries cannot
-/// choose the allocator; programs using Kiln may do the same.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod alloc;
 
 use std::process::ExitCode;
 
@@ -40,6 +34,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_memory();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Tokenize(args)) => cmd::tokenize::run(&args),

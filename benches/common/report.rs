@@ -11,7 +11,9 @@ pub struct Cases {
 
 impl Cases {
     /// Reads the arguments cargo passes through (`cargo bench --bench X -- …`).
+    /// Also sets the allocator up as the `kiln` binary does.
     pub fn from_args() -> Cases {
+        crate::alloc::keep_freed_memory();
         let args: Vec<String> = std::env::args()
             .skip(1)
             .filter(|a| !a.starts_with("--bench"))
