@@ -158,7 +158,7 @@ impl TrainArgs {
 }
 
 /// Optimizer steps of the demo run.
-pub const DEMO_STEPS: usize = 300;
+pub const DEMO_STEPS: usize = 450;
 
 fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
     match (&args.model, &args.config) {
