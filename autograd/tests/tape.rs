@@ -99,3 +99,24 @@ fn trace_shows_views_copies_and_rules() {
     let ops: Vec<&str> = bt.steps.iter().map(|s| s.op).collect();
     assert_eq!(ops, vec!["sum", "reshape", "transpose"]);
 }
+
+/// A tied head, `h · wᵀ` with `w` a contiguous `[V, C]` parameter, gets its
+/// gradient contiguous (no transposing copy) and equal to `gᵀ · h`.
+#[test]
+fn transposed_weight_gets_a_contiguous_gradient() {
+    let w = param((0..12).map(|i| i as f64 * 0.1).collect(), &[4, 3]);
+    let h =
+        Var::constant(Tensor::from_vec((0..6).map(|i| 1.0 - i as f64).collect(), &[2, 3]).unwrap());
+    let y = h.matmul(&w.t().unwrap()).unwrap(); // [2, 4]
+    let r = Tensor::from_vec((0..8).map(|i| i as f64).collect(), &[2, 4]).unwrap();
+    y.mul(&Var::constant(r.clone()))
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let g = w.grad().unwrap();
+    assert!(g.is_contiguous());
+    let want = r.t().unwrap().matmul(&h.value()).unwrap(); // [4, 3]
+    assert_eq!(g.to_vec::<f64>().unwrap(), want.to_vec::<f64>().unwrap());
+}

@@ -10,6 +10,8 @@
 //! f32 rows run the vectorised kernels `fastmath::max_exp_sum` and
 //! `fastmath::scaled_exp` (exp under 1 ulp, sums in 64 f32 lanes, as
 //! PyTorch's vectorised log-softmax sums in f32); f64 rows use `std`.
+use std::mem::MaybeUninit;
+
 use kiln_tensor::kernels::fastmath::{self, Isa};
 use kiln_tensor::{DType, FloatElement, Tensor, TensorError};
 use rayon::prelude::*;
@@ -21,8 +23,8 @@ use crate::{AutogradError, Result, Var};
 trait CeFloat: FloatElement {
     /// `(m, Σ exp(x − m))` of a row, `m` its max.
     fn max_exp_sum(row: &[Self]) -> (Self, f64);
-    /// `out[j] = scale · exp(x[j] − shift)`.
-    fn scaled_exp(row: &[Self], shift: Self, scale: Self, out: &mut [Self]);
+    /// `out[j] = scale · exp(x[j] − shift)`, writing every element.
+    fn scaled_exp(row: &[Self], shift: Self, scale: Self, out: &mut [MaybeUninit<Self>]);
 }
 
 impl CeFloat for f32 {
@@ -31,7 +33,7 @@ impl CeFloat for f32 {
         fastmath::max_exp_sum(Isa::detect(), row, &mut stats);
         (stats[0], stats[1] as f64)
     }
-    fn scaled_exp(row: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    fn scaled_exp(row: &[f32], shift: f32, scale: f32, out: &mut [MaybeUninit<f32>]) {
         fastmath::scaled_exp(Isa::detect(), row, shift, scale, out);
     }
 }
@@ -41,9 +43,9 @@ impl CeFloat for f64 {
         let m = row.iter().fold(f64::NEG_INFINITY, |m, &a| m.max(a));
         (m, row.iter().map(|&a| (a - m).exp()).sum())
     }
-    fn scaled_exp(row: &[f64], shift: f64, scale: f64, out: &mut [f64]) {
+    fn scaled_exp(row: &[f64], shift: f64, scale: f64, out: &mut [MaybeUninit<f64>]) {
         for (o, &a) in out.iter_mut().zip(row) {
-            *o = scale * (a - shift).exp();
+            o.write(scale * (a - shift).exp());
         }
     }
 }
@@ -108,29 +110,39 @@ fn backward<T: CeFloat>(
     lse: &[f64],
     scale: f64,
 ) -> Vec<T> {
-    let mut dx = vec![T::from_f64(0.0); x.len()];
-    let row_grad = |(n, (d, row)): (usize, (&mut [T], &[T]))| {
+    // Uninitialised: every row is written below (ignored rows with zeros),
+    // which saves a pass of zero-filling over the whole [N, V] gradient.
+    let mut dx: Vec<T> = Vec::with_capacity(x.len());
+    let row_grad = |(n, (d, row)): (usize, (&mut [MaybeUninit<T>], &[T]))| {
         let t = targets[n];
         if t == ignore {
+            d.iter_mut().for_each(|o| {
+                o.write(T::from_f64(0.0));
+            });
             return;
         }
         let sc = T::from_f64(scale);
         T::scaled_exp(row, T::from_f64(lse[n]), sc, d);
-        d[t as usize] -= sc;
+        // SAFETY: `scaled_exp` wrote the whole row.
+        let at = unsafe { d[t as usize].assume_init() };
+        d[t as usize].write(at - sc);
     };
+    let out = &mut dx.spare_capacity_mut()[..x.len()];
     if x.len() < PAR_MIN {
-        dx.chunks_mut(v)
+        out.chunks_mut(v)
             .zip(x.chunks(v))
             .enumerate()
             .for_each(row_grad);
     } else {
         kiln_tensor::parallel::install(|| {
-            dx.par_chunks_mut(v)
+            out.par_chunks_mut(v)
                 .zip(x.par_chunks(v))
                 .enumerate()
                 .for_each(row_grad)
         });
     }
+    // SAFETY: every row (all x.len() elements) was written above.
+    unsafe { dx.set_len(x.len()) };
     dx
 }
 
@@ -151,6 +163,12 @@ impl Var {
             op: "cross_entropy",
             msg: "logits need a class dim".into(),
         })?;
+        if v == 0 {
+            return Err(AutogradError::Invalid {
+                op: "cross_entropy",
+                msg: format!("logits {shape:?} have no classes"),
+            });
+        }
         if targets.shape() != &shape[..shape.len() - 1] {
             return Err(AutogradError::Invalid {
                 op: "cross_entropy",

@@ -36,18 +36,23 @@ impl Var {
                 };
                 let db = if !need_b {
                     None
-                } else if b.rank() == 2 && a.rank() > 2 {
+                } else if b.rank() == 2 && a.rank() >= 2 {
                     // A shared weight under a batch: fold the batch into the
                     // rows, one big product instead of a batch of small ones
                     // followed by a sum.
                     let k = a.shape()[a.rank() - 1];
                     let n = g.shape()[g.rank() - 1];
                     let rows = a.numel() / k.max(1);
-                    Some(
-                        a.reshape(&[rows, k])?
-                            .t()?
-                            .matmul(&g.reshape(&[rows, n])?)?,
-                    )
+                    let (a2, g2) = (a.reshape(&[rows, k])?, g.reshape(&[rows, n])?);
+                    if b.t()?.is_contiguous() && !b.is_contiguous() {
+                        // b is wᵀ for a contiguous w (a tied LM head): build
+                        // dw = gᵀ·a contiguous and hand back its transpose,
+                        // so the transpose's own backward yields dw without
+                        // a transposing copy of the whole weight gradient.
+                        Some(g2.t()?.matmul(&a2)?.t()?)
+                    } else {
+                        Some(a2.t()?.matmul(&g2)?)
+                    }
                 } else {
                     Some(a.t()?.matmul(g)?)
                 };

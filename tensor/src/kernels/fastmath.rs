@@ -418,11 +418,12 @@ multiversion! {
 }
 
 multiversion! {
-    /// `out[j] = scale · exp(x[j] − shift)` (same length): softmax from a
-    /// saved log-sum-exp, as cross-entropy's backward rebuilds it.
-    pub fn scaled_exp(x: &[f32], shift: f32, scale: f32, out: &mut [f32]) {
+    /// `out[j] = scale · exp(x[j] − shift)` (same length; `out` may be
+    /// uninitialised, every element is written): softmax from a saved
+    /// log-sum-exp, as cross-entropy's backward rebuilds it.
+    pub fn scaled_exp(x: &[f32], shift: f32, scale: f32, out: &mut [MaybeUninit<f32>]) {
         for (o, &v) in out.iter_mut().zip(x) {
-            *o = scale * exp_f32(v - shift);
+            o.write(scale * exp_f32(v - shift));
         }
     }
 }
@@ -1095,8 +1096,8 @@ mod tests {
             let mut stats = [0f32; 2];
             max_exp_sum(isa, &x[..n], &mut stats);
             outs.push(bits(&stats));
-            let mut y = vec![0f32; n];
-            scaled_exp(isa, &x[..n], 3.0, 0.25, &mut y);
+            // SAFETY: `scaled_exp` writes every element.
+            let y: Vec<f32> = unsafe { build(n, |d| scaled_exp(isa, &x[..n], 3.0, 0.25, d)) };
             outs.push(bits(&y));
             // SAFETY: `gelu_backward` writes every element.
             let y: Vec<f32> =
