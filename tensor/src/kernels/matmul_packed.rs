@@ -43,6 +43,7 @@
 //! `matrixmultiply::sgemm`.
 
 use std::cell::Cell;
+use std::ops::Range;
 use std::sync::OnceLock;
 use std::thread::LocalKey;
 
@@ -587,6 +588,114 @@ fn plan(n: usize, nr: usize, nc: usize, mpanels: usize, threads: usize) -> (usiz
     (row_parts, width)
 }
 
+/// One K block of a product, as both GEMM drivers walk it: rows
+/// `pc..pc + kcur` of B (columns of A), and the beta that block applies to
+/// C (the caller's for the first block, then 1 to accumulate).
+#[derive(Clone, Copy)]
+struct KBlock {
+    pc: usize,
+    kcur: usize,
+    beta: f32,
+}
+
+/// Packs A's rows `row..row + MR` (fewer at the bottom edge) over the K
+/// block into one MR-row panel at `dst`.
+///
+/// # Safety
+///
+/// As [`gemm_packed`]; `row < m`; `dst` writable for `MR·kcur` floats.
+unsafe fn pack_a_panel<K: Kernel>(g: &Gemm<f32>, kb: KBlock, row: usize, dst: *mut f32) {
+    // SAFETY: rows row..row+valid < m and columns pc..pc+kcur < k of A.
+    unsafe {
+        K::pack_a(
+            kb.kcur,
+            K::MR.min(g.m - row),
+            g.a.offset(row as isize * g.rsa + kb.pc as isize * g.csa),
+            g.rsa,
+            g.csa,
+            dst,
+        )
+    }
+}
+
+/// Packs B's columns `j0..j0 + ncur` over the K block into NR-wide panels
+/// at `dst`, one after another.
+///
+/// # Safety
+///
+/// As [`gemm_packed`]; `j0 + ncur ≤ n`; `dst` writable for
+/// `ncur.div_ceil(NR)·NR·kcur` floats.
+unsafe fn pack_b_block<K: Kernel>(
+    g: &Gemm<f32>,
+    kb: KBlock,
+    j0: usize,
+    ncur: usize,
+    dst: *mut f32,
+) {
+    for jp in 0..ncur.div_ceil(K::NR) {
+        let col = j0 + jp * K::NR;
+        // SAFETY: columns col..col+valid < n, rows pc..pc+kcur < k of B;
+        // panel jp of dst is in bounds.
+        unsafe {
+            K::pack_b(
+                kb.kcur,
+                K::NR.min(g.n - col),
+                g.b.offset(kb.pc as isize * g.rsb + col as isize * g.csb),
+                g.csb,
+                g.rsb,
+                dst.add(jp * K::NR * kb.kcur),
+            )
+        };
+    }
+}
+
+/// Runs the micro-kernel on every tile of A panels `panels` (indices into
+/// `apack`, whose panel 0 holds row `ic` of C) × the B panels of columns
+/// `j0..j0 + ncur` packed at `bpack`, the row block holding `mcur` rows.
+///
+/// # Safety
+///
+/// As [`gemm_packed`]; the panels were packed for this K block, and no
+/// other thread writes these tiles of C meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn tiles<K: Kernel>(
+    g: &Gemm<f32>,
+    kb: KBlock,
+    apack: *const f32,
+    panels: Range<usize>,
+    (ic, mcur): (usize, usize),
+    bpack: *const f32,
+    (j0, ncur): (usize, usize),
+) {
+    let (mr, nr, kcur) = (K::MR, K::NR, kb.kcur);
+    for ip in panels {
+        let row = ip * mr;
+        for jp in 0..ncur.div_ceil(nr) {
+            let col = jp * nr;
+            let out = TileOut {
+                c: g.c
+                    .wrapping_offset((ic + row) as isize * g.rsc + (j0 + col) as isize * g.csc),
+                rsc: g.rsc,
+                csc: g.csc,
+                rows: mr.min(mcur - row),
+                cols: nr.min(ncur - col),
+                alpha: g.alpha,
+                beta: kb.beta,
+            };
+            // SAFETY: the panels were packed with depth kcur; the tile is
+            // inside C and owned by the caller.
+            unsafe {
+                K::tile(
+                    kcur,
+                    apack.wrapping_add(ip * mr * kcur),
+                    bpack.wrapping_add(jp * nr * kcur),
+                    &out,
+                )
+            };
+        }
+    }
+}
+
 /// The packed, blocked GEMM for micro-kernel `K` (see the module docs).
 ///
 /// # Safety
@@ -608,21 +717,16 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Gemm<f32>) {
             let col_blocks = g.n.div_ceil(width);
             for pc in (0..g.k).step_by(kc) {
                 let kcur = kc.min(g.k - pc);
-                let beta = if pc == 0 { g.beta } else { 1.0 };
+                let kb = KBlock {
+                    pc,
+                    kcur,
+                    beta: if pc == 0 { g.beta } else { 1.0 },
+                };
                 let pack_a = |ip: usize| {
-                    let row = ic + ip * mr;
-                    // SAFETY: rows row..row+valid < m and columns pc..pc+kcur
-                    // < k of A; panel ip of the buffer (sized mc·kc) is
-                    // written by this call only.
+                    // SAFETY: panel ip of the buffer (sized mc·kc) is written
+                    // by this call only.
                     unsafe {
-                        K::pack_a(
-                            kcur,
-                            mr.min(g.m - row),
-                            g.a.offset(row as isize * g.rsa + pc as isize * g.csa),
-                            g.rsa,
-                            g.csa,
-                            apack.get().add(ip * mr * kcur),
-                        )
+                        pack_a_panel::<K>(g, kb, ic + ip * mr, apack.get().add(ip * mr * kcur))
                     }
                 };
                 if threads > 1 && mcur * kcur >= 1 << 15 {
@@ -637,42 +741,11 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Gemm<f32>) {
                     let npanels = ncur.div_ceil(nr);
                     let (p0, p1) = (part * mpanels / row_parts, (part + 1) * mpanels / row_parts);
                     with_scratch(&PACK_B, npanels * nr * kcur, |bpack| {
-                        for jp in 0..npanels {
-                            let col = j0 + jp * nr;
-                            // SAFETY: columns col..col+valid < n, rows
-                            // pc..pc+kcur < k of B; bpack holds npanels panels.
-                            unsafe {
-                                K::pack_b(
-                                    kcur,
-                                    nr.min(g.n - col),
-                                    g.b.offset(pc as isize * g.rsb + col as isize * g.csb),
-                                    g.csb,
-                                    g.rsb,
-                                    bpack.add(jp * nr * kcur),
-                                )
-                            };
-                        }
-                        for ip in p0..p1 {
-                            let row = ip * mr;
-                            let a_panel = apack.get().wrapping_add(ip * mr * kcur);
-                            for jp in 0..npanels {
-                                let col = jp * nr;
-                                let out = TileOut {
-                                    c: g.c.wrapping_offset(
-                                        (ic + row) as isize * g.rsc + (j0 + col) as isize * g.csc,
-                                    ),
-                                    rsc: g.rsc,
-                                    csc: g.csc,
-                                    rows: mr.min(mcur - row),
-                                    cols: nr.min(ncur - col),
-                                    alpha: g.alpha,
-                                    beta,
-                                };
-                                // SAFETY: the panels were packed above with kcur
-                                // depth; the tile is inside C, and tasks own
-                                // disjoint (rows, columns) of C.
-                                unsafe { K::tile(kcur, a_panel, bpack.add(jp * nr * kcur), &out) };
-                            }
+                        // SAFETY: bpack holds npanels panels; tasks own
+                        // disjoint (rows, columns) of C.
+                        unsafe {
+                            pack_b_block::<K>(g, kb, j0, ncur, bpack);
+                            tiles::<K>(g, kb, apack.get(), p0..p1, (ic, mcur), bpack, (j0, ncur));
                         }
                     })
                 };
@@ -740,70 +813,25 @@ unsafe fn gemm_rows<K: Kernel>(threads: usize, g: &Gemm<f32>) {
                     let panels = mcur.div_ceil(mr);
                     for pc in (0..g.k).step_by(kc) {
                         let kcur = kc.min(g.k - pc);
-                        let beta = if pc == 0 { g.beta } else { 1.0 };
+                        let kb = KBlock {
+                            pc,
+                            kcur,
+                            beta: if pc == 0 { g.beta } else { 1.0 },
+                        };
                         for ip in 0..panels {
-                            let row = ic + ip * mr;
-                            // SAFETY: rows row..row+valid < m, columns
-                            // pc..pc+kcur < k of A; the buffer holds
-                            // `panels` panels of kcur ≤ kc.
+                            // SAFETY: the buffer holds `panels` panels of
+                            // depth kcur ≤ kc.
                             unsafe {
-                                K::pack_a(
-                                    kcur,
-                                    mr.min(g.m - row),
-                                    g.a.offset(row as isize * g.rsa + pc as isize * g.csa),
-                                    g.rsa,
-                                    g.csa,
-                                    apack.add(ip * mr * kcur),
-                                )
+                                pack_a_panel::<K>(g, kb, ic + ip * mr, apack.add(ip * mr * kcur))
                             }
                         }
                         for j0 in (0..g.n).step_by(width) {
                             let ncur = width.min(g.n - j0);
-                            let npanels = ncur.div_ceil(nr);
-                            for jp in 0..npanels {
-                                let col = j0 + jp * nr;
-                                // SAFETY: columns col..col+valid < n, rows
-                                // pc..pc+kcur < k of B; the buffer holds
-                                // width·kc floats.
-                                unsafe {
-                                    K::pack_b(
-                                        kcur,
-                                        nr.min(g.n - col),
-                                        g.b.offset(pc as isize * g.rsb + col as isize * g.csb),
-                                        g.csb,
-                                        g.rsb,
-                                        bpack.add(jp * nr * kcur),
-                                    )
-                                };
-                            }
-                            for ip in 0..panels {
-                                let row = ip * mr;
-                                for jp in 0..npanels {
-                                    let col = jp * nr;
-                                    let out = TileOut {
-                                        c: g.c.wrapping_offset(
-                                            (ic + row) as isize * g.rsc
-                                                + (j0 + col) as isize * g.csc,
-                                        ),
-                                        rsc: g.rsc,
-                                        csc: g.csc,
-                                        rows: mr.min(mcur - row),
-                                        cols: nr.min(ncur - col),
-                                        alpha: g.alpha,
-                                        beta,
-                                    };
-                                    // SAFETY: panels packed above with depth
-                                    // kcur; the tile is inside C, and bands
-                                    // of rows belong to one task each.
-                                    unsafe {
-                                        K::tile(
-                                            kcur,
-                                            apack.add(ip * mr * kcur),
-                                            bpack.add(jp * nr * kcur),
-                                            &out,
-                                        )
-                                    };
-                                }
+                            // SAFETY: bpack holds width·kc floats; bands of
+                            // rows belong to one task each.
+                            unsafe {
+                                pack_b_block::<K>(g, kb, j0, ncur, bpack);
+                                tiles::<K>(g, kb, apack, 0..panels, (ic, mcur), bpack, (j0, ncur));
                             }
                         }
                     }
