@@ -95,22 +95,26 @@ pub(super) fn read_tensors(
         })?;
     let mut tensors = BTreeMap::new();
     for entry in header.entries {
-        let in_place = shared.as_ref().and_then(|bytes| {
-            let same = entry.dtype != DType::Bool
-                && (options.keep_dtype || !matches!(entry.dtype, DType::F16 | DType::BF16));
+        // In place unless f16/bf16 are widened (`Storage::mapped` itself
+        // declines bools, misaligned bytes and big-endian machines).
+        let widens = !options.keep_dtype && matches!(entry.dtype, DType::F16 | DType::BF16);
+        let mapped = shared.as_ref().filter(|_| !widens).and_then(|bytes| {
             let numel = entry.shape.iter().product();
-            let start = header.data_start + entry.start;
-            let storage = Storage::mapped(bytes.clone(), start, numel, entry.dtype);
-            same.then_some(storage)?
-                .map(|s| Tensor::from_storage(Arc::new(s), Layout::contiguous(&entry.shape)))
+            Storage::mapped(
+                bytes.clone(),
+                header.data_start + entry.start,
+                numel,
+                entry.dtype,
+            )
         });
-        let tensor = match in_place {
-            Some(Ok(t)) => t,
-            Some(Err(source)) => {
-                return Err(StateDictError::Tensor {
-                    tensor: entry.name.clone(),
-                    source,
-                })
+        let tensor = match mapped {
+            Some(storage) => {
+                Tensor::from_storage(Arc::new(storage), Layout::contiguous(&entry.shape)).map_err(
+                    |source| StateDictError::Tensor {
+                        tensor: entry.name.clone(),
+                        source,
+                    },
+                )?
             }
             None => convert(data, &entry, file, options)?,
         };

@@ -91,31 +91,30 @@ pub unsafe fn gemv_f32(
     y: *mut f32,
     incy: isize,
 ) {
-    let isa = Isa::detect();
-    let args = Gemv {
-        k,
-        n,
-        alpha,
-        x,
-        incx,
-        b,
-        rsb,
-        csb,
-        beta,
-        y,
-        incy,
-    };
-    let threads = if k.saturating_mul(n) < PARALLEL_MIN_ELEMS {
-        1
-    } else {
-        crate::parallel::num_threads()
-    };
-    // SAFETY: forwarded.
-    unsafe { args.run(isa, threads) }
+    // SAFETY: forwarded; `Isa::detect` only names an available ISA.
+    unsafe {
+        gemv_f32_with(
+            Isa::detect(),
+            crate::parallel::num_threads(),
+            k,
+            n,
+            alpha,
+            x,
+            incx,
+            b,
+            rsb,
+            csb,
+            beta,
+            y,
+            incy,
+        )
+    }
 }
 
 /// [`gemv_f32`] with the instruction set and thread count chosen; used by
-/// `gemm_f32_with`. `threads > 1` spreads work over the current rayon pool.
+/// `gemm_f32_with`. `threads > 1` spreads big products over the caller and
+/// Kiln's pool (`parallel::for_each_range`); under [`PARALLEL_MIN_ELEMS`]
+/// elements of B the caller does it alone.
 ///
 /// # Safety
 ///
@@ -289,12 +288,7 @@ impl Gemv {
                     let acc = base.get().wrapping_add(blk * ld);
                     // SAFETY: block `blk`'s partials are written by this
                     // call only; the rest is forwarded.
-                    unsafe {
-                        match isa {
-                            Isa::Avx512 => self.rows_acc_avx512(p0, p1, 0, n, acc),
-                            _ => self.rows_acc_avx2(p0, p1, 0, n, acc),
-                        }
-                    }
+                    unsafe { self.rows_acc(isa, p0, p1, 0, n, acc) }
                 }
             };
             if threads > 1 {
@@ -321,6 +315,49 @@ impl Gemv {
         for (j, &s) in sum.iter().enumerate() {
             // SAFETY: j < n.
             unsafe { self.store(j, s) };
+        }
+    }
+
+    /// Row-major B: `y[j0..j1] = x · B[:, j0..j1]` over all of `k`, in
+    /// column tiles of up to [`ROW_TILE`] accumulators held in L1.
+    ///
+    /// # Safety
+    ///
+    /// `isa` is AVX-512 or AVX2 and available, `csb == 1`, x contiguous,
+    /// `j1 ≤ n`, and [`gemv_f32`]'s contract.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows(&self, isa: Isa, j0: usize, j1: usize) {
+        let mut tile = [Line::default(); ROW_TILE / 16];
+        let acc = tile.as_mut_ptr().cast::<f32>();
+        let mut t0 = j0;
+        while t0 < j1 {
+            let w = (j1 - t0).min(ROW_TILE);
+            // SAFETY: forwarded; the tile holds ROW_TILE ≥ w floats, aligned.
+            unsafe {
+                self.rows_acc(isa, 0, self.k, t0, w, acc);
+                for j in 0..w {
+                    self.store(t0 + j, *acc.add(j));
+                }
+            }
+            t0 += w;
+        }
+    }
+
+    /// The row-major accumulators for rows `p0..p1` and columns
+    /// `t0..t0 + w` into `acc`, on `isa`'s kernel.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::rows`], plus `p0 ≤ p1 ≤ k`, `t0 + w ≤ n`, and `acc`
+    /// 64-byte aligned and writable for `w` rounded up to 16 floats.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn rows_acc(&self, isa: Isa, p0: usize, p1: usize, t0: usize, w: usize, acc: *mut f32) {
+        // SAFETY: forwarded; the caller picked an available SIMD ISA.
+        unsafe {
+            match isa {
+                Isa::Avx512 => self.rows_acc_avx512(p0, p1, t0, w, acc),
+                _ => self.rows_acc_avx2(p0, p1, t0, w, acc),
+            }
         }
     }
 
@@ -363,11 +400,11 @@ impl Gemv {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, Layout::RowMajor) => unsafe { self.rows_avx512(j0, j1) },
+            (Isa::Avx512, Layout::RowMajor) => unsafe { self.rows(isa, j0, j1) },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx512, Layout::ColMajor) => unsafe { self.dots_avx512(j0, j1) },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, Layout::RowMajor) => unsafe { self.rows_avx2(j0, j1) },
+            (Isa::Avx2, Layout::RowMajor) => unsafe { self.rows(isa, j0, j1) },
             #[cfg(target_arch = "x86_64")]
             (Isa::Avx2, Layout::ColMajor) => unsafe { self.dots_avx2(j0, j1) },
         }

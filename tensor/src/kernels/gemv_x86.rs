@@ -4,7 +4,6 @@
 //! only the vector width differs (16 or 8 floats).
 
 use super::*;
-use crate::kernels::matmul_packed::Line;
 
 /// How far ahead (in floats, 4 KiB) the dot-product loop prefetches each
 /// column: about the latency of a DRAM access at full streaming speed.
@@ -191,42 +190,18 @@ impl Gemv {
         }
     }
 
-    /// Row-major B: `y[j0..j1] = x · B[:, j0..j1]` by sweeping rows of B.
-    ///
-    /// A tile of up to [`ROW_TILE`] accumulators lives in L1; each sweep adds
-    /// four rows (`acc = fma(x[p], B[p, j], acc)` for p, p+1, p+2, p+3 in
-    /// order), so the accumulators are loaded and stored once per four rows
-    /// of B while four sequential streams of B are in flight.
-    ///
-    /// # Safety
-    ///
-    /// AVX-512F, `csb == 1`, x contiguous, `j1 ≤ n`, and the call contract.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn rows_avx512(&self, j0: usize, j1: usize) {
-        let mut tile = [Line::default(); ROW_TILE / 16];
-        let acc = tile.as_mut_ptr().cast::<f32>();
-        let mut t0 = j0;
-        while t0 < j1 {
-            let w = (j1 - t0).min(ROW_TILE);
-            // SAFETY: forwarded; the tile holds ROW_TILE ≥ w floats, aligned.
-            unsafe {
-                self.rows_acc_avx512(0, self.k, t0, w, acc);
-                for j in 0..w {
-                    self.store(t0 + j, *acc.add(j));
-                }
-            }
-            t0 += w;
-        }
-    }
-
-    /// The accumulators of [`Self::rows_avx512`] for rows `p0..p1` of B and
-    /// columns `t0..t0 + w`: `acc[j] = Σ_p x[p]·B[p, t0 + j]`, an FMA chain
-    /// over `p` in order, four rows per sweep.
+    /// Row-major B on AVX-512F: the accumulators `acc[j] = Σ_p x[p]·B[p,
+    /// t0 + j]` for rows `p0..p1` of B and columns `t0..t0 + w`, an FMA
+    /// chain over `p` in order. Each sweep adds four rows (`acc = fma(x[p],
+    /// B[p, j], acc)` for p, p+1, p+2, p+3), so the accumulators, which stay
+    /// in L1, are loaded and stored once per four rows of B while four
+    /// sequential streams of B are in flight. See `Gemv::rows`.
     ///
     /// # Safety
     ///
-    /// As [`Self::rows_avx512`], plus `p0 ≤ p1 ≤ k`, `t0 + w ≤ n`, and `acc`
-    /// 64-byte aligned and writable for `w` rounded up to 16 floats.
+    /// AVX-512F, `csb == 1`, x contiguous, the call contract, `p0 ≤ p1 ≤ k`,
+    /// `t0 + w ≤ n`, and `acc` 64-byte aligned and writable for `w` rounded
+    /// up to 16 floats.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn rows_acc_avx512(
         &self,
@@ -285,37 +260,13 @@ impl Gemv {
         }
     }
 
-    /// Row-major B on AVX2; see [`Self::rows_avx512`].
+    /// [`Self::rows_acc_avx512`] on AVX2 + FMA, 8-float vectors.
     ///
     /// # Safety
     ///
-    /// AVX2 + FMA, `csb == 1`, x contiguous, `j1 ≤ n`, and the call contract.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn rows_avx2(&self, j0: usize, j1: usize) {
-        let mut tile = [Line::default(); ROW_TILE / 16];
-        let acc = tile.as_mut_ptr().cast::<f32>();
-        let mut t0 = j0;
-        while t0 < j1 {
-            let w = (j1 - t0).min(ROW_TILE);
-            // SAFETY: forwarded; the tile holds ROW_TILE ≥ w floats, aligned.
-            unsafe {
-                self.rows_acc_avx2(0, self.k, t0, w, acc);
-                for j in 0..w {
-                    self.store(t0 + j, *acc.add(j));
-                }
-            }
-            t0 += w;
-        }
-    }
-
-    /// The accumulators of [`Self::rows_avx2`] for rows `p0..p1` of B and
-    /// columns `t0..t0 + w`: `acc[j] = Σ_p x[p]·B[p, t0 + j]`, an FMA chain
-    /// over `p` in order, four rows per sweep.
-    ///
-    /// # Safety
-    ///
-    /// As [`Self::rows_avx2`], plus `p0 ≤ p1 ≤ k`, `t0 + w ≤ n`, and `acc`
-    /// 64-byte aligned and writable for `w` rounded up to 8 floats.
+    /// AVX2 + FMA, `csb == 1`, x contiguous, the call contract, `p0 ≤ p1 ≤
+    /// k`, `t0 + w ≤ n`, and `acc` 32-byte aligned and writable for `w`
+    /// rounded up to 8 floats.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows_acc_avx2(
         &self,

@@ -254,10 +254,12 @@ pub unsafe fn gemm_f64(
 
 /// [`gemm_f32`] with the instruction set and the thread count chosen.
 ///
-/// `threads` is the number of tasks worth creating; when it exceeds 1 the
-/// work is spread with rayon over the *current* pool (the caller wraps this
-/// in `crate::parallel::install`, or tests in a pool they built). With
-/// `threads == 1` no rayon call is made at all.
+/// `threads` is the number of tasks worth creating. When it exceeds 1, the
+/// column split ([`gemm_packed`]) spreads work with rayon over the
+/// *current* pool (the caller wraps this in `crate::parallel::install`, or
+/// tests in a pool they built), while the row split ([`gemm_rows`]) and
+/// gemv run on the caller plus Kiln's pool (`parallel::for_each_range`).
+/// With `threads == 1` the work stays on the calling thread.
 ///
 /// # Safety
 ///

@@ -240,16 +240,16 @@ impl Tensor {
         // a weight): when the lhs batch and row dims merge into one strided
         // dim, it is a single `[batch·m, k] · [k, n]` product, which the
         // packed kernel blocks far better than `batch` products of m rows.
+        let product = |la: &Layout, lb: &Layout, shape: &[usize]| match self.dtype() {
+            DType::F32 => typed_matmul::<f32>(&a, &b, la, lb, shape),
+            _ => typed_matmul::<f64>(&a, &b, la, lb, shape),
+        };
         if br == 2 && ar > 2 && ka > 0 {
             let rows = a.numel() / ka;
             if let Some(la) = a.layout().reshape_view(&[rows, ka])? {
                 let mut out_shape = batch.clone();
                 out_shape.extend([m, n]);
-                let out = match self.dtype() {
-                    DType::F32 => typed_matmul::<f32>(&a, &b, &la, b.layout(), &[rows, n])?,
-                    _ => typed_matmul::<f64>(&a, &b, &la, b.layout(), &[rows, n])?,
-                };
-                let out = out.reshape(&out_shape)?;
+                let out = product(&la, b.layout(), &[rows, n])?.reshape(&out_shape)?;
                 return if rhs.rank() == 1 {
                     out.squeeze(-1)
                 } else {
@@ -265,10 +265,7 @@ impl Tensor {
         out_shape.extend([m, n]);
         let la = a.layout().broadcast_to(&a_shape)?;
         let lb = b.layout().broadcast_to(&b_shape)?;
-        let out = match self.dtype() {
-            DType::F32 => typed_matmul::<f32>(&a, &b, &la, &lb, &out_shape)?,
-            _ => typed_matmul::<f64>(&a, &b, &la, &lb, &out_shape)?,
-        };
+        let out = product(&la, &lb, &out_shape)?;
         let out = if self.rank() == 1 {
             out.squeeze(-2)?
         } else {
