@@ -242,24 +242,7 @@ impl Case {
     pub(crate) fn check(&self, isa: Isa, threads: usize, seed: u64) {
         let (a, b, mut c) = self.operands(seed);
         let (exact, scale) = reference(self.alpha, &a, &b, self.beta, &c);
-        let g = Gemm {
-            m: self.m,
-            k: self.k,
-            n: self.n,
-            alpha: self.alpha,
-            a: a.ptr(),
-            rsa: a.rs,
-            csa: a.cs,
-            b: b.ptr(),
-            rsb: b.rs,
-            csb: b.cs,
-            beta: self.beta,
-            c: c.mut_ptr(),
-            rsc: c.rs,
-            csc: c.cs,
-        };
-        // SAFETY: the views are in bounds of their buffers.
-        unsafe { gemm_f32_with(isa, threads, g) };
+        self.multiply(isa, threads, &a, &b, &mut c);
         assert_close(
             &c,
             &exact,
@@ -271,6 +254,11 @@ impl Case {
     /// Runs the case through `gemm_f32_with` and returns C's buffer.
     pub(crate) fn run(&self, isa: Isa, threads: usize, seed: u64) -> Vec<f32> {
         let (a, b, mut c) = self.operands(seed);
+        self.multiply(isa, threads, &a, &b, &mut c);
+        c.data
+    }
+    /// `C = alpha·A·B + beta·C` through `gemm_f32_with`.
+    fn multiply(&self, isa: Isa, threads: usize, a: &Mat, b: &Mat, c: &mut Mat) {
         let g = Gemm {
             m: self.m,
             k: self.k,
@@ -289,7 +277,6 @@ impl Case {
         };
         // SAFETY: the views are in bounds of their buffers.
         unsafe { gemm_f32_with(isa, threads, g) };
-        c.data
     }
 }
 
