@@ -304,6 +304,17 @@ impl Tensor {
         Ok(T::slice_mut(storage).expect("dtype checked above"))
     }
 
+    /// Whether `self` is the only owner of its whole buffer, laid out
+    /// contiguously from its start in memory Kiln may write (not a mapped
+    /// file): then [`Tensor::data_mut`] writes in place without copying.
+    pub(crate) fn owns_buffer(&mut self) -> bool {
+        self.is_contiguous()
+            && self.layout.offset() == 0
+            && self.numel() == self.storage.len()
+            && !self.storage.is_mapped()
+            && Arc::get_mut(&mut self.storage).is_some()
+    }
+
     /// A contiguous tensor with the same elements: `self` (no copy) when
     /// already contiguous, else a row-major copy (`torch.Tensor.contiguous`).
     pub fn contiguous(&self) -> Tensor {

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use crate::dtype::{Element, FloatElement};
 use crate::kernels::fastmath::{self, Binary, Isa};
 use crate::shape::broadcast_shapes;
-use crate::strided::Walk;
+use crate::strided::{Walk, PAR_CHUNK, PAR_UNIT};
 use crate::{Result, Tensor, TensorError};
 
 /// Checks that both operands have the same dtype.
@@ -165,6 +165,102 @@ impl Tensor {
         pow, None, |a, b| a.powf(b));
 }
 
+impl Tensor {
+    /// `self += rhs` (`torch.Tensor.add_`), with `rhs` broadcast to
+    /// `self`'s shape.
+    ///
+    /// When `self` is the only owner of its whole, contiguous buffer (a
+    /// fresh result, an accumulated gradient) the sum is written in place;
+    /// otherwise `self` becomes `self + rhs`, a new tensor, and whatever
+    /// shared the old buffer never sees the change. Either way the bits equal
+    /// those of [`Tensor::add`].
+    ///
+    /// # Errors
+    /// [`TensorError::Broadcast`] if `rhs` does not broadcast to `self`'s
+    /// shape, [`TensorError::DType`] if the dtypes differ or are not f32/f64.
+    pub fn add_assign(&mut self, rhs: &Tensor) -> Result<()> {
+        const OP: &str = "add_assign";
+        same_dtype(OP, self, rhs)?;
+        let src = rhs
+            .layout()
+            .broadcast_to(self.shape())
+            .map_err(|_| TensorError::Broadcast {
+                op: OP,
+                lhs: self.shape().to_vec(),
+                rhs: rhs.shape().to_vec(),
+            })?;
+        if !self.owns_buffer() {
+            *self = self.add(rhs)?;
+            return Ok(());
+        }
+        let region = crate::Layout::contiguous(self.shape());
+        self.add_in_place(OP, &region, rhs, &src)
+    }
+
+    /// Adds `src` (viewed through `src_layout`) into the elements of `self`
+    /// that `region` picks out, in place and in parallel. `region` indexes a
+    /// contiguous buffer of `self`'s shape and has `src_layout`'s shape; no
+    /// two of its positions may name the same element. A `self` that shares
+    /// or only views its buffer is first copied (copy-on-write).
+    pub(crate) fn add_in_place(
+        &mut self,
+        op: &'static str,
+        region: &crate::Layout,
+        src: &Tensor,
+        src_layout: &crate::Layout,
+    ) -> Result<()> {
+        fn run<T: FloatElement>(dst: &mut [T], from: &[T], walk: &Walk<2>, numel: usize) {
+            let dst = crate::kernels::matmul_packed::SharedPtr(dst.as_mut_ptr());
+            let units = numel.div_ceil(PAR_UNIT);
+            crate::parallel::for_each_range(units, PAR_CHUNK / PAR_UNIT, |r| {
+                walk.for_runs(
+                    r.start * PAR_UNIT,
+                    r.end * PAR_UNIT,
+                    |[o, i], len, [so, si]| {
+                        // SAFETY: `region` maps distinct positions to distinct
+                        // elements inside the buffer, and the ranges handed out
+                        // are disjoint, so each element is written by one thread.
+                        unsafe {
+                            let d = dst.get().add(o);
+                            if so == 1 && si == 1 {
+                                let d = std::slice::from_raw_parts_mut(d, len);
+                                for (x, &y) in d.iter_mut().zip(&from[i..i + len]) {
+                                    *x += y;
+                                }
+                            } else {
+                                for e in 0..len {
+                                    *d.add(e * so) += from[i + e * si];
+                                }
+                            }
+                        }
+                    },
+                );
+            });
+        }
+        same_dtype(op, self, src)?;
+        let walk = Walk::new([region, src_layout]);
+        let numel = src_layout.numel();
+        match self.dtype() {
+            crate::DType::F32 => {
+                let from = src.typed::<f32>(op)?;
+                run(self.data_mut::<f32>()?, from, &walk, numel);
+            }
+            crate::DType::F64 => {
+                let from = src.typed::<f64>(op)?;
+                run(self.data_mut::<f64>()?, from, &walk, numel);
+            }
+            other => {
+                return Err(TensorError::DType {
+                    op,
+                    got: other,
+                    expected: "f32 or f64".into(),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
 macro_rules! std_op {
     ($trait:ident, $method:ident, $call:ident) => {
         /// Operator sugar for the named method.
@@ -227,5 +323,52 @@ mod tests {
             .unwrap()
             .iter()
             .all(|v| v.is_nan()));
+    }
+
+    fn addr(t: &Tensor) -> usize {
+        t.as_slice::<f32>().unwrap().as_ptr() as usize
+    }
+
+    #[test]
+    fn add_assign_is_add_in_place() {
+        let mut rng = crate::Rng::new(5);
+        let a = Tensor::randn(&[3, 70_000], 0.0, 1.0, crate::DType::F32, &mut rng).unwrap();
+        let b = Tensor::randn(&[3, 70_000], 0.0, 1.0, crate::DType::F32, &mut rng).unwrap();
+        let want = a.add(&b).unwrap().to_vec::<f32>().unwrap();
+        // An owned buffer is written in place (big enough to run in parallel).
+        let mut x = a.add_scalar(0.0).unwrap();
+        let before = addr(&x);
+        x.add_assign(&b).unwrap();
+        assert_eq!(addr(&x), before);
+        assert_eq!(x.to_vec::<f32>().unwrap(), want);
+        // A shared buffer is not: the other owner keeps its values.
+        let mut y = a.clone();
+        y.add_assign(&b).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), want);
+        assert_ne!(a.to_vec::<f32>().unwrap(), want);
+        // Broadcast and strided right-hand sides, f64 too.
+        let row = Tensor::randn(&[5], 0.0, 1.0, crate::DType::F64, &mut rng).unwrap();
+        let m = Tensor::randn(&[5, 4], 0.0, 1.0, crate::DType::F64, &mut rng).unwrap();
+        let mut z = Tensor::zeros(&[4, 5], crate::DType::F64);
+        z.add_assign(&row).unwrap();
+        z.add_assign(&m.t().unwrap()).unwrap();
+        let want = row.add(&m.t().unwrap()).unwrap();
+        assert_eq!(z.to_vec::<f64>().unwrap(), want.to_vec::<f64>().unwrap());
+    }
+
+    #[test]
+    fn add_assign_rejects_what_does_not_fit() {
+        let mut x = Tensor::zeros(&[2, 3], crate::DType::F32);
+        let wide = Tensor::zeros(&[4, 3], crate::DType::F32);
+        assert!(matches!(
+            x.add_assign(&wide),
+            Err(TensorError::Broadcast { .. })
+        ));
+        let f64s = Tensor::zeros(&[2, 3], crate::DType::F64);
+        assert!(matches!(
+            x.add_assign(&f64s),
+            Err(TensorError::DType { .. })
+        ));
+        assert_eq!(x.to_vec::<f32>().unwrap(), vec![0.0; 6]);
     }
 }

@@ -22,23 +22,7 @@ impl Tensor {
     /// [`TensorError::DType`] if the dtypes differ.
     pub fn slice_scatter(&self, src: &Tensor, dim: impl Dim, start: usize) -> Result<Tensor> {
         const OP: &str = "slice_scatter";
-        let d = dim.resolve(OP, self.shape())?;
-        crate::ops::binary::same_dtype(OP, self, src)?;
-        let fits = src.rank() == self.rank()
-            && src
-                .shape()
-                .iter()
-                .zip(self.shape())
-                .enumerate()
-                .all(|(k, (&a, &b))| if k == d { start + a <= b } else { a == b });
-        if !fits {
-            return Err(TensorError::ShapeMismatch {
-                op: OP,
-                expected: self.shape().to_vec(),
-                got: src.shape().to_vec(),
-            });
-        }
-        let region = Layout::contiguous(self.shape()).narrow(d, start, src.shape()[d])?;
+        let region = self.slice_region(OP, src, dim, start)?;
         let walk = Walk::new([&region, src.layout()]);
         with_any!(self.dtype(), |T| {
             let mut out = self.to_vec::<T>()?;
@@ -50,6 +34,57 @@ impl Tensor {
             });
             Tensor::from_vec(out, self.shape())
         })
+    }
+
+    /// `self[…, start..start + len, …] += src` along `dim`, in place
+    /// (`self.narrow(dim, start, len).add_(src)` in PyTorch). The backward
+    /// of [`Tensor::narrow`] adds its gradient into the input's gradient
+    /// this way, instead of building a zero-padded copy and adding that.
+    ///
+    /// Writes in place when `self` is the only owner of its whole,
+    /// contiguous buffer; otherwise `self` is first copied, so tensors that
+    /// shared its buffer never see the change. `src` is read through its
+    /// strides.
+    ///
+    /// # Shapes
+    /// `src` has `self`'s shape except along `dim`, where it fits inside.
+    ///
+    /// # Errors
+    /// [`TensorError::ShapeMismatch`] if `src` does not fit,
+    /// [`TensorError::DType`] if the dtypes differ or are not f32/f64.
+    pub fn add_assign_slice(&mut self, src: &Tensor, dim: impl Dim, start: usize) -> Result<()> {
+        const OP: &str = "add_assign_slice";
+        let region = self.slice_region(OP, src, dim, start)?;
+        self.add_in_place(OP, &region, src, src.layout())
+    }
+
+    /// The positions `start..start + src.shape()[dim]` along `dim` of a
+    /// contiguous buffer shaped like `self`, after checking that `src` fits
+    /// there and has `self`'s dtype.
+    fn slice_region(
+        &self,
+        op: &'static str,
+        src: &Tensor,
+        dim: impl Dim,
+        start: usize,
+    ) -> Result<Layout> {
+        let d = dim.resolve(op, self.shape())?;
+        crate::ops::binary::same_dtype(op, self, src)?;
+        let fits = src.rank() == self.rank()
+            && src
+                .shape()
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .all(|(k, (&a, &b))| if k == d { start + a <= b } else { a == b });
+        if !fits {
+            return Err(TensorError::ShapeMismatch {
+                op,
+                expected: self.shape().to_vec(),
+                got: src.shape().to_vec(),
+            });
+        }
+        Layout::contiguous(self.shape()).narrow(d, start, src.shape()[d])
     }
 
     /// Concatenates along `dim` (`torch.cat`). All tensors must share dtype
@@ -246,9 +281,47 @@ mod tests {
 
 #[cfg(test)]
 mod slice_scatter_tests {
-    use crate::{DType, Rng, Tensor};
+    use crate::{DType, Rng, Tensor, TensorError};
 
     /// Writing a (transposed) slice over zeros is zero-padding it.
+    #[test]
+    fn add_assign_slice_adds_into_the_slice_only() {
+        let mut rng = Rng::new(4);
+        let base = Tensor::randn(&[2, 3, 9], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        let g = Tensor::randn(&[2, 5, 3], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        let g = g.transpose(1, 2).unwrap(); // [2, 3, 5], strided
+        let padded = Tensor::zeros(&[2, 3, 9], DType::F32)
+            .slice_scatter(&g, 2, 3)
+            .unwrap();
+        let want = base.add(&padded).unwrap().to_vec::<f32>().unwrap();
+        // Owned: in place.
+        let mut x = base.add_scalar(0.0).unwrap();
+        let before = x.as_slice::<f32>().unwrap().as_ptr();
+        x.add_assign_slice(&g, 2, 3).unwrap();
+        assert_eq!(x.as_slice::<f32>().unwrap().as_ptr(), before);
+        assert_eq!(x.to_vec::<f32>().unwrap(), want);
+        // Shared: copied first, the other owner unchanged.
+        let mut y = base.clone();
+        y.add_assign_slice(&g, -1, 3).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), want);
+        assert_ne!(base.to_vec::<f32>().unwrap(), want);
+        // Along the first dim.
+        let mut z = Tensor::zeros(&[4, 2], DType::F32);
+        z.add_assign_slice(&Tensor::ones(&[2, 2], DType::F32), 0, 1)
+            .unwrap();
+        assert_eq!(
+            z.to_vec::<f32>().unwrap(),
+            vec![0., 0., 1., 1., 1., 1., 0., 0.]
+        );
+        // A slice that does not fit is an error that leaves self alone.
+        let err = z.add_assign_slice(&Tensor::ones(&[2, 2], DType::F32), 0, 3);
+        assert!(matches!(err, Err(TensorError::ShapeMismatch { .. })));
+        assert_eq!(
+            z.to_vec::<f32>().unwrap(),
+            vec![0., 0., 1., 1., 1., 1., 0., 0.]
+        );
+    }
+
     #[test]
     fn slice_scatter_pads_like_cat() {
         let mut rng = Rng::new(3);
