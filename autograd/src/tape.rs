@@ -42,6 +42,10 @@ struct Node {
     inputs: Vec<Input>,
     input_shapes: Vec<Vec<usize>>,
     backward: Option<BackwardFn>,
+    /// For a narrow (`dim`, `start`): the engine adds the output's gradient
+    /// into that slice of a node input's gradient in place, rather than
+    /// running the rule, which builds a zero-padded copy to add.
+    slice: Option<(usize, usize)>,
     trace: TraceEntry,
 }
 
@@ -137,6 +141,31 @@ pub(crate) fn record(
     out: Tensor,
     backward: BackwardFn,
 ) -> Result<Var> {
+    push(op, rule, inputs, out, backward, None)
+}
+
+/// [`record`] for `out = input.narrow(dim, start, …)`: the gradient is added
+/// straight into that slice of the input's gradient when the input is a
+/// node; `backward` (the zero-padded gradient) serves a leaf input.
+pub(crate) fn record_slice(
+    op: &'static str,
+    rule: &'static str,
+    input: &Var,
+    out: Tensor,
+    (dim, start): (usize, usize),
+    backward: BackwardFn,
+) -> Result<Var> {
+    push(op, rule, &[input], out, backward, Some((dim, start)))
+}
+
+fn push(
+    op: &'static str,
+    rule: &'static str,
+    inputs: &[&Var],
+    out: Tensor,
+    backward: BackwardFn,
+    slice: Option<(usize, usize)>,
+) -> Result<Var> {
     if !is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
         return Ok(Var::constant(out));
     }
@@ -153,6 +182,7 @@ pub(crate) fn record(
             inputs: ins,
             input_shapes,
             backward: Some(backward),
+            slice,
             trace,
         });
         (t.generation, t.nodes.len() - 1)
@@ -195,11 +225,26 @@ pub fn unbroadcast(grad: Tensor, shape: &[usize]) -> Result<Tensor> {
     Ok(summed.reshape(shape)?)
 }
 
+/// Adds `g` into a node's gradient: in place when the gradient so far owns
+/// its buffer (else a new sum; see [`Tensor::add_assign`]).
 fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
-    *slot = Some(match slot.take() {
-        None => g,
-        Some(prev) => prev.add(&g)?,
-    });
+    match slot {
+        None => *slot = Some(g),
+        Some(prev) => prev.add_assign(&g)?,
+    }
+    Ok(())
+}
+
+/// Adds `g` into positions `start..` along `dim` of a node's gradient
+/// (shaped `shape`), starting from zeros if it has none yet.
+fn accumulate_slice(
+    slot: &mut Option<Tensor>,
+    g: &Tensor,
+    shape: &[usize],
+    (dim, start): (usize, usize),
+) -> Result<()> {
+    let grad = slot.get_or_insert_with(|| Tensor::zeros(shape, g.dtype()));
+    grad.add_assign_slice(g, dim, start)?;
     Ok(())
 }
 
@@ -266,16 +311,22 @@ impl Var {
             let started = std::time::Instant::now();
             let node = &mut nodes[i];
             let rule = node.backward.take().expect("each node runs once");
-            let in_grads = rule(&g)?;
-            drop(g);
-            for ((input, shape), ig) in node.inputs.iter().zip(&node.input_shapes).zip(in_grads) {
-                let Some(ig) = ig else { continue };
-                match input {
-                    Input::Const => {}
-                    Input::Node(j) => accumulate(&mut grads[*j], unbroadcast(ig, shape)?)?,
-                    Input::Leaf(l) => l.accumulate(unbroadcast(ig, shape)?)?,
+            if let (Some(slice), [Input::Node(j)]) = (node.slice, &node.inputs[..]) {
+                accumulate_slice(&mut grads[*j], &g, &node.input_shapes[0], slice)?;
+                drop(rule);
+            } else {
+                let in_grads = rule(&g)?;
+                for ((input, shape), ig) in node.inputs.iter().zip(&node.input_shapes).zip(in_grads)
+                {
+                    let Some(ig) = ig else { continue };
+                    match input {
+                        Input::Const => {}
+                        Input::Node(j) => accumulate(&mut grads[*j], unbroadcast(ig, shape)?)?,
+                        Input::Leaf(l) => l.accumulate(unbroadcast(ig, shape)?)?,
+                    }
                 }
             }
+            drop(g);
             steps.push(BackwardStep {
                 node: i,
                 op: node.trace.op,

@@ -27,10 +27,10 @@ pub struct Leaf {
 impl Leaf {
     pub(crate) fn accumulate(&self, g: Tensor) -> Result<()> {
         let mut slot = self.grad.lock().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(match slot.take() {
-            None => g.contiguous(),
-            Some(prev) => prev.add(&g)?,
-        });
+        match &mut *slot {
+            None => *slot = Some(g.contiguous()),
+            Some(prev) => prev.add_assign(&g)?,
+        }
         Ok(())
     }
 

@@ -81,6 +81,15 @@ proptest! {
         check(|v| v[0].permute(&perm)?.mul(&v[1]), vec![x.clone(), w]);
         check(|v| v[0].transpose(0, -1)?.reshape(&[x.numel()])?.mul_scalar(2.0), vec![x.clone()]);
         check(|v| v[0].narrow(-1, 1, s[r - 1] - 1)?.exp(), vec![x.clone()]);
+        // Narrows of a node: their gradients are added into slices of the
+        // node's gradient in place, overlapping, mixed with a full one.
+        check(|v| {
+            let y = v[0].mul(&v[0])?;
+            let l = s[r - 1];
+            let a = y.narrow(-1, 0, l - l / 2)?.exp()?.sum_all()?;
+            let b = y.narrow(-1, l / 2, l - l / 2)?.tanh()?.sum_all()?;
+            a.add(&b)?.add(&y.mul_scalar(0.5)?.sum_all()?)
+        }, vec![x.clone()]);
         check(|v| v[0].unsqueeze(1)?.squeeze(1)?.tanh(), vec![x.clone()]);
         let mut big = vec![2];
         big.extend(&s);

@@ -3,7 +3,7 @@
 
 use kiln_tensor::{Dim, Tensor};
 
-use crate::tape::record;
+use crate::tape::{record, record_slice};
 use crate::{Result, Var};
 
 impl Var {
@@ -84,11 +84,12 @@ impl Var {
         let out = x.narrow(d, start, len)?;
         let in_shape = x.shape().to_vec();
         // y = x[start:start+len]: dx = zeros with g placed at [start:start+len]
-        record(
+        record_slice(
             "narrow",
-            "dx = pad(g) with zeros",
-            &[self],
+            "dx[start..start+len] += g",
+            self,
             out,
+            (d, start),
             Box::new(move |g| {
                 let zeros = Tensor::zeros(&in_shape, g.dtype());
                 Ok(vec![Some(zeros.slice_scatter(g, d, start)?)])
