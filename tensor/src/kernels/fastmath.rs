@@ -407,6 +407,16 @@ multiversion! {
 }
 
 multiversion! {
+    /// `acc[i] += src[i]`, each `src[i]` widened to f64 (exactly), for
+    /// column sums that accumulate f32 rows in f64.
+    pub(crate) fn widen_add(acc: &mut [f64], src: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(src) {
+            *a += f64::from(v);
+        }
+    }
+}
+
+multiversion! {
     /// The two numbers a log-sum-exp needs from a non-empty row:
     /// `stats = [m, Σ exp(x − m)]` with `m` the row max (0 for a row of all
     /// `-inf`), the sum accumulated in 64 lanes as in the softmax
@@ -529,6 +539,68 @@ multiversion! {
             let split = or.as_ptr().align_offset(64).min(c);
             for (lo, hi) in [(0, split), (split, c)] {
                 normalize(&xr[lo..hi], w.map(|w| &w[lo..hi]), b.map(|b| &b[lo..hi]), mu, rs, &mut or[lo..hi]);
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Layer norm's backward over whole rows of `c = dw.len()` floats, given
+    /// each row's `mean` and `rstd` from the forward. With `x̂ = (x − μ)·rstd`
+    /// and `ĝ = dy·w` (`dy` when there is no weight) it writes
+    /// `dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝ·x̂))` and adds `dy·x̂` into `dw` and
+    /// `dy` into `db` (f64, one row after another). The two row means are
+    /// sums in `LANES` fixed lanes, folded in f64.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn layer_norm_grad_rows(
+        x: &[f32],
+        dy: &[f32],
+        w: Option<&[f32]>,
+        mean: &[f32],
+        rstd: &[f32],
+        dx: &mut [MaybeUninit<f32>],
+        dw: &mut [f64],
+        db: &mut [f64],
+    ) {
+        let c = dw.len();
+        let rows = x.chunks_exact(c).zip(dy.chunks_exact(c)).zip(dx.chunks_exact_mut(c));
+        for (((xr, gr), dxr), (&mu, &rs)) in rows.zip(mean.iter().zip(rstd)) {
+            let mut sg = [0f32; LANES];
+            let mut sgx = [0f32; LANES];
+            // Lane `i` of the sums takes elements `j ≡ i (mod LANES)`.
+            let mut lane = |i: usize, j: usize| {
+                let gv = gr[j];
+                let xh = (xr[j] - mu) * rs;
+                let g = w.map_or(gv, |w| gv * w[j]);
+                sg[i] += g;
+                sgx[i] = g.mul_add(xh, sgx[i]);
+                dw[j] += f64::from(gv * xh);
+                db[j] += f64::from(gv);
+            };
+            let full = c / LANES * LANES;
+            for base in (0..full).step_by(LANES) {
+                for i in 0..LANES {
+                    lane(i, base + i);
+                }
+            }
+            for j in full..c {
+                lane(j - full, j);
+            }
+            let mg = (fold_sum(sg.map(f64::from)) / c as f64) as f32;
+            let mgx = (fold_sum(sgx.map(f64::from)) / c as f64) as f32;
+            let dx_of = |xv: f32, g: f32| rs * (g - mg - (xv - mu) * rs * mgx);
+            // One loop per case, so each vectorises.
+            match w {
+                Some(w) => {
+                    for (((d, &xv), &gv), &wv) in dxr.iter_mut().zip(xr).zip(gr).zip(w) {
+                        d.write(dx_of(xv, gv * wv));
+                    }
+                }
+                None => {
+                    for ((d, &xv), &gv) in dxr.iter_mut().zip(xr).zip(gr) {
+                        d.write(dx_of(xv, gv));
+                    }
+                }
             }
         }
     }
@@ -1126,6 +1198,34 @@ mod tests {
                     outs.push(bits(&y));
                 }
             }
+            // Layer norm's backward over 13 rows of 77, with and without w.
+            let c = 77;
+            let (xs, gs) = (&x[4 * n..4 * n + 13 * c], &w[..13 * c]);
+            let mu: Vec<f32> = w[..13].iter().map(|v| v * 3.0).collect();
+            let rs: Vec<f32> = w[13..26].iter().map(|v| 0.5 + v.abs()).collect();
+            for wr in [Some(&w[..c]), None] {
+                let (mut dw, mut db) = (vec![0f64; c], vec![0f64; c]);
+                // SAFETY: the kernel writes every element of dx.
+                let dx: Vec<f32> = unsafe {
+                    build(13 * c, |d| {
+                        layer_norm_grad_rows(isa, xs, gs, wr, &mu, &rs, d, &mut dw, &mut db)
+                    })
+                };
+                outs.push(bits(&dx));
+                outs.push(
+                    dw.iter()
+                        .chain(&db)
+                        .map(|v| (v.to_bits() >> 16) as u32)
+                        .collect(),
+                );
+            }
+            let mut acc: Vec<f64> = w.iter().map(|&v| f64::from(v) * 1e-3).collect();
+            widen_add(isa, &mut acc, &x);
+            outs.push(
+                acc.iter()
+                    .map(|v| v.to_bits() as u32 ^ (v.to_bits() >> 32) as u32)
+                    .collect(),
+            );
             outs
         };
         let reference = run(Isa::portable());

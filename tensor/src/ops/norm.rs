@@ -115,6 +115,79 @@ fn layer_norm_f32(
     ))
 }
 
+/// The f32 backward: the fused row kernel in `kernels::fastmath` over
+/// blocks of [`ROW_BLOCK`] rows in parallel, each block adding its rows'
+/// `dw`/`db` terms into its own f64 partial sums, which are then added in
+/// block order (so the result does not depend on the thread count).
+fn layer_norm_backward_f32(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    stats: &LayerNormStats,
+    dy: &Tensor,
+    c: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (x, dy) = (x.contiguous(), dy.contiguous());
+    let (xs, dys) = (x.as_slice::<f32>()?, dy.as_slice::<f32>()?);
+    let w = weight.map(|w| w.contiguous());
+    let ws = w.as_ref().map(|w| w.as_slice::<f32>()).transpose()?;
+    let (means, rstds) = (stats.mean.as_slice::<f32>()?, stats.rstd.as_slice::<f32>()?);
+    let rows = xs.len().checked_div(c).unwrap_or(0);
+    let blocks = rows.div_ceil(ROW_BLOCK);
+    // Per block: c sums for dw, then c for db.
+    let mut partial = vec![0f64; blocks * 2 * c];
+    let isa = Isa::detect();
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        if c == 0 {
+            return;
+        }
+        let (dx, part) = (SharedMut::new(dx), SharedMut::new(&mut partial));
+        for_each_range(blocks, (PAR_CHUNK / (ROW_BLOCK * c)).max(1), |bs| {
+            for b in bs {
+                let r = b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(rows);
+                let e = r.start * c..r.end * c;
+                // SAFETY: blocks are disjoint, and so are their rows of dx
+                // and their partial sums.
+                let (dxb, (dw, db)) = unsafe {
+                    (
+                        dx.range(e.clone()),
+                        part.range(2 * b * c..2 * (b + 1) * c).split_at_mut(c),
+                    )
+                };
+                let (xb, gb) = (&xs[e.clone()], &dys[e]);
+                fastmath::layer_norm_grad_rows(
+                    isa,
+                    xb,
+                    gb,
+                    ws,
+                    &means[r.clone()],
+                    &rstds[r],
+                    dxb,
+                    dw,
+                    db,
+                );
+            }
+        });
+    };
+    // SAFETY: the kernel writes every element of the rows it gets, and the
+    // blocks cover all rows.
+    let dx = unsafe { build(xs.len(), fill) };
+    let mut dw = vec![0f64; c];
+    let mut db = vec![0f64; c];
+    for p in partial.chunks_exact(2 * c.max(1)) {
+        let (pw, pb) = p.split_at(c);
+        for j in 0..c {
+            dw[j] += pw[j];
+            db[j] += pb[j];
+        }
+    }
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|s| s as f32).collect::<Vec<f32>>();
+    Ok((
+        Tensor::from_vec(dx, x.shape())?,
+        Tensor::from_vec(to_f32(dw), &[c])?,
+        Tensor::from_vec(to_f32(db), &[c])?,
+    ))
+}
+
 impl Tensor {
     /// Layer norm over the last dim with optional affine `weight` and `bias`
     /// of shape `[C]` (`F.layer_norm(x, [C], weight, bias, eps)`).
@@ -231,6 +304,9 @@ impl Tensor {
         }
         let c = last_dim(OP, x)?;
         check_param(OP, weight, c, x)?;
+        if x.dtype() == DType::F32 {
+            return layer_norm_backward_f32(x, weight, stats, dy, c);
+        }
         with_float!(OP, x.dtype(), |T| {
             let xc = x.contiguous();
             let dyc = dy.contiguous();
@@ -335,6 +411,42 @@ mod tests {
         let w = Tensor::zeros(&[3], crate::DType::F32);
         let e = x.layer_norm(Some(&w), None, 1e-5).unwrap_err().to_string();
         assert_eq!(e, "layer_norm: expected shape [4], got [3]");
+    }
+
+    #[test]
+    fn f32_backward_matches_f64() {
+        // 70 rows (three row blocks, the last partial) of 300 (a ragged lane
+        // tail), with and without weight: the f32 kernel against the f64 path.
+        let mut rng = crate::Rng::new(8);
+        let f64s = |s: &[usize], m: f64, rng: &mut crate::Rng| {
+            Tensor::randn(s, m, 1.0, crate::DType::F64, rng).unwrap()
+        };
+        let (x, w, dy) = (
+            f64s(&[70, 300], 0.5, &mut rng),
+            f64s(&[300], 1.0, &mut rng),
+            f64s(&[70, 300], 0.0, &mut rng),
+        );
+        let f32s = |t: &Tensor| t.to_dtype(crate::DType::F32);
+        for weight in [Some(&w), None] {
+            let (_, s64) = x.layer_norm_forward(weight, None, 1e-5).unwrap();
+            let want = Tensor::layer_norm_backward(&x, weight, &s64, &dy).unwrap();
+            let w32 = weight.map(f32s);
+            let (_, s32) = f32s(&x)
+                .layer_norm_forward(w32.as_ref(), None, 1e-5)
+                .unwrap();
+            let got =
+                Tensor::layer_norm_backward(&f32s(&x), w32.as_ref(), &s32, &f32s(&dy)).unwrap();
+            for (g, w) in [(&got.0, &want.0), (&got.1, &want.1), (&got.2, &want.2)] {
+                let (g, w) = (
+                    g.to_dtype(crate::DType::F64).to_vec::<f64>().unwrap(),
+                    w.to_vec::<f64>().unwrap(),
+                );
+                let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+                for (a, b) in g.iter().zip(&w) {
+                    assert!((a - b).abs() <= 2e-5 * scale, "{a} vs {b}");
+                }
+            }
+        }
     }
 
     #[test]

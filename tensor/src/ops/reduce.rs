@@ -326,28 +326,46 @@ fn reduced_shape(shape: &[usize], dims: &[usize], keepdim: bool) -> Vec<usize> {
         .collect()
 }
 
-/// `out[c] = Σ_r x[r, c]` for contiguous `x` of shape `[r, k]`: rows are added
-/// in order (deterministic), columns split across threads in fixed blocks.
+/// `out[c] = Σ_r x[r, c]` for contiguous `x` of shape `[r, k]`: rows are
+/// added in order into f64 sums (deterministic); columns are split between
+/// threads in cache-line units, so a `[512, 768]` bias gradient keeps both
+/// threads busy. f32 rows are widened and added by a vectorised kernel.
 fn sum_leading<T: FloatElement>(x: &[T], r: usize, k: usize) -> Vec<T> {
-    const BLOCK: usize = 256;
+    /// Columns per unit of work: 64 bytes of f32.
+    const UNIT: usize = 16;
+    if k == 0 {
+        return Vec::new();
+    }
+    let isa = crate::kernels::fastmath::Isa::detect();
     let mut out = vec![T::zero(); k];
-    let body = |(b, dst): (usize, &mut [T])| {
-        let c0 = b * BLOCK;
-        let mut acc = vec![0f64; dst.len()];
-        for row in 0..r {
-            let src = &x[row * k + c0..row * k + c0 + dst.len()];
-            for (a, &v) in acc.iter_mut().zip(src) {
-                *a += v.as_f64();
+    let shared = crate::parallel::SharedMut::new(&mut out);
+    let body = |units: std::ops::Range<usize>| {
+        let (c0, c1) = (units.start * UNIT, (units.end * UNIT).min(k));
+        let mut acc = vec![0f64; c1 - c0];
+        for row in x.chunks_exact(k).take(r) {
+            let src = &row[c0..c1];
+            if T::DTYPE == crate::DType::F32 {
+                // SAFETY: T is f32 (its dtype says so), same layout.
+                let src =
+                    unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<f32>(), src.len()) };
+                crate::kernels::fastmath::widen_add(isa, &mut acc, src);
+            } else {
+                for (a, &v) in acc.iter_mut().zip(src) {
+                    *a += v.as_f64();
+                }
             }
         }
+        // SAFETY: each call gets its own columns.
+        let dst = unsafe { shared.range(c0..c1) };
         for (d, a) in dst.iter_mut().zip(acc) {
             *d = T::from_f64(a);
         }
     };
+    let units = k.div_ceil(UNIT);
     if r * k >= 2 * PAR_CHUNK {
-        crate::parallel::install(|| out.par_chunks_mut(BLOCK).enumerate().for_each(body));
+        crate::parallel::for_each_range(units, 1, body);
     } else {
-        out.chunks_mut(BLOCK).enumerate().for_each(body);
+        body(0..units);
     }
     out
 }
@@ -370,6 +388,21 @@ mod tests {
             s.to_vec::<f64>().unwrap(),
             vec![12.0, 15.0, 18.0, 21.0, 48.0, 51.0, 54.0, 57.0]
         );
+    }
+
+    #[test]
+    fn big_leading_sum_is_the_f64_column_sum() {
+        // Big enough for the threaded path; 770 columns leave a ragged unit.
+        let (r, k) = (300, 770);
+        let v: Vec<f32> = (0..r * k)
+            .map(|i| ((i * 7919 % 1013) as f32 - 506.0) / 97.0)
+            .collect();
+        let x = Tensor::from_vec(v.clone(), &[3, 100, k]).unwrap();
+        let got = x.sum(&[0, 1], false).unwrap().to_vec::<f32>().unwrap();
+        for (c, g) in got.iter().enumerate() {
+            let want: f64 = (0..r).map(|row| f64::from(v[row * k + c])).sum();
+            assert_eq!(*g, want as f32, "column {c}");
+        }
     }
 
     #[test]
