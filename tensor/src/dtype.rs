@@ -77,6 +77,21 @@ pub trait Element: Copy + Default + Send + Sync + fmt::Debug + PartialEq + 'stat
     fn from_f64(v: f64) -> Self;
 }
 
+/// `x` as f32s when `T` is `f32`: lets generic code hand its f32 case to
+/// the SIMD kernels, which take concrete slices.
+pub(crate) fn as_f32<T: Element>(x: &[T]) -> Option<&[f32]> {
+    // SAFETY: T is f32 (its dtype says so), so the layouts are the same.
+    (T::DTYPE == DType::F32)
+        .then(|| unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+pub(crate) fn as_f32_mut<T: Element>(x: &mut [T]) -> Option<&mut [f32]> {
+    // SAFETY: as in `as_f32`.
+    (T::DTYPE == DType::F32)
+        .then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) })
+}
+
 macro_rules! element {
     ($t:ty, $variant:ident, |$v:ident| $to:expr, |$w:ident| $from:expr) => {
         impl Element for $t {

@@ -41,11 +41,7 @@ impl Var {
             "dx = y·(g − Σ g·y)/d",
             &[self],
             out,
-            Box::new(move |g| {
-                Ok(vec![Some(
-                    Tensor::softmax_backward(&y, g, -1)?.div_scalar(divisor)?,
-                )])
-            }),
+            Box::new(move |g| Ok(vec![Some(Tensor::causal_softmax_backward(&y, g, divisor)?)])),
         )
     }
 

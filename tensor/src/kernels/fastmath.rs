@@ -407,6 +407,27 @@ multiversion! {
 }
 
 multiversion! {
+    /// One row of softmax's backward: `out = y·(dy − Σ y·dy)/div`, the dot
+    /// product summed in `LANES` fixed lanes (by FMA) and folded in f64.
+    pub(crate) fn softmax_grad_row(y: &[f32], dy: &[f32], div: f32, out: &mut [f32]) {
+        let mut s = [0f32; LANES];
+        let ((yc, yt), (gc, gt)) = (y.as_chunks::<LANES>(), dy.as_chunks::<LANES>());
+        for (a, b) in yc.iter().zip(gc) {
+            for i in 0..LANES {
+                s[i] = a[i].mul_add(b[i], s[i]);
+            }
+        }
+        for (i, (&a, &b)) in yt.iter().zip(gt).enumerate() {
+            s[i] = a.mul_add(b, s[i]);
+        }
+        let dot = fold_sum(s.map(f64::from)) as f32;
+        for ((o, &a), &b) in out.iter_mut().zip(y).zip(dy) {
+            *o = a * (b - dot) / div;
+        }
+    }
+}
+
+multiversion! {
     /// `acc[i] += src[i]`, each `src[i]` widened to f64 (exactly), for
     /// column sums that accumulate f32 rows in f64.
     pub(crate) fn widen_add(acc: &mut [f64], src: &[f32]) {
@@ -1219,6 +1240,9 @@ mod tests {
                         .collect(),
                 );
             }
+            let mut y = vec![0f32; n];
+            softmax_grad_row(isa, &w, &x[4 * n..5 * n], 3.0, &mut y);
+            outs.push(bits(&y));
             let mut acc: Vec<f64> = w.iter().map(|&v| f64::from(v) * 1e-3).collect();
             widen_add(isa, &mut acc, &x);
             outs.push(

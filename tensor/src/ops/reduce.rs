@@ -344,10 +344,7 @@ fn sum_leading<T: FloatElement>(x: &[T], r: usize, k: usize) -> Vec<T> {
         let mut acc = vec![0f64; c1 - c0];
         for row in x.chunks_exact(k).take(r) {
             let src = &row[c0..c1];
-            if T::DTYPE == crate::DType::F32 {
-                // SAFETY: T is f32 (its dtype says so), same layout.
-                let src =
-                    unsafe { std::slice::from_raw_parts(src.as_ptr().cast::<f32>(), src.len()) };
+            if let Some(src) = crate::dtype::as_f32(src) {
                 crate::kernels::fastmath::widen_add(isa, &mut acc, src);
             } else {
                 for (a, &v) in acc.iter_mut().zip(src) {

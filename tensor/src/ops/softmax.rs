@@ -3,9 +3,7 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
-use crate::dtype::{Element, FloatElement};
+use crate::dtype::{as_f32, as_f32_mut, Element, FloatElement};
 use crate::kernels::fastmath::{self, Isa};
 use crate::ops::reduce::sum_f64;
 use crate::shape::Dim;
@@ -62,18 +60,49 @@ pub(crate) fn rowwise<T: FloatElement>(
         .map(|r| r.as_slice::<T>())
         .collect::<Result<_>>()?;
     let mut out = vec![T::zero(); rows[0].numel()];
-    if n > 0 {
-        let body = |(i, dst): (usize, &mut [T])| {
-            let ins: Vec<&[T]> = slices.iter().map(|s| &s[i * n..(i + 1) * n]).collect();
-            f(&ins, dst);
-        };
-        if out.len() >= 2 * PAR_CHUNK {
-            crate::parallel::install(|| out.par_chunks_mut(n).enumerate().for_each(body));
-        } else {
-            out.chunks_mut(n).enumerate().for_each(body);
-        }
+    if let Some(nrows) = slices[0].len().checked_div(n) {
+        let dst = crate::parallel::SharedMut::new(&mut out);
+        crate::parallel::for_each_range(nrows, PAR_CHUNK / n, |rs| {
+            // SAFETY: the row ranges handed out are disjoint.
+            let dst = unsafe { dst.range(rs.start * n..rs.end * n) };
+            for (i, d) in rs.zip(dst.chunks_exact_mut(n)) {
+                let r = i * n..(i + 1) * n;
+                match slices.as_slice() {
+                    [x] => f(&[&x[r]], d),
+                    [x, y] => f(&[&x[r.clone()], &y[r]], d),
+                    _ => unreachable!("rowwise takes one or two inputs"),
+                }
+            }
+        });
     }
     dim_back(Tensor::from_vec(out, &permuted_shape)?, &perm)
+}
+
+/// `dx = y ⊙ (dy − Σ dy ⊙ y) / divisor` along `dim` (the division last,
+/// so 1 leaves the product as it is).
+fn softmax_grad(
+    op: &'static str,
+    y: &Tensor,
+    dy: &Tensor,
+    dim: usize,
+    divisor: f64,
+) -> Result<Tensor> {
+    with_float!(op, y.dtype(), |T| {
+        let isa = Isa::detect();
+        let div = T::from_f64(divisor);
+        rowwise::<T>(op, &[y, dy], dim, |ins, out| {
+            let (y, dy) = (ins[0], ins[1]);
+            if let (Some(y), Some(dy)) = (as_f32(y), as_f32(dy)) {
+                let out = as_f32_mut(out).expect("same dtype as y");
+                return fastmath::softmax_grad_row(isa, y, dy, divisor as f32, out);
+            }
+            let dot: f64 = y.iter().zip(dy).map(|(&a, &b)| (a * b).as_f64()).sum();
+            let dot = T::from_f64(dot);
+            for ((o, &a), &b) in out.iter_mut().zip(y).zip(dy) {
+                *o = a * (b - dot) / div;
+            }
+        })
+    })
 }
 
 fn row_max<T: FloatElement>(x: &[T]) -> T {
@@ -240,16 +269,21 @@ impl Tensor {
     /// [`TensorError::ShapeMismatch`] if `y` and `dy` differ in shape.
     pub fn softmax_backward(y: &Tensor, dy: &Tensor, dim: impl Dim) -> Result<Tensor> {
         let d = dim.resolve("softmax_backward", y.shape())?;
-        with_float!("softmax_backward", y.dtype(), |T| {
-            rowwise::<T>("softmax_backward", &[y, dy], d, |ins, out| {
-                let (y, dy) = (ins[0], ins[1]);
-                let dot: f64 = y.iter().zip(dy).map(|(&a, &b)| (a * b).as_f64()).sum();
-                let dot = T::from_f64(dot);
-                for ((o, &a), &b) in out.iter_mut().zip(y).zip(dy) {
-                    *o = a * (b - dot);
-                }
-            })
-        })
+        softmax_grad("softmax_backward", y, dy, d, 1.0)
+    }
+
+    /// Backward of [`Tensor::causal_softmax`]: given its output `y` and
+    /// `dy`, returns `dx = y ⊙ (dy − Σ dy ⊙ y) / divisor` along the last
+    /// dim, bit for bit [`Tensor::softmax_backward`] followed by
+    /// [`Tensor::div_scalar`], in one pass. (Masked entries have `y = 0`, so
+    /// their gradient is 0 without looking at the mask.)
+    ///
+    /// # Errors
+    /// [`TensorError::ShapeMismatch`] if `y` and `dy` differ in shape,
+    /// [`TensorError::Invalid`] for a rank-0 `y`.
+    pub fn causal_softmax_backward(y: &Tensor, dy: &Tensor, divisor: f64) -> Result<Tensor> {
+        let d = (-1).resolve("causal_softmax_backward", y.shape())?;
+        softmax_grad("causal_softmax_backward", y, dy, d, divisor)
     }
 
     /// Backward of log-softmax: given `y = log_softmax(x, dim)` and `dy`,
@@ -274,6 +308,26 @@ impl Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fused backward gives exactly softmax's backward then the division.
+    #[test]
+    fn causal_softmax_backward_is_softmax_backward_then_div() {
+        let mut rng = crate::Rng::new(6);
+        for dtype in [DType::F32, DType::F64] {
+            let x = Tensor::randn(&[2, 3, 9, 70], 0.0, 4.0, dtype, &mut rng).unwrap();
+            let dy = Tensor::randn(&[2, 3, 9, 70], 0.0, 1.0, dtype, &mut rng).unwrap();
+            let y = x.causal_softmax(8.0_f64.sqrt(), 61).unwrap();
+            let got = Tensor::causal_softmax_backward(&y, &dy, 8.0_f64.sqrt()).unwrap();
+            let want = Tensor::softmax_backward(&y, &dy, -1)
+                .unwrap()
+                .div_scalar(8.0_f64.sqrt())
+                .unwrap();
+            let bits = |t: Tensor| t.to_dtype(DType::F64).to_vec::<f64>().unwrap();
+            assert_eq!(bits(got), bits(want));
+        }
+        let short = Tensor::zeros(&[2, 3], DType::F32);
+        assert!(Tensor::causal_softmax_backward(&short, &short.t().unwrap(), 1.0).is_err());
+    }
 
     /// The fused op gives exactly what div, masked_fill and softmax give,
     /// for queries with and without cached positions before them.
