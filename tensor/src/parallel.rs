@@ -15,6 +15,7 @@
 //! OpenMP's do; reductions and matmul use rayon's iterators via [`install`].
 
 use std::any::Any;
+use std::cell::Cell;
 use std::ops::Range;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -61,9 +62,46 @@ pub fn set_num_threads(threads: usize) {
     *cell().write().unwrap_or_else(|e| e.into_inner()) = build(threads);
 }
 
-/// The number of threads Kiln's kernels currently use.
+/// The number of threads Kiln's kernels currently use (1 inside one side
+/// of a [`join`]).
 pub fn num_threads() -> usize {
-    pool().current_num_threads()
+    if SERIAL.get() {
+        1
+    } else {
+        pool().current_num_threads()
+    }
+}
+
+thread_local! {
+    /// Set while this thread runs one side of a [`join`]: kernels then stay
+    /// on it instead of spreading over the pool.
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `a` and `b` at the same time on two threads of Kiln's pool, each
+/// computing serially (kernels inside them see one thread), and returns
+/// both results. With one thread configured it runs `a`, then `b`.
+///
+/// For two independent pieces of about equal work that are each big enough
+/// to keep a core busy — the two gradient products of a matmul's backward,
+/// `g·bᵀ` and `aᵀ·g`, have exactly the same number of multiply-adds — one
+/// piece per core beats running each across all cores: a product split
+/// between threads packs its operands twice or meets at barriers. Which
+/// thread runs which piece does not change any result.
+pub fn join<A: Send, B: Send>(
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    fn serially<R>(f: impl FnOnce() -> R) -> R {
+        let was = SERIAL.replace(true);
+        let r = f();
+        SERIAL.set(was);
+        r
+    }
+    if num_threads() <= 1 {
+        return (a(), b());
+    }
+    install(|| rayon::join(|| serially(a), || serially(b)))
 }
 
 /// Runs `f` inside Kiln's pool, so rayon iterators in `f` use its threads.
@@ -111,7 +149,7 @@ static SPINNING: AtomicUsize = AtomicUsize::new(0);
 /// results are identical at every thread count.
 pub(crate) fn for_each_range(units: usize, min_units: usize, f: impl Fn(Range<usize>) + Sync) {
     let pool = pool();
-    let threads = pool.current_num_threads();
+    let threads = num_threads();
     let parts = (units / min_units.max(1)).clamp(1, threads);
     if parts == 1 {
         if units > 0 {
@@ -344,6 +382,29 @@ mod tests {
             });
             assert!(data.iter().enumerate().all(|(i, &v)| v == i as u32 + 1));
         }
+    }
+
+    #[test]
+    fn join_runs_both_sides_serially() {
+        let outer = num_threads();
+        let (a, b) = join(
+            || (num_threads(), (0..1000u64).sum::<u64>()),
+            || (num_threads(), "b"),
+        );
+        assert_eq!((a, b), ((1, 499_500), (1, "b")));
+        assert_eq!(num_threads(), outer);
+        // A kernel inside a side still covers all of its work.
+        let (v, _) = join(
+            || {
+                let mut data = vec![0u8; 100_000];
+                let shared = SharedMut::new(&mut data);
+                // SAFETY: the ranges are disjoint.
+                for_each_range(100_000, 10, |r| unsafe { shared.range(r).fill(1) });
+                data
+            },
+            || (),
+        );
+        assert!(v.iter().all(|&x| x == 1));
     }
 
     #[test]

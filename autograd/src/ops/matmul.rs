@@ -1,7 +1,14 @@
 //! Matrix product.
 
+use kiln_tensor::Tensor;
+
 use crate::tape::record;
 use crate::{Result, Var};
+
+/// Gradient products at least this big (multiply-adds each) are computed
+/// side by side: 2²⁴ is about 0.1 ms of one core, far above the cost of
+/// handing one of them to another thread.
+const JOIN_MIN_FMAS: usize = 1 << 24;
 
 impl Var {
     /// Matrix product with `torch.matmul` semantics: `[..., m, k] · [..., k, n]`
@@ -29,33 +36,47 @@ impl Var {
             &[self, rhs],
             out,
             Box::new(move |g| {
-                let da = if need_a {
-                    Some(g.matmul(&b.t()?)?)
-                } else {
-                    None
-                };
-                let db = if !need_b {
-                    None
-                } else if b.rank() == 2 && a.rank() >= 2 {
-                    // A shared weight under a batch: fold the batch into the
-                    // rows, one big product instead of a batch of small ones
-                    // followed by a sum.
-                    let k = a.shape()[a.rank() - 1];
-                    let n = g.shape()[g.rank() - 1];
-                    let rows = a.numel() / k.max(1);
-                    let (a2, g2) = (a.reshape(&[rows, k])?, g.reshape(&[rows, n])?);
-                    if b.t()?.is_contiguous() && !b.is_contiguous() {
-                        // b is wᵀ for a contiguous w (a tied LM head): build
-                        // dw = gᵀ·a contiguous and hand back its transpose,
-                        // so the transpose's own backward yields dw without
-                        // a transposing copy of the whole weight gradient.
-                        Some(g2.t()?.matmul(&a2)?.t()?)
-                    } else {
-                        Some(a2.t()?.matmul(&g2)?)
+                let da = || -> Result<Option<Tensor>> {
+                    if !need_a {
+                        return Ok(None);
                     }
-                } else {
-                    Some(a.t()?.matmul(g)?)
+                    Ok(Some(g.matmul(&b.t()?)?))
                 };
+                let db = || -> Result<Option<Tensor>> {
+                    if !need_b {
+                        Ok(None)
+                    } else if b.rank() == 2 && a.rank() >= 2 {
+                        // A shared weight under a batch: fold the batch into
+                        // the rows, one big product instead of a batch of
+                        // small ones followed by a sum.
+                        let k = a.shape()[a.rank() - 1];
+                        let n = g.shape()[g.rank() - 1];
+                        let rows = a.numel() / k.max(1);
+                        let (a2, g2) = (a.reshape(&[rows, k])?, g.reshape(&[rows, n])?);
+                        if b.t()?.is_contiguous() && !b.is_contiguous() {
+                            // b is wᵀ for a contiguous w (a tied LM head):
+                            // build dw = gᵀ·a contiguous and hand back its
+                            // transpose, so the transpose's own backward
+                            // yields dw without a transposing copy of the
+                            // whole weight gradient.
+                            Ok(Some(g2.t()?.matmul(&a2)?.t()?))
+                        } else {
+                            Ok(Some(a2.t()?.matmul(&g2)?))
+                        }
+                    } else {
+                        Ok(Some(a.t()?.matmul(g)?))
+                    }
+                };
+                // da = g·bᵀ and db = aᵀ·g take the same number of
+                // multiply-adds (m·k·n): big ones run side by side, one per
+                // core (see `parallel::join`).
+                let fmas = g.numel().saturating_mul(a.shape()[a.rank() - 1]);
+                let (da, db) = if need_a && need_b && fmas >= JOIN_MIN_FMAS {
+                    kiln_tensor::parallel::join(da, db)
+                } else {
+                    (da(), db())
+                };
+                let (da, db) = (da?, db?);
                 Ok(vec![da, db])
             }),
         )
