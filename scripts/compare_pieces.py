@@ -5,7 +5,8 @@ same run, back to back. Prints Kiln's speed-up (PyTorch time / Kiln time).
 
 - mlp_tiny: forward + backward of a 64→64→10 ReLU MLP with cross-entropy,
   batch 8 (µs per iteration); Kiln: `cargo bench --bench autograd`.
-- block_backward: backward of one GPT-2-small block, B=4, T=128 (ms).
+- block_backward: backward of one GPT-2-small block, B=4, T=128 (ms),
+  median of 15 passes after a warm-up.
 - adamw_124m: one torch.optim.AdamW step (foreach=True) over GPT-2 small's
   parameters (ms); Kiln: `cargo bench --bench adamw`.
 """
@@ -55,7 +56,7 @@ def block_backward():
     r = torch.randn(B, T, C, generator=g)
     mask = torch.ones(T, T, dtype=torch.bool).triu(1)
     times = []
-    for i in range(6):
+    for i in range(16):
         h = F.layer_norm(x, (C,), ln1w, ln1b, 1e-5)
         q, k, v = (h @ wa + ba).split(C, dim=2)
         q, k, v = (t.view(B, T, NH, HS).transpose(1, 2) for t in (q, k, v))
