@@ -274,10 +274,89 @@ pub(crate) unsafe fn pack_b(
     }
 }
 
+/// Packs a block of row-major B (`csb == 1`) into consecutive 32-column
+/// panels — the layout [`pack_b`] builds panel by panel — filling it in
+/// the order B lies in memory: `dst[jp·NR·kc + p·NR + j] = B[p, jp·NR + j]`
+/// for `j < ncur − jp·NR`, zero columns right of the block's edge.
+///
+/// # Safety
+///
+/// AVX-512F; `src.offset(p·ps + j)` readable for `p < kc`, `j < ncur`;
+/// `dst` writable for `ncur.div_ceil(NR)·NR·kc` floats and 64-byte aligned.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pack_b_rows(
+    kc: usize,
+    ncur: usize,
+    src: *const f32,
+    ps: isize,
+    dst: *mut f32,
+) {
+    let panels = ncur.div_ceil(NR);
+    for p in 0..kc {
+        // SAFETY: row p < kc of the block, columns < ncur (masked).
+        unsafe {
+            let s = src.offset(p as isize * ps);
+            let d = dst.add(p * NR);
+            for jp in 0..panels {
+                let valid = ncur - jp * NR;
+                let (m0, m1) = (
+                    lanes(valid.min(16)),
+                    lanes(valid.saturating_sub(16).min(16)),
+                );
+                let (sj, dj) = (s.add(jp * NR), d.add(jp * NR * kc));
+                _mm512_store_ps(dj, _mm512_maskz_loadu_ps(m0, sj));
+                _mm512_store_ps(dj.add(16), _mm512_maskz_loadu_ps(m1, sj.wrapping_add(16)));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::matmul_packed::{pack_panel, Line};
+
+    /// Packing a row-major B block row by row gives the panels the scalar
+    /// packer builds one by one, ragged last panel included.
+    #[test]
+    fn row_order_packing_matches_panel_packing() {
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let (ps, src): (usize, Vec<f32>) = (100, (0..100 * 40).map(|i| i as f32).collect());
+        for kc in [1, 17, 40] {
+            for ncur in [1usize, 31, 32, 33, 70, 96] {
+                let panels = ncur.div_ceil(NR);
+                let len = panels * NR * kc;
+                let mut want = vec![Line([f32::NAN; 16]); len / 16 + 1];
+                let mut got = vec![Line([f32::NAN; 16]); len / 16 + 1];
+                let (wp, gp) = (
+                    want.as_mut_ptr().cast::<f32>(),
+                    got.as_mut_ptr().cast::<f32>(),
+                );
+                // SAFETY: reads stay inside the 40 rows of 100; destinations
+                // hold `len` floats, 64-byte aligned.
+                unsafe {
+                    for jp in 0..panels {
+                        let valid = NR.min(ncur - jp * NR);
+                        pack_panel(
+                            NR,
+                            kc,
+                            valid,
+                            src.as_ptr().add(jp * NR),
+                            1,
+                            ps as isize,
+                            wp.add(jp * NR * kc),
+                        );
+                    }
+                    pack_b_rows(kc, ncur, src.as_ptr(), ps as isize, gp);
+                    let want = std::slice::from_raw_parts(wp, len);
+                    let got = std::slice::from_raw_parts(gp, len);
+                    assert_eq!(want, got, "kc {kc} ncur {ncur}");
+                }
+            }
+        }
+    }
 
     /// The SIMD packers produce exactly what the scalar reference packer
     /// does, for every layout branch, ragged depths and partial panels.
