@@ -391,16 +391,25 @@ trait Kernel {
         // SAFETY: forwarded.
         unsafe { pack_panel(Self::MR, kc, valid, src, ls, ps, dst) }
     }
-    /// Packs a whole block of row-major B row by row, if the kernel has a
-    /// routine for it (returns whether it did).
-    unsafe fn pack_b_rows(
-        _kc: usize,
-        _ncur: usize,
-        _src: *const f32,
-        _ps: isize,
-        _dst: *mut f32,
-    ) -> bool {
-        false
+    /// Packs a `kc × ncur` block of row-major B (`src[p·ps + j]`) into
+    /// consecutive NR-wide panels at `dst`; by default one panel at a time
+    /// through [`Kernel::pack_b`].
+    unsafe fn pack_b_rows(kc: usize, ncur: usize, src: *const f32, ps: isize, dst: *mut f32) {
+        for jp in 0..ncur.div_ceil(Self::NR) {
+            let col = jp * Self::NR;
+            // SAFETY: columns col..col+valid < ncur of the block; panel jp
+            // of dst is in bounds (forwarded contract).
+            unsafe {
+                Self::pack_b(
+                    kc,
+                    Self::NR.min(ncur - col),
+                    src.add(col),
+                    1,
+                    ps,
+                    dst.add(col * kc),
+                )
+            };
+        }
     }
     /// Packs a B micro-panel ([`pack_panel`] with `w = NR`).
     unsafe fn pack_b(
@@ -425,16 +434,9 @@ impl Kernel for Avx512 {
     const KC: usize = 384;
     const MC: usize = 1536;
     const NC: usize = 1024;
-    unsafe fn pack_b_rows(
-        kc: usize,
-        ncur: usize,
-        src: *const f32,
-        ps: isize,
-        dst: *mut f32,
-    ) -> bool {
+    unsafe fn pack_b_rows(kc: usize, ncur: usize, src: *const f32, ps: isize, dst: *mut f32) {
         // SAFETY: AVX-512F detected; rest forwarded.
-        unsafe { super::microkernel_avx512::pack_b_rows(kc, ncur, src, ps, dst) };
-        true
+        unsafe { super::microkernel_avx512::pack_b_rows(kc, ncur, src, ps, dst) }
     }
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, out: &TileOut) {
         // SAFETY: only reached when AVX-512F was detected; rest forwarded.
@@ -657,11 +659,12 @@ unsafe fn pack_b_block<K: Kernel>(
     dst: *mut f32,
 ) {
     if g.csb == 1 {
-        // SAFETY: columns j0..j0+ncur, rows pc..pc+kcur of B.
-        let src = unsafe { g.b.offset(kb.pc as isize * g.rsb + j0 as isize) };
-        if unsafe { K::pack_b_rows(kb.kcur, ncur, src, g.rsb, dst) } {
-            return;
+        // SAFETY: columns j0..j0+ncur, rows pc..pc+kcur of B; dst as above.
+        unsafe {
+            let src = g.b.offset(kb.pc as isize * g.rsb + j0 as isize);
+            K::pack_b_rows(kb.kcur, ncur, src, g.rsb, dst);
         }
+        return;
     }
     for jp in 0..ncur.div_ceil(K::NR) {
         let col = j0 + jp * K::NR;

@@ -255,13 +255,8 @@ pub(crate) unsafe fn pack_b(
     // SAFETY (all branches): within the bounds of the contract.
     unsafe {
         if ls == 1 {
-            let (m0, m1) = (lanes(valid.min(16)), lanes(valid.saturating_sub(16)));
-            for p in 0..kc {
-                let s = src.offset(p as isize * ps);
-                let d = dst.add(p * NR);
-                _mm512_store_ps(d, _mm512_maskz_loadu_ps(m0, s));
-                _mm512_store_ps(d.add(16), _mm512_maskz_loadu_ps(m1, s.wrapping_add(16)));
-            }
+            // One panel of row-major B: the block packer with one panel.
+            pack_b_rows(kc, valid, src, ps, dst);
         } else if ps == 1 {
             for h in 0..NR / 16 {
                 let v = valid.saturating_sub(16 * h).min(16);
