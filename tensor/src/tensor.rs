@@ -292,11 +292,7 @@ impl Tensor {
     /// [`TensorError::DType`] if `T` is not the tensor's dtype.
     pub fn data_mut<T: Element>(&mut self) -> Result<&mut [T]> {
         self.typed::<T>("data_mut")?;
-        let whole = self.is_contiguous()
-            && self.layout.offset() == 0
-            && self.numel() == self.storage.len()
-            && !self.storage.is_mapped();
-        if !whole {
+        if !self.views_whole_buffer() {
             let data = self.to_vec::<T>()?;
             *self = Tensor::from_parts(T::into_storage(data), self.shape());
         }
@@ -308,11 +304,16 @@ impl Tensor {
     /// contiguously from its start in memory Kiln may write (not a mapped
     /// file): then [`Tensor::data_mut`] writes in place without copying.
     pub(crate) fn owns_buffer(&mut self) -> bool {
+        self.views_whole_buffer() && Arc::get_mut(&mut self.storage).is_some()
+    }
+
+    /// Whether `self` views its whole, writable buffer contiguously from
+    /// the start (it may still share that buffer with other tensors).
+    fn views_whole_buffer(&self) -> bool {
         self.is_contiguous()
             && self.layout.offset() == 0
             && self.numel() == self.storage.len()
             && !self.storage.is_mapped()
-            && Arc::get_mut(&mut self.storage).is_some()
     }
 
     /// A contiguous tensor with the same elements: `self` (no copy) when
