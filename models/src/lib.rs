@@ -6,6 +6,7 @@
 
 mod error;
 pub mod gpt2;
+pub mod memory;
 pub mod tokenizer;
 pub mod train;
 

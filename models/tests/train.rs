@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 
 use kiln_models::gpt2::{load_model_dir, Gpt2, Gpt2Config};
 use kiln_models::tokenizer::Tokenizer;
-use kiln_models::train::checkpoint::list_checkpoints;
+use kiln_models::train::checkpoint::{list_checkpoints, FaultPoint};
 use kiln_models::train::{Batch, Sampling, ScheduleKind, TrainConfig, Trainer};
 use kiln_tensor::testing::load_safetensors;
 use kiln_tensor::Tensor;
@@ -206,7 +206,10 @@ fn an_interrupted_checkpoint_write_leaves_earlier_ones_whole() {
         killed_step(&mut t);
     }
     // Crash after all files of checkpoint-4 are written, before the rename.
-    t.before_commit = Box::new(|| Err(std::io::Error::other("simulated kill")));
+    t.fault_hook = Box::new(|at| match at {
+        FaultPoint::FilesWritten => Err(std::io::Error::other("simulated kill")),
+        _ => Ok(()),
+    });
     let e = t.save_checkpoint().unwrap_err().to_string();
     assert!(
         e.contains("simulated kill") && e.contains("checkpoint-4"),

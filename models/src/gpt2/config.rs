@@ -263,6 +263,26 @@ impl Gpt2Config {
         {
             return Err("only GPT-2's standard attention is supported: scale_attn_weights = true, scale_attn_by_inverse_layer_idx = false, reorder_and_upcast_attn = false".into());
         }
+        if self.n_inner == Some(0) {
+            return Err("n_inner must be positive (or null for 4·n_embd)".into());
+        }
+        if !(self.layer_norm_epsilon > 0.0 && self.layer_norm_epsilon.is_finite()) {
+            return Err(format!(
+                "layer_norm_epsilon must be a positive finite number, got {}",
+                self.layer_norm_epsilon
+            ));
+        }
+        // A count that overflows, or needs more than 2^48 elements, is no
+        // model this machine (or any) can hold.
+        match crate::memory::gpt2_parameters(self) {
+            Some(n) if n < 1 << 48 => {}
+            _ => {
+                return Err(format!(
+                    "the sizes (vocab_size {}, n_positions {}, n_embd {}, n_layer {}, n_inner {:?}) give an impossibly large model",
+                    self.vocab_size, self.n_positions, self.n_embd, self.n_layer, self.n_inner
+                ))
+            }
+        }
         for (name, p) in [
             ("resid_pdrop", self.resid_pdrop),
             ("embd_pdrop", self.embd_pdrop),

@@ -25,7 +25,8 @@ pub enum Sampling {
     Sample {
         /// Divides the logits; below 1 sharpens, above 1 flattens.
         temperature: f64,
-        /// Keep only the `k` most likely tokens.
+        /// Keep only the `k` most likely tokens; `Some(0)` keeps all, as
+        /// transformers' `top_k=0` does.
         top_k: Option<usize>,
         /// Keep the smallest set of most likely tokens whose probability
         /// reaches `p` (nucleus sampling).
@@ -41,7 +42,8 @@ pub struct GenerationConfig {
     /// Greedy or sampling.
     pub sampling: Sampling,
     /// Above 1, discourages tokens already present (CTRL's penalty:
-    /// positive logits divided, negative multiplied). 1 disables it.
+    /// positive logits divided, negative multiplied). 1 disables it; it
+    /// must be positive and finite.
     pub repetition_penalty: f64,
     /// Seed of the sampling generator.
     pub seed: u64,
@@ -105,8 +107,9 @@ fn choose(logits: &mut [f32], seen: &[u32], cfg: &GenerationConfig, rng: &mut Rn
             .total_cmp(&logits[a as usize])
             .then(a.cmp(&b))
     });
-    if let Some(k) = top_k {
-        order.truncate(k.max(1));
+    // transformers: top_k = 0 means no top-k filtering.
+    if let Some(k) = top_k.filter(|&k| k > 0) {
+        order.truncate(k);
     }
     let m = logits[order[0] as usize] as f64;
     let mut probs: Vec<f64> = order
@@ -151,7 +154,9 @@ fn choose(logits: &mut [f32], seen: &[u32], cfg: &GenerationConfig, rng: &mut Rn
 ///
 /// # Errors
 /// [`ModelError::Input`] for an empty prompt, a prompt longer than the
-/// context, ids outside the vocabulary, or stop strings without a tokenizer.
+/// context, ids outside the vocabulary, stop strings without a tokenizer,
+/// or a setting out of range (repetition penalty or temperature not
+/// positive and finite, top-p outside (0, 1]).
 pub fn generate(
     model: &Gpt2,
     prompts: &[Vec<u32>],
@@ -170,6 +175,27 @@ fn generate_inner(
     on_token: &mut dyn FnMut(usize, u32),
 ) -> Result<Vec<Vec<u32>>> {
     let ctx = model.config.n_positions;
+    let p = cfg.repetition_penalty;
+    if !(p > 0.0 && p.is_finite()) {
+        return Err(ModelError::Input(format!(
+            "repetition penalty must be a positive number (1 disables it), got {p}"
+        )));
+    }
+    if let Sampling::Sample {
+        temperature, top_p, ..
+    } = cfg.sampling
+    {
+        if !(temperature > 0.0 && temperature.is_finite()) {
+            return Err(ModelError::Input(format!(
+                "temperature must be a positive number, got {temperature}"
+            )));
+        }
+        if let Some(q) = top_p.filter(|q| !(*q > 0.0 && *q <= 1.0)) {
+            return Err(ModelError::Input(format!(
+                "top-p must be in (0, 1], got {q}"
+            )));
+        }
+    }
     if prompts.is_empty() {
         return Ok(Vec::new());
     }

@@ -9,4 +9,4 @@ pub use config::Gpt2Config;
 pub use generate::{generate, GenerationConfig, Sampling};
 pub use model::{Block, ForwardOptions, Gpt2, Init, ParamSource, RandomInit};
 pub(crate) use weights::write_atomic;
-pub use weights::{load_model_dir, save_model_dir};
+pub use weights::{load_model_dir, load_model_dir_with, save_model_dir};

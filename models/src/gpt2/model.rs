@@ -203,8 +203,20 @@ impl Gpt2 {
     /// A freshly initialised model (GPT-2 initialisation, seeded), f32.
     ///
     /// # Errors
-    /// [`ModelError::Config`] if the config is inconsistent.
+    /// [`ModelError::Config`] if the config is inconsistent;
+    /// [`ModelError::Input`] with the estimate if its weights would not fit
+    /// in the memory still available.
     pub fn new(config: Gpt2Config, seed: u64) -> Result<Gpt2> {
+        config.validate().map_err(|msg| ModelError::Config {
+            path: "config".into(),
+            msg,
+        })?;
+        let params = crate::memory::gpt2_parameters(&config).unwrap_or(u128::MAX);
+        crate::memory::ensure_fits(
+            params.saturating_mul(4),
+            &format!("a model of {params} parameters"),
+            "choose smaller n_layer / n_embd / vocab_size",
+        )?;
         Gpt2::build(
             config,
             &mut RandomInit {

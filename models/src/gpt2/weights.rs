@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_nn::state_dict::StateDict;
+use kiln_nn::state_dict::{LoadOptions, StateDict};
 use kiln_nn::Module;
 use kiln_tensor::{DType, Tensor};
 
@@ -89,6 +89,17 @@ fn is_buffer(name: &str) -> bool {
 /// naming the file and tensor for a missing, extra or mis-shaped tensor, and
 /// the state-dict error (naming the file) for a corrupt safetensors file.
 pub fn load_model_dir(dir: impl AsRef<Path>) -> Result<Gpt2> {
+    load_model_dir_with(dir, LoadOptions::default())
+}
+
+/// [`load_model_dir`] with explicit state-dict options: `copy: true` reads
+/// the weights into memory Kiln owns instead of mapping the file, for files
+/// that may be truncated or rewritten in place while the model is in use
+/// (a mapped file changed that way ends the process with `SIGBUS`).
+///
+/// # Errors
+/// As [`load_model_dir`].
+pub fn load_model_dir_with(dir: impl AsRef<Path>, options: LoadOptions) -> Result<Gpt2> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
         return Err(ModelError::Io {
@@ -118,7 +129,7 @@ pub fn load_model_dir(dir: impl AsRef<Path>) -> Result<Gpt2> {
             ),
         });
     }
-    let dict = StateDict::load(&file).map_err(kiln_nn::NnError::from)?;
+    let dict = StateDict::load_with(&file, options).map_err(kiln_nn::NnError::from)?;
     let prefix = if dict.contains_key("transformer.wte.weight") {
         "transformer."
     } else {
@@ -198,12 +209,25 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         path: path.to_path_buf(),
         error,
     };
-    let tmp = path.with_extension("kiln-tmp");
-    {
+    // A name of this process's own, so two writers of the same file (two
+    // runs tokenising into one cache) never share a temporary file.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}-{n}.kiln-tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let written = (|| {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
+        Ok(())
+    })();
+    match written.and_then(|()| std::fs::rename(&tmp, path).map_err(io)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    std::fs::rename(&tmp, path).map_err(io)
 }

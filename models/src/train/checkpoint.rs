@@ -1,24 +1,76 @@
-//! Training checkpoints: `checkpoint-<step>/` folders that survive a crash.
+//! Training checkpoints: `checkpoint-<step>/` folders that survive a crash,
+//! a full disk and rotation.
 //!
 //! A checkpoint holds the model in Hugging Face layout (`config.json`,
-//! `model.safetensors`), the optimizer state (`optimizer.safetensors`) and
-//! the trainer state (`trainer_state.json`: step, data position, generator
-//! states, log history). It is written into `checkpoint-<step>.kiln-tmp/`,
-//! every file synced, and only then renamed to `checkpoint-<step>/` — a
-//! rename is atomic, so a kill at any moment leaves either the old set of
-//! checkpoints or the new one, never a half-written folder under a final
-//! name. Leftover `.kiln-tmp` folders are ignored and cleaned up.
+//! `model.safetensors`), the optimizer state (`optimizer.safetensors`), the
+//! trainer state (`trainer_state.json`: step, data position, generator
+//! states, log history) and, written last, `kiln_manifest.json`: every
+//! file's size and CRC-32. The protocol, each step of which is safe to be
+//! killed at:
+//!
+//! 1. **Write**: every file goes into `checkpoint-<step>.kiln-tmp/` and is
+//!    synced; the manifest is written last. A folder whose name ends in
+//!    `.kiln-tmp` is never read as a checkpoint.
+//! 2. **Publish**: one rename turns `checkpoint-<step>.kiln-tmp` into
+//!    `checkpoint-<step>`. Re-saving a step that exists first renames the
+//!    old folder to `checkpoint-<step>.kiln-old`; a kill between the two
+//!    renames leaves both leftovers, and [`repair_output_dir`] puts the
+//!    complete one back under the real name.
+//! 3. **Delete** (rotation): a folder is renamed out of the `checkpoint-*`
+//!    namespace (`checkpoint-<step>.kiln-del`) before anything in it is
+//!    removed, so a half-deleted checkpoint never keeps a real name.
+//!
+//! "Complete" means a manifest that parses and lists the four files with
+//! their sizes ([`check_folder`], cheap); loading for resume also checks
+//! every CRC ([`verify_folder`]). The final model (`final/`) is published
+//! the same way.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use kiln_nn::state_dict::StateDict;
+use kiln_nn::state_dict::{LoadOptions, StateDict};
 use kiln_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::data::BatcherState;
-use crate::gpt2::{load_model_dir, save_model_dir, Gpt2};
+use crate::gpt2::{load_model_dir_with, save_model_dir, Gpt2};
 use crate::{ModelError, Result};
+
+/// The file, written last into a checkpoint, that says it is complete.
+pub const MANIFEST: &str = "kiln_manifest.json";
+
+/// The files every checkpoint holds besides the manifest.
+pub const CHECKPOINT_FILES: [&str; 4] = [
+    "config.json",
+    "model.safetensors",
+    "optimizer.safetensors",
+    "trainer_state.json",
+];
+
+/// Where in saving or rotating a fault hook runs; returning an error there
+/// simulates a crash at that instant: nothing after it runs, nothing is
+/// cleaned up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultPoint {
+    /// Every file and the manifest of `<name>.kiln-tmp` are written and
+    /// synced; nothing is renamed yet.
+    FilesWritten,
+    /// Re-saving: the old folder was renamed to `<name>.kiln-old`, the new
+    /// one is not yet published.
+    OldMovedAside,
+    /// Rotation: the victim was renamed to `<name>.kiln-del` and one file of
+    /// it removed; the rest is not yet deleted.
+    Deleting,
+}
+
+/// A fault-injection hook (tests); production code passes [`no_faults`].
+pub type FaultHook = dyn Fn(FaultPoint) -> std::io::Result<()>;
+
+/// The hook that injects nothing.
+pub fn no_faults(_: FaultPoint) -> std::io::Result<()> {
+    Ok(())
+}
 
 /// One logged point of the loss curve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +96,19 @@ pub struct TrainerState {
     pub history: Vec<LogPoint>,
 }
 
-fn io(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    format: u32,
+    files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FileEntry {
+    bytes: u64,
+    crc32: u32,
+}
+
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> ModelError + '_ {
     move |error| ModelError::Io {
         path: path.to_path_buf(),
         error,
@@ -56,7 +120,92 @@ pub fn checkpoint_name(step: usize) -> String {
     format!("checkpoint-{step}")
 }
 
-/// Complete checkpoints in `output_dir`, oldest first, as (step, path).
+/// The step of a folder named exactly `checkpoint-<step>`.
+pub fn checkpoint_step(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix("checkpoint-")?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+fn read_manifest(dir: &Path) -> std::result::Result<Manifest, String> {
+    let text = std::fs::read(dir.join(MANIFEST)).map_err(|e| format!("{MANIFEST}: {e}"))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{MANIFEST} is corrupt: {e}"))
+}
+
+/// Cheap completeness check of a published folder: the manifest parses and
+/// every file it lists (and, for a checkpoint, every file in
+/// [`CHECKPOINT_FILES`]) exists with its recorded size.
+///
+/// # Errors
+/// What is missing or wrong, naming the file.
+pub fn check_folder(dir: &Path) -> std::result::Result<(), String> {
+    let m = read_manifest(dir)?;
+    let is_checkpoint = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| checkpoint_step(n).is_some());
+    if is_checkpoint {
+        if let Some(f) = CHECKPOINT_FILES.iter().find(|f| !m.files.contains_key(**f)) {
+            return Err(format!("the manifest does not list {f}"));
+        }
+    }
+    for (name, entry) in &m.files {
+        let len = std::fs::metadata(dir.join(name))
+            .map_err(|e| format!("{name}: {e}"))?
+            .len();
+        if len != entry.bytes {
+            return Err(format!(
+                "{name} is {len} bytes, the manifest says {}",
+                entry.bytes
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn crc_of(path: &Path) -> std::io::Result<(u64, u32)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, hasher.finalize()))
+}
+
+/// Full check of a published folder: [`check_folder`], then every file's
+/// CRC-32 against the manifest.
+///
+/// # Errors
+/// [`ModelError::Config`] naming the folder and the first bad file.
+pub fn verify_folder(dir: &Path) -> Result<()> {
+    let bad = |msg: String| ModelError::Config {
+        path: dir.to_path_buf(),
+        msg: format!("incomplete or corrupt: {msg}"),
+    };
+    check_folder(dir).map_err(bad)?;
+    let m = read_manifest(dir).map_err(bad)?;
+    for (name, entry) in &m.files {
+        let (_, crc) = crc_of(&dir.join(name)).map_err(io(&dir.join(name)))?;
+        if crc != entry.crc32 {
+            return Err(bad(format!(
+                "{name} has CRC-32 {crc:08x}, the manifest says {:08x}",
+                entry.crc32
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Complete checkpoints in `output_dir` (see [`check_folder`]), oldest
+/// first, as (step, path).
 pub fn list_checkpoints(output_dir: &Path) -> Vec<(usize, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(output_dir) else {
         return Vec::new();
@@ -64,28 +213,117 @@ pub fn list_checkpoints(output_dir: &Path) -> Vec<(usize, PathBuf)> {
     let mut out: Vec<(usize, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let step = name.strip_prefix("checkpoint-")?.parse::<usize>().ok()?;
-            e.path()
-                .join("trainer_state.json")
-                .is_file()
-                .then(|| (step, e.path()))
+            let step = checkpoint_step(e.file_name().to_str()?)?;
+            check_folder(&e.path()).is_ok().then(|| (step, e.path()))
         })
         .collect();
     out.sort();
     out
 }
 
+/// The newest folder named `checkpoint-<step>` in `output_dir`, checked
+/// with [`check_folder`]; `None` if there is none.
+///
+/// # Errors
+/// [`ModelError::Config`] naming the newest folder when it is incomplete
+/// (a Kiln that wrote no manifest, or damage from outside), so a resume
+/// never silently steps back to an older checkpoint.
+pub fn newest_checkpoint(output_dir: &Path) -> Result<Option<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(output_dir) else {
+        return Ok(None);
+    };
+    let newest = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((checkpoint_step(e.file_name().to_str()?)?, e.path())))
+        .max();
+    match newest {
+        None => Ok(None),
+        Some((_, dir)) => match check_folder(&dir) {
+            Ok(()) => Ok(Some(dir)),
+            Err(msg) => Err(ModelError::Config {
+                path: dir,
+                msg: format!(
+                    "incomplete checkpoint ({msg}); move it away to resume from an earlier one"
+                ),
+            }),
+        },
+    }
+}
+
 fn sync_dir(dir: &Path) {
-    // Persist the rename itself; not every platform lets a folder be opened.
+    // Persist renames; not every platform lets a folder be opened.
     if let Ok(f) = std::fs::File::open(dir) {
         let _ = f.sync_all();
     }
 }
 
-/// Writes a checkpoint atomically and returns its path. `before_commit`
-/// runs after every file is written and synced but before the rename; tests
-/// use it to simulate a crash at the worst moment.
+/// Writes `manifest` for the files in `dir` (every regular file but the
+/// manifest itself), synced.
+fn write_manifest(dir: &Path) -> Result<()> {
+    let mut files = BTreeMap::new();
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == MANIFEST || !e.file_type().map_err(io(dir))?.is_file() {
+            continue;
+        }
+        let (bytes, crc32) = crc_of(&e.path()).map_err(io(&e.path()))?;
+        files.insert(name, FileEntry { bytes, crc32 });
+    }
+    let json =
+        serde_json::to_vec_pretty(&Manifest { format: 1, files }).expect("manifest serialises");
+    crate::gpt2::write_atomic(&dir.join(MANIFEST), &json)
+}
+
+/// Publishes the folder `output_dir/name` by the protocol above: `write`
+/// fills a fresh `name.kiln-tmp/`, the manifest is added, and renames make
+/// it visible. A failed write removes the temporary folder; a hook error
+/// simulates a crash (see [`FaultPoint`]).
+///
+/// # Errors
+/// [`ModelError::Io`] naming the path that failed; the folder previously
+/// published under `name`, if any, is untouched.
+pub fn publish_folder(
+    output_dir: &Path,
+    name: &str,
+    write: &dyn Fn(&Path) -> Result<()>,
+    hook: &FaultHook,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(output_dir).map_err(io(output_dir))?;
+    let final_dir = output_dir.join(name);
+    let tmp = output_dir.join(format!("{name}.kiln-tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    let written = std::fs::create_dir_all(&tmp)
+        .map_err(io(&tmp))
+        .and_then(|()| write(&tmp))
+        .and_then(|()| write_manifest(&tmp));
+    if let Err(e) = written {
+        // Disk full or unwritable: leave nothing behind.
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    sync_dir(&tmp);
+    hook(FaultPoint::FilesWritten).map_err(io(&tmp))?;
+    if final_dir.exists() {
+        let old = output_dir.join(format!("{name}.kiln-old"));
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(io(&old))?;
+        }
+        std::fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
+        hook(FaultPoint::OldMovedAside).map_err(io(&old))?;
+        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+        sync_dir(output_dir);
+        let _ = std::fs::remove_dir_all(&old);
+    } else {
+        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    }
+    sync_dir(output_dir);
+    Ok(final_dir)
+}
+
+/// Writes a checkpoint by the protocol above and returns its path.
 ///
 /// # Errors
 /// [`ModelError::Io`] naming the folder if anything cannot be written; the
@@ -95,51 +333,126 @@ pub fn save_checkpoint(
     model: &Gpt2,
     optimizer_state: &BTreeMap<String, Tensor>,
     state: &TrainerState,
-    before_commit: &dyn Fn() -> std::io::Result<()>,
+    hook: &FaultHook,
 ) -> Result<PathBuf> {
-    std::fs::create_dir_all(output_dir).map_err(io(output_dir))?;
-    let final_dir = output_dir.join(checkpoint_name(state.step));
-    let tmp = output_dir.join(format!("{}.kiln-tmp", checkpoint_name(state.step)));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    save_model_dir(model, &tmp)?;
-    let mut opt = StateDict::new();
-    for (k, v) in optimizer_state {
-        opt.insert(k.clone(), v.clone());
-    }
-    opt.save(tmp.join("optimizer.safetensors"))
-        .map_err(kiln_nn::NnError::from)?;
-    let json = serde_json::to_vec_pretty(state).expect("trainer state serialises");
-    crate::gpt2::write_atomic(&tmp.join("trainer_state.json"), &json)?;
-    sync_dir(&tmp);
-    before_commit().map_err(io(&tmp))?;
-    if final_dir.exists() {
-        // Re-saving a step (after a resume): move the old one aside first.
-        let old = output_dir.join(format!("{}.kiln-old", checkpoint_name(state.step)));
-        std::fs::rename(&final_dir, &old).map_err(io(&final_dir))?;
-        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-        let _ = std::fs::remove_dir_all(&old);
-    } else {
-        std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
-    }
-    sync_dir(output_dir);
-    Ok(final_dir)
+    let write = |dir: &Path| -> Result<()> {
+        save_model_dir(model, dir)?;
+        let mut opt = StateDict::new();
+        for (k, v) in optimizer_state {
+            opt.insert(k.clone(), v.clone());
+        }
+        opt.save(dir.join("optimizer.safetensors"))
+            .map_err(kiln_nn::NnError::from)?;
+        let json = serde_json::to_vec_pretty(state).expect("trainer state serialises");
+        crate::gpt2::write_atomic(&dir.join("trainer_state.json"), &json)
+    };
+    publish_folder(output_dir, &checkpoint_name(state.step), &write, hook)
 }
 
-/// Deletes the oldest checkpoints so at most `keep` remain (never the
-/// newest), and removes leftover temporary folders.
+/// Removes a folder by first renaming it out of its namespace to
+/// `<name>.kiln-del`, so a crash midway never leaves a half-deleted folder
+/// under its real name.
+///
+/// # Errors
+/// [`ModelError::Io`] naming the folder.
+pub fn delete_folder(path: &Path, hook: &FaultHook) -> Result<()> {
+    let mut doomed = path.as_os_str().to_owned();
+    doomed.push(".kiln-del");
+    let doomed = PathBuf::from(doomed);
+    std::fs::rename(path, &doomed).map_err(io(path))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent);
+    }
+    let _ = std::fs::remove_file(doomed.join(MANIFEST));
+    hook(FaultPoint::Deleting).map_err(io(&doomed))?;
+    std::fs::remove_dir_all(&doomed).map_err(io(&doomed))
+}
+
+/// Deletes the oldest complete checkpoints so at most `keep` remain (never
+/// the newest), each by [`delete_folder`].
 ///
 /// # Errors
 /// [`ModelError::Io`] if a folder cannot be removed.
-pub fn rotate_checkpoints(output_dir: &Path, keep: usize) -> Result<()> {
+pub fn rotate_checkpoints(output_dir: &Path, keep: usize, hook: &FaultHook) -> Result<()> {
     let all = list_checkpoints(output_dir);
     let excess = all.len().saturating_sub(keep.max(1));
     for (_, path) in all.into_iter().take(excess) {
-        std::fs::remove_dir_all(&path).map_err(io(&path))?;
+        delete_folder(&path, hook)?;
     }
     Ok(())
+}
+
+/// Puts `output_dir` back into a clean state after a crash, and returns a
+/// line for each thing it did:
+///
+/// - `X.kiln-old` without `X` (a kill between the two renames of a
+///   re-save): the complete `X.kiln-tmp` becomes `X` if there is one, else
+///   `X.kiln-old` goes back;
+/// - then every other `*.kiln-tmp`, `*.kiln-old` and `*.kiln-del` folder or
+///   file in `output_dir`, `output_dir/cache` and `output_dir/final` is
+///   removed.
+///
+/// Only call it while holding the folder's lock
+/// ([`super::OutputLock`]): it assumes no one else is writing there.
+///
+/// # Errors
+/// [`ModelError::Io`] naming the path that could not be renamed or removed.
+pub fn repair_output_dir(output_dir: &Path) -> Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let names = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|it| {
+                it.filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for name in names(output_dir) {
+        let Some(base) = name.strip_suffix(".kiln-old") else {
+            continue;
+        };
+        let real = output_dir.join(base);
+        if real.exists() {
+            continue;
+        }
+        let tmp = output_dir.join(format!("{base}.kiln-tmp"));
+        let from = if check_folder(&tmp).is_ok() {
+            tmp
+        } else {
+            output_dir.join(&name)
+        };
+        std::fs::rename(&from, &real).map_err(io(&from))?;
+        notes.push(format!(
+            "restored {} from {}",
+            real.display(),
+            from.display()
+        ));
+    }
+    for dir in [
+        output_dir.to_path_buf(),
+        output_dir.join("cache"),
+        output_dir.join("final"),
+    ] {
+        for name in names(&dir) {
+            if !name.ends_with(".kiln-tmp")
+                && !name.ends_with(".kiln-old")
+                && !name.ends_with(".kiln-del")
+            {
+                continue;
+            }
+            let path = dir.join(&name);
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(io(&path))?;
+            notes.push(format!("removed the leftover {}", path.display()));
+        }
+    }
+    sync_dir(output_dir);
+    Ok(notes)
 }
 
 /// A loaded checkpoint.
@@ -152,15 +465,24 @@ pub struct Checkpoint {
     pub state: TrainerState,
 }
 
-/// Loads the checkpoint in `dir`.
+/// Loads the checkpoint in `dir` after checking every file against its
+/// manifest ([`verify_folder`]). Tensors are copied into memory, not
+/// mapped: the folder may be rotated away or rewritten while training goes
+/// on.
 ///
 /// # Errors
-/// [`ModelError::Io`] / [`ModelError::Config`] naming the file for a
-/// missing or corrupt part.
+/// [`ModelError::Config`] naming the folder for an incomplete or corrupt
+/// checkpoint; [`ModelError::Io`] / [`ModelError::Config`] naming the file
+/// for a part that cannot be read or parsed.
 pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
-    let model = load_model_dir(dir)?;
+    verify_folder(dir)?;
+    let copy = LoadOptions {
+        copy: true,
+        ..Default::default()
+    };
+    let model = load_model_dir_with(dir, copy)?;
     let opt_path = dir.join("optimizer.safetensors");
-    let dict = StateDict::load(&opt_path).map_err(kiln_nn::NnError::from)?;
+    let dict = StateDict::load_with(&opt_path, copy).map_err(kiln_nn::NnError::from)?;
     let optimizer = dict
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))

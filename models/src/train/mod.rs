@@ -3,10 +3,12 @@
 pub mod checkpoint;
 pub mod data;
 mod eval;
+mod output_lock;
 mod plot;
 mod trainer;
 
 pub use data::{collect_files, load_tokens, Batch, Batcher, Sampling};
 pub use eval::evaluate;
+pub use output_lock::{OutputLock, LOCK_FILE};
 pub use plot::plot_loss_curve;
 pub use trainer::{has_checkpoint, ScheduleKind, StepStats, TrainConfig, TrainSummary, Trainer};

@@ -15,10 +15,12 @@ use kiln_tensor::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{
-    list_checkpoints, load_checkpoint, rotate_checkpoints, save_checkpoint, LogPoint, TrainerState,
+    delete_folder, list_checkpoints, load_checkpoint, no_faults, publish_folder, repair_output_dir,
+    rotate_checkpoints, save_checkpoint, FaultHook, LogPoint, TrainerState,
 };
 use super::data::{Batch, Batcher, Sampling};
 use super::eval::evaluate;
+use super::output_lock::OutputLock;
 use super::plot::plot_loss_curve;
 use crate::gpt2::{save_model_dir, ForwardOptions, Gpt2};
 use crate::{ModelError, Result};
@@ -75,6 +77,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Start afresh in an output folder that holds an earlier run's
+    /// checkpoints, deleting them (transformers' `overwrite_output_dir`).
+    /// Without it (and without [`Trainer::resume`]) such a folder is an
+    /// error, so two runs never mix.
+    pub overwrite_output_dir: bool,
 }
 
 impl Default for TrainConfig {
@@ -99,7 +106,120 @@ impl Default for TrainConfig {
             save_total_limit: None,
             seed: 42,
             progress: true,
+            overwrite_output_dir: false,
         }
+    }
+}
+
+fn bad_arg(field: &str, flag: &str, rule: &str, got: impl std::fmt::Display) -> ModelError {
+    ModelError::Input(format!("{field} (--{flag}) must be {rule}, got {got}"))
+}
+
+impl TrainConfig {
+    /// Checks every hyper-parameter before anything is trained or saved:
+    /// a NaN or infinite learning rate would turn every weight into NaN at
+    /// the first update, a zero batch size would silently mean one.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] naming the field, its command-line flag, the
+    /// rule and the value.
+    pub fn validate(&self) -> Result<()> {
+        // f32 weights: a learning rate past f32's range overflows at once.
+        let f32_max = f32::MAX as f64;
+        let lr = self.learning_rate;
+        if !(lr.is_finite() && (0.0..=f32_max).contains(&lr)) {
+            return Err(bad_arg(
+                "learning_rate",
+                "learning-rate",
+                "a finite number ≥ 0",
+                lr,
+            ));
+        }
+        let wd = self.weight_decay;
+        if !(wd.is_finite() && (0.0..=f32_max).contains(&wd)) {
+            return Err(bad_arg(
+                "weight_decay",
+                "weight-decay",
+                "a finite number ≥ 0",
+                wd,
+            ));
+        }
+        let (b1, b2, eps) = self.adam;
+        for (name, flag, b) in [("adam.0", "adam-beta1", b1), ("adam.1", "adam-beta2", b2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(bad_arg(name, flag, "in [0, 1)", b));
+            }
+        }
+        if !(eps.is_finite() && eps >= 0.0) {
+            return Err(bad_arg(
+                "adam.2",
+                "adam-epsilon",
+                "a finite number ≥ 0",
+                eps,
+            ));
+        }
+        let g = self.max_grad_norm;
+        if g.is_nan() || g < 0.0 {
+            return Err(bad_arg(
+                "max_grad_norm",
+                "max-grad-norm",
+                "a number ≥ 0 (0 disables clipping)",
+                g,
+            ));
+        }
+        if !(self.epochs.is_finite() && self.epochs > 0.0) {
+            return Err(bad_arg(
+                "epochs",
+                "epochs",
+                "a finite number > 0",
+                self.epochs,
+            ));
+        }
+        let at_least_one = "at least 1";
+        for (field, flag, v) in [
+            ("batch_size", "batch-size", self.batch_size),
+            (
+                "gradient_accumulation_steps",
+                "gradient-accumulation-steps",
+                self.gradient_accumulation_steps,
+            ),
+            ("logging_steps", "logging-steps", self.logging_steps),
+            ("save_steps", "save-steps", self.save_steps),
+        ] {
+            if v == 0 {
+                return Err(bad_arg(field, flag, at_least_one, v));
+            }
+        }
+        for (field, flag, v, omit) in [
+            (
+                "max_steps",
+                "max-steps",
+                self.max_steps,
+                "to train for --epochs",
+            ),
+            (
+                "eval_steps",
+                "eval-steps",
+                self.eval_steps,
+                "to evaluate only at the end",
+            ),
+            (
+                "save_total_limit",
+                "save-total-limit",
+                self.save_total_limit,
+                "to keep every checkpoint",
+            ),
+        ] {
+            if v == Some(0) {
+                return Err(bad_arg(
+                    field,
+                    flag,
+                    &format!("at least 1 (omit it {omit})"),
+                    0,
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -147,22 +267,35 @@ pub struct Trainer {
     step: usize,
     total_steps: usize,
     history: Vec<LogPoint>,
-    /// Runs before a checkpoint is committed (tests simulate crashes here).
-    pub before_commit: Box<dyn Fn() -> std::io::Result<()>>,
+    resume_attempted: bool,
+    repairs: Vec<String>,
+    _lock: OutputLock,
+    /// Runs at each [`super::checkpoint::FaultPoint`] of saving and
+    /// rotating; tests return an error there to simulate a crash.
+    pub fault_hook: Box<FaultHook>,
 }
 
 impl Trainer {
     /// A trainer for `model` on `train` ids, validating on `val` ids.
     ///
+    /// It takes the output folder's lock ([`OutputLock`]) for its lifetime
+    /// and repairs what a crashed run left there
+    /// ([`super::checkpoint::repair_output_dir`]; [`Trainer::repairs`]
+    /// says what was done).
+    ///
     /// # Errors
-    /// [`ModelError::Input`] if the block size exceeds the model's context
-    /// or the data is too short for one block.
+    /// [`ModelError::Input`] for an invalid hyper-parameter
+    /// ([`TrainConfig::validate`]), a block size beyond the model's
+    /// context, data too short for one block, a run that would not fit in
+    /// memory (with the estimate), or an output folder another process is
+    /// training in.
     pub fn new(
         mut model: Gpt2,
         cfg: TrainConfig,
         train: Vec<u32>,
         val: Option<Vec<u32>>,
     ) -> Result<Trainer> {
+        cfg.validate()?;
         if cfg.block_size > model.config.n_positions {
             return Err(ModelError::Input(format!(
                 "block size {} exceeds the model's context of {} positions",
@@ -224,6 +357,24 @@ impl Trainer {
             .unwrap_or(((per_epoch as f64) * cfg.epochs).ceil() as usize)
             .max(1);
         let params = model.parameters();
+        // Weights exist already; gradients and AdamW's two moments add three
+        // copies, and the forward pass its activations.
+        let n_params: u128 = params.iter().map(|p| p.value().numel() as u128).sum();
+        crate::memory::ensure_fits(
+            12 * n_params
+                + crate::memory::gpt2_activation_bytes(
+                    &model.config,
+                    cfg.batch_size,
+                    cfg.block_size,
+                ),
+            &format!(
+                "training this model at batch size {} × block size {}",
+                cfg.batch_size, cfg.block_size
+            ),
+            "lower --batch-size or --block-size, or train a smaller model",
+        )?;
+        let lock = OutputLock::acquire(&cfg.output_dir)?;
+        let repairs = repair_output_dir(&cfg.output_dir)?;
         Ok(Trainer {
             model,
             cfg,
@@ -234,8 +385,17 @@ impl Trainer {
             step: 0,
             total_steps,
             history: Vec::new(),
-            before_commit: Box::new(|| Ok(())),
+            resume_attempted: false,
+            repairs,
+            _lock: lock,
+            fault_hook: Box::new(no_faults),
         })
+    }
+
+    /// What opening the output folder repaired or removed after an earlier
+    /// crash, one line each.
+    pub fn repairs(&self) -> &[String] {
+        &self.repairs
     }
 
     /// Optimizer steps done.
@@ -374,25 +534,97 @@ impl Trainer {
         }
     }
 
-    /// Saves `checkpoint-<step>/` atomically and rotates old ones.
+    /// Saves `checkpoint-<step>/` by the crash-safe protocol of
+    /// [`super::checkpoint`] and rotates old ones. A checkpoint is only
+    /// written when every weight, every optimizer moment and the last
+    /// logged loss are finite, so each one on disk is a good place to
+    /// resume from.
     ///
     /// # Errors
-    /// [`ModelError::Io`] naming the folder; earlier checkpoints stay intact.
+    /// [`ModelError::Input`] naming the first non-finite tensor;
+    /// [`ModelError::Io`] naming the folder. Earlier checkpoints stay
+    /// intact either way.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let opt_state = self.opt.state_tensors();
+        let weights = self
+            .model
+            .named_parameters()
+            .into_iter()
+            .map(|(n, p)| (n, p.value()));
+        for (name, t) in weights.chain(opt_state.iter().map(|(n, t)| (n.clone(), t.clone()))) {
+            if !all_finite(&t)? {
+                return Err(ModelError::Input(format!(
+                    "not saving {}: {name} holds NaN or infinite values after step {} (training diverged); try a lower --learning-rate",
+                    super::checkpoint::checkpoint_name(self.step),
+                    self.step
+                )));
+            }
+        }
+        if let Some(bad) = self
+            .history
+            .iter()
+            .rev()
+            .find_map(|p| p.loss)
+            .filter(|l| !l.is_finite())
+        {
+            return Err(ModelError::Input(format!(
+                "not saving {}: the last loss is {bad}",
+                super::checkpoint::checkpoint_name(self.step)
+            )));
+        }
         let dir = save_checkpoint(
             &self.cfg.output_dir,
             &self.model,
-            &self.opt.state_tensors(),
+            &opt_state,
             &self.state(),
-            &*self.before_commit,
+            &*self.fault_hook,
         )?;
         if let Some(keep) = self.cfg.save_total_limit {
-            rotate_checkpoints(&self.cfg.output_dir, keep)?;
+            rotate_checkpoints(&self.cfg.output_dir, keep, &*self.fault_hook)?;
         }
         Ok(dir)
     }
 
-    /// Continues from the newest complete checkpoint in the output folder,
+    /// Before a fresh start: an output folder holding another run's
+    /// checkpoints is an error, or is cleared with `overwrite_output_dir`.
+    fn claim_output_dir(&self) -> Result<()> {
+        if self.resume_attempted || self.step > 0 {
+            return Ok(());
+        }
+        let out = &self.cfg.output_dir;
+        let old = list_checkpoints(out);
+        let final_dir = out.join("final");
+        if old.is_empty() && !final_dir.exists() {
+            return Ok(());
+        }
+        if !self.cfg.overwrite_output_dir {
+            let what = old
+                .last()
+                .map(|(_, p)| p.display().to_string())
+                .unwrap_or_else(|| final_dir.display().to_string());
+            return Err(ModelError::Input(format!(
+                "{} already holds an earlier run ({what}); pass --resume to continue it, --overwrite-output-dir to delete it and start afresh, or choose another --output-dir",
+                out.display()
+            )));
+        }
+        for (_, p) in &old {
+            delete_folder(p, &*self.fault_hook)?;
+        }
+        if final_dir.exists() {
+            delete_folder(&final_dir, &*self.fault_hook)?;
+        }
+        for f in ["log.jsonl", "loss.svg"] {
+            let path = out.join(f);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(super::checkpoint::io(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Continues from the newest checkpoint in the output folder (an
+    /// incomplete or corrupt newest one is an error naming it, never a
+    /// silent step back to an older one),
     /// restoring weights, optimizer moments, data position and generators,
     /// so the run reproduces the uninterrupted one exactly. Returns the
     /// checkpoint used, or `None` if there is none.
@@ -400,7 +632,8 @@ impl Trainer {
     /// # Errors
     /// A corrupt or mismatched checkpoint (naming the file and tensor).
     pub fn resume(&mut self) -> Result<Option<PathBuf>> {
-        let Some((_, dir)) = list_checkpoints(&self.cfg.output_dir).pop() else {
+        self.resume_attempted = true;
+        let Some(dir) = super::checkpoint::newest_checkpoint(&self.cfg.output_dir)? else {
             return Ok(None);
         };
         let ck = load_checkpoint(&dir)?;
@@ -467,10 +700,7 @@ impl Trainer {
     /// errors naming the path, model errors.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<TrainSummary> {
         let out = self.cfg.output_dir.clone();
-        std::fs::create_dir_all(&out).map_err(|error| ModelError::Io {
-            path: out.clone(),
-            error,
-        })?;
+        self.claim_output_dir()?;
         let bar = if self.cfg.progress {
             ProgressBar::new(self.total_steps as u64)
         } else {
@@ -523,12 +753,21 @@ impl Trainer {
                     self.eval_point(&bar)?;
                 }
             }
-            if self.step.is_multiple_of(self.cfg.save_steps.max(1)) && self.step < self.total_steps
-            {
+            // As transformers' Trainer: every multiple of save_steps, the
+            // last step included.
+            let saved = self.step.is_multiple_of(self.cfg.save_steps);
+            if saved {
                 self.save_checkpoint()?;
             }
             if stop.load(Ordering::SeqCst) {
-                let dir = self.save_checkpoint()?;
+                let dir = if saved {
+                    super::checkpoint::list_checkpoints(&out)
+                        .pop()
+                        .map(|(_, d)| d)
+                        .unwrap_or_default()
+                } else {
+                    self.save_checkpoint()?
+                };
                 bar.abandon_with_message(format!("interrupted: saved {}", dir.display()));
                 interrupted = true;
                 break;
@@ -549,10 +788,16 @@ impl Trainer {
         }
         let eval_loss = self.eval_point(&bar)?;
         bar.finish();
-        let final_dir = out.join("final");
         self.model.eval();
-        save_model_dir(&self.model, &final_dir)?;
+        let model = &self.model;
+        let final_dir = publish_folder(
+            &out,
+            "final",
+            &|dir: &Path| save_model_dir(model, dir),
+            &*self.fault_hook,
+        );
         self.model.train();
+        let final_dir = final_dir?;
         plot_loss_curve(&self.history, &out.join("loss.svg"))?;
         Ok(TrainSummary {
             steps: self.step,
@@ -584,6 +829,22 @@ impl Trainer {
         ));
         Ok(Some(l))
     }
+}
+
+fn all_finite(t: &kiln_tensor::Tensor) -> Result<bool> {
+    Ok(match t.dtype() {
+        kiln_tensor::DType::F32 => t
+            .contiguous()
+            .as_slice::<f32>()?
+            .iter()
+            .all(|v| v.is_finite()),
+        kiln_tensor::DType::F64 => t
+            .contiguous()
+            .as_slice::<f64>()?
+            .iter()
+            .all(|v| v.is_finite()),
+        _ => true,
+    })
 }
 
 /// Whether a folder holds at least one complete checkpoint.
