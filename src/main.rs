@@ -36,15 +36,16 @@ enum Command {
 fn main() -> ExitCode {
     alloc::keep_freed_memory();
     let cli = Cli::parse();
+    let done = |r: anyhow::Result<()>| r.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Some(Command::Tokenize(args)) => cmd::tokenize::run(&args),
-        Some(Command::Generate(args)) => cmd::generate::run(&args),
-        Some(Command::Eval(args)) => cmd::eval::run(&args),
+        Some(Command::Tokenize(args)) => done(cmd::tokenize::run(&args)),
+        Some(Command::Generate(args)) => done(cmd::generate::run(&args)),
+        Some(Command::Eval(args)) => done(cmd::eval::run(&args)),
         Some(Command::Train(args)) => cmd::train::run(&args),
         None => cmd::train::run(&cmd::train::TrainArgs::demo()),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // One line: the error and its causes, no backtrace.
             eprintln!("error: {err:#}");

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use kiln_models::gpt2::load_model_dir;
+use kiln_models::gpt2::load_model_dir_with;
 use kiln_models::train::evaluate;
 
 use super::{read_utf8, tokenizer_for};
@@ -15,6 +15,10 @@ pub struct EvalArgs {
     /// Hugging Face GPT-2 directory (config.json + model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    /// Read the weights into memory instead of mapping the file (slower to
+    /// load; safe if the file may be overwritten in place meanwhile).
+    #[arg(long)]
+    pub no_mmap: bool,
     /// UTF-8 text file to evaluate on.
     #[arg(long, value_name = "FILE")]
     pub file: PathBuf,
@@ -31,7 +35,7 @@ pub struct EvalArgs {
 
 /// Runs `kiln eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let model = load_model_dir(&args.model)?;
+    let model = load_model_dir_with(&args.model, super::load_options(args.no_mmap))?;
     let tokenizer = tokenizer_for(&args.model)?;
     let text = read_utf8(&args.file)?;
     let ids = tokenizer.encode(&text);
@@ -55,8 +59,16 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     let (sum, count) = evaluate(&model, &ids, block, args.batch_size)?;
     let loss = sum / count as f64;
     let ppl = loss.exp();
+    if !loss.is_finite() {
+        eprintln!("warning: the loss is {loss}: the model's weights or logits are not finite");
+    }
     if args.json {
-        println!("{{\"loss\": {loss}, \"perplexity\": {ppl}, \"tokens\": {count}}}");
+        // JSON has no NaN or Infinity: a non-finite number is printed as null.
+        let num = |x: f64| serde_json::json!(x.is_finite().then_some(x));
+        println!(
+            "{}",
+            serde_json::json!({"loss": num(loss), "perplexity": num(ppl), "tokens": count})
+        );
     } else {
         println!("loss {loss:.4}  perplexity {ppl:.2}  tokens {count}");
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_models::gpt2::{generate, load_model_dir, GenerationConfig, Sampling};
+use kiln_models::gpt2::{generate, load_model_dir_with, GenerationConfig, Sampling};
 
 use super::{print_json_array, tokenizer_for};
 
@@ -15,6 +15,10 @@ pub struct GenerateArgs {
     /// Hugging Face GPT-2 directory (config.json + model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    /// Read the weights into memory instead of mapping the file (slower to
+    /// load; safe if the file may be overwritten in place meanwhile).
+    #[arg(long)]
+    pub no_mmap: bool,
     /// The text to continue.
     #[arg(long)]
     pub prompt: String,
@@ -28,13 +32,15 @@ pub struct GenerateArgs {
     /// Sample with this temperature.
     #[arg(long)]
     pub temperature: Option<f64>,
-    /// Sample among the k most likely tokens.
+    /// Sample among the k most likely tokens (0: no top-k filtering, as in
+    /// transformers).
     #[arg(long)]
     pub top_k: Option<usize>,
     /// Sample from the smallest set of tokens with probability ≥ p.
     #[arg(long)]
     pub top_p: Option<f64>,
-    /// Penalise tokens already present (> 1).
+    /// Penalise tokens already present (> 1 penalises, 1 disables; must be
+    /// positive).
     #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f64,
     /// Stop once the generated text contains this string (repeatable).
@@ -51,7 +57,7 @@ pub struct GenerateArgs {
 
 /// Runs `kiln generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let model = load_model_dir(&args.model)?;
+    let model = load_model_dir_with(&args.model, super::load_options(args.no_mmap))?;
     let tokenizer = tokenizer_for(&args.model)?;
     let mut prompt = tokenizer.encode(&args.prompt);
     if prompt.is_empty() {
@@ -65,6 +71,15 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
             model.config.n_positions
         );
     }
+    if prompt.len() + args.max_new_tokens > model.config.n_positions {
+        bail!(
+            "the prompt ({} tokens) plus --max-new-tokens {} exceeds the model's context of {} positions; ask for at most {} new tokens",
+            prompt.len(),
+            args.max_new_tokens,
+            model.config.n_positions,
+            model.config.n_positions - prompt.len()
+        );
+    }
     let sampling = if args.temperature.is_some() || args.top_k.is_some() || args.top_p.is_some() {
         Sampling::Sample {
             temperature: args.temperature.unwrap_or(1.0),
@@ -74,16 +89,6 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
     } else {
         Sampling::Greedy
     };
-    if let Some(t) = args.temperature {
-        if !(t > 0.0 && t.is_finite()) {
-            bail!("--temperature must be a positive number, got {t}");
-        }
-    }
-    if let Some(p) = args.top_p {
-        if !(p > 0.0 && p <= 1.0) {
-            bail!("--top-p must be in (0, 1], got {p}");
-        }
-    }
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         sampling,

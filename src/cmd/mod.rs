@@ -44,6 +44,16 @@ pub fn print_json_array(ids: &[u32]) -> std::io::Result<()> {
     }
 }
 
+/// How to read a model's weights: mapped (the default: loading is nearly
+/// free) or, with `--no-mmap`, copied into memory, so that the file being
+/// overwritten in place cannot end the process with `SIGBUS`.
+pub fn load_options(no_mmap: bool) -> kiln_nn::state_dict::LoadOptions {
+    kiln_nn::state_dict::LoadOptions {
+        copy: no_mmap,
+        ..Default::default()
+    }
+}
+
 /// The tokenizer for a model directory: its own `vocab.json` + `merges.txt`
 /// (or `encoder.json` + `vocab.bpe`) if present, else the built-in GPT-2 one.
 pub fn tokenizer_for(dir: &Path) -> Result<Tokenizer> {

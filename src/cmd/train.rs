@@ -2,17 +2,18 @@
 //! and, with no arguments at all, the built-in demo (`cargo run --release`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use kiln_models::gpt2::{
-    generate, load_model_dir, GenerationConfig, Gpt2, Gpt2Config, Sampling as TokenSampling,
+    generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, Sampling as TokenSampling,
 };
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::{
-    collect_files, load_tokens, Sampling, ScheduleKind, TrainConfig, Trainer,
+    collect_files, load_tokens, OutputLock, Sampling, ScheduleKind, TrainConfig, Trainer,
 };
 
 use super::tokenizer_for;
@@ -112,8 +113,12 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Continue from the newest checkpoint in --output-dir.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "overwrite_output_dir")]
     pub resume: bool,
+    /// Start afresh in an --output-dir that holds an earlier run, deleting
+    /// its checkpoints, final model and logs (the cached tokens stay).
+    #[arg(long)]
+    pub overwrite_output_dir: bool,
     /// Generate a sample from this prompt at the end.
     #[arg(long)]
     pub sample_prompt: Option<String>,
@@ -151,6 +156,8 @@ impl TrainArgs {
             dropout: Some(0.0),
             seed: 1337,
             resume: false,
+            // The demo owns runs/demo/: each run starts it afresh.
+            overwrite_output_dir: true,
             sample_prompt: Some("ROMEO:\n".into()),
             no_progress: false,
         }
@@ -163,7 +170,9 @@ pub const DEMO_STEPS: usize = 450;
 fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
     match (&args.model, &args.config) {
         (Some(dir), _) => {
-            let mut model = load_model_dir(dir)?;
+            // Copied, not mapped: the folder may be another run's, rotated
+            // or rewritten while this one trains.
+            let mut model = load_model_dir_with(dir, super::load_options(true))?;
             if let Some(p) = args.dropout {
                 model.set_dropout(p)?;
             }
@@ -186,8 +195,35 @@ fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
     }
 }
 
-/// Runs `kiln train` (or the demo).
-pub fn run(args: &TrainArgs) -> Result<()> {
+/// The signal that stopped a run, as the process's exit status (128 + its
+/// number: 130 for SIGINT, 143 for SIGTERM), so `kiln train && kiln eval`
+/// never evaluates an unfinished model.
+fn interrupted_status(signal: usize) -> ExitCode {
+    ExitCode::from(128u8.wrapping_add(signal as u8))
+}
+
+/// Ctrl-C, SIGTERM and SIGHUP set `stop` (the trainer finishes its step and
+/// saves a checkpoint) and record which signal came; a second one ends the
+/// process at once with the same status.
+fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let stop = Arc::new(AtomicBool::new(false));
+    let which = Arc::new(AtomicUsize::new(0));
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        let code = 128 + sig;
+        signal_hook::flag::register_conditional_shutdown(sig, code, stop.clone())?;
+        signal_hook::flag::register_usize(sig, which.clone(), sig as usize)?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    Ok((stop, which))
+}
+
+/// Runs `kiln train` (or the demo); the exit status is non-zero when a
+/// signal interrupted the run (after its checkpoint was saved).
+pub fn run(args: &TrainArgs) -> Result<ExitCode> {
+    // Before anything is written there (the token cache included): one run
+    // per output folder.
+    let _lock = OutputLock::acquire(&args.output_dir)?;
     let (model, tokenizer) = model_and_tokenizer(args)?;
     let block = args
         .block_size
@@ -245,9 +281,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         save_total_limit: args.save_total_limit,
         seed: args.seed,
         progress: !args.no_progress,
+        overwrite_output_dir: args.overwrite_output_dir,
     };
     let params = kiln_nn::Module::num_parameters(&model);
     let mut trainer = Trainer::new(model, cfg, train_ids.clone(), val_ids)?;
+    for note in trainer.repairs() {
+        eprintln!("{note} (left by an interrupted run)");
+    }
     if args.resume {
         match trainer.resume()? {
             Some(dir) => eprintln!("resuming from {} (step {})", dir.display(), trainer.step()),
@@ -266,16 +306,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         block,
         kiln_tensor::parallel::num_threads()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // Ctrl-C / SIGTERM: finish the step, save a checkpoint, exit cleanly.
-        let _ = ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst));
-    }
+    let (stop, signal) = stop_on_signals()?;
     let summary = trainer.run(&stop)?;
     if summary.interrupted {
         eprintln!("stopped at step {}; resume with --resume", summary.steps);
-        return Ok(());
+        return Ok(interrupted_status(signal.load(Ordering::SeqCst)));
     }
     let final_dir = summary
         .final_dir
@@ -317,5 +352,5 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             tokenizer.decode_lossy(&out[0])?
         );
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
