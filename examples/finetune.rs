@@ -97,16 +97,17 @@ fn main() -> anyhow::Result<()> {
     );
     anyhow::ensure!(after < before, "training did not lower the validation loss");
     println!(
-        "wrote {}: checkpoint-{CHECKPOINT_EVERY}/, final/ (a Hugging Face directory), log.jsonl, loss.svg",
+        "wrote {}: checkpoint-{CHECKPOINT_EVERY}/, checkpoint-{STEPS}/, final/ (a Hugging Face directory), log.jsonl, loss.svg",
         out.strip_prefix(&root).unwrap_or(&out).display()
     );
 
-    // Resume: delete the final model, as if the run had been killed after
-    // the checkpoint at step 8, and start again. The checkpoint restores
+    // Resume: delete the final model and the last checkpoint, as if the run
+    // had been killed after the checkpoint at step 8, and start again. The checkpoint restores
     // weights, AdamW moments, the data sampler and the dropout generators,
     // so the last 8 steps repeat bit for bit.
     // ANCHOR: resume
     std::fs::remove_dir_all(out.join("final"))?;
+    std::fs::remove_dir_all(out.join(format!("checkpoint-{STEPS}")))?;
     let mut resumed = Trainer::new(new_model()?, cfg, train, Some(val))?;
     let from = resumed.resume()?.expect("a checkpoint was saved");
     println!(
