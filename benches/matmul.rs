@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use kiln_tensor::kernels::matmul_bf16::{self, to_bf16_bits, Elems, Operand};
 use kiln_tensor::kernels::{matmul_naive, matmul_packed};
 
 /// Deterministic values in [-1, 1) (no RNG crate needed for a benchmark).
@@ -196,6 +197,72 @@ fn gpt2<M: Measurement>(c: &mut Criterion<M>) {
     group.finish();
 }
 
+/// A product with both operands in bf16 (as `a.bfloat16() @ b.bfloat16()`),
+/// f32 accumulation and output, on the shapes of [`square`] and [`gpt2`].
+struct Bf16Problem {
+    p: Problem,
+    a: Vec<u16>,
+    b: Vec<u16>,
+}
+
+impl Bf16Problem {
+    fn new(m: usize, k: usize, n: usize, b_transposed: bool) -> Bf16Problem {
+        let p = Problem::new(m, k, n, b_transposed);
+        let a = p.a.iter().map(|&x| to_bf16_bits(x)).collect();
+        let b = p.b.iter().map(|&x| to_bf16_bits(x)).collect();
+        Bf16Problem { p, a, b }
+    }
+    fn kiln(&mut self) {
+        let p = &mut self.p;
+        // SAFETY: the buffers hold exactly these row-major / transposed views.
+        unsafe {
+            matmul_bf16::gemm_bf16(
+                p.m,
+                p.k,
+                p.n,
+                1.0,
+                Operand {
+                    data: Elems::Bf16(self.a.as_ptr()),
+                    rs: p.k as isize,
+                    cs: 1,
+                },
+                Operand {
+                    data: Elems::Bf16(self.b.as_ptr()),
+                    rs: p.rsb,
+                    cs: p.csb,
+                },
+                0.0,
+                p.c.as_mut_ptr(),
+                p.n as isize,
+                1,
+            )
+        }
+    }
+}
+
+/// bf16 products, FLOP/s (`KILN_SIMD` picks the path: AVX512-BF16 where
+/// the CPU has it, else the widening fallback).
+fn bf16<M: Measurement>(c: &mut Criterion<M>) {
+    let mut group = c.benchmark_group("bf16_flops");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    let shapes = [
+        ("square", 1024, 1024, 1024, false),
+        ("qkv", 512, 768, 2304, false),
+        ("mlp_up", 512, 768, 3072, false),
+        ("mlp_down", 512, 3072, 768, false),
+        ("lm_head", 512, 768, 50257, true),
+    ];
+    for (name, m, k, n, bt) in shapes {
+        let mut p = Bf16Problem::new(m, k, n, bt);
+        group.throughput(Throughput::Elements(p.p.flops()));
+        let label = p.p.label(name);
+        group.bench_function(BenchmarkId::new("kiln", &label), |bch| {
+            bch.iter(|| p.kiln())
+        });
+    }
+    group.finish();
+}
+
 /// CPU time of the calling thread, as a criterion measurement (Linux).
 ///
 /// Values are `Duration`s like wall time, so reports and the FLOP/s
@@ -258,11 +325,13 @@ fn main() {
             .configure_from_args();
         square(&mut c);
         gpt2(&mut c);
+        bf16(&mut c);
         c.final_summary();
     } else {
         let mut c = Criterion::default().configure_from_args();
         square(&mut c);
         gpt2(&mut c);
+        bf16(&mut c);
         c.final_summary();
     }
 }

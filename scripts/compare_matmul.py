@@ -60,6 +60,15 @@ SHAPES = [
     ("gpt2_flops", "lm_head", 512, 768, 50257, True),
 ]
 DEFAULT = {"square_1024x1024x1024", "qkv", "mlp_up", "mlp_down", "lm_head_gemv", "lm_head"}
+# bf16 products (both operands bf16, as `a.bfloat16() @ b.bfloat16()`):
+# the `bf16_flops` group of benches/matmul.rs.
+BF16_SHAPES = [
+    ("bf16_flops", "square", 1024, 1024, 1024, False),
+    ("bf16_flops", "qkv", 512, 768, 2304, False),
+    ("bf16_flops", "mlp_up", 512, 768, 3072, False),
+    ("bf16_flops", "mlp_down", 512, 3072, 768, False),
+    ("bf16_flops", "lm_head", 512, 768, 50257, True),
+]
 
 
 def label(name, m, k, n):
@@ -95,12 +104,12 @@ def time_kiln(exe, root, home, group, lab, threads, meas, cpu_time):
         return json.load(f)["median"]["point_estimate"] * 1e-9
 
 
-def time_torch(m, k, n, bt, cpu_time, min_time=1.0):
+def time_torch(m, k, n, bt, cpu_time, dtype=torch.float32, min_time=1.0):
     """Median time of `a @ b` over enough calls to fill ~min_time (wall
-    clock, or this thread's CPU clock with cpu_time)."""
+    clock, or this thread's CPU clock with cpu_time), in `dtype`."""
     clock = (lambda: time.thread_time_ns() * 1e-9) if cpu_time else time.perf_counter
-    a = torch.randn(m, k)
-    b = torch.randn(n, k).T if bt else torch.randn(k, n)
+    a = torch.randn(m, k).to(dtype)
+    b = torch.randn(n, k).to(dtype).T if bt else torch.randn(k, n).to(dtype)
     for _ in range(2):
         a @ b
     t0 = clock()
@@ -124,6 +133,8 @@ def main():
     ap.add_argument("--cpu-time", action="store_true",
                     help="1 thread each, timed by thread CPU clocks (see above)")
     ap.add_argument("--only", default="", help="comma-separated shape names (e.g. qkv,square_1024x1024x1024)")
+    ap.add_argument("--dtypes", default="f32,bf16",
+                    help="f32, bf16 or both (bf16: both operands bf16 on both sides)")
     args = ap.parse_args()
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,7 +143,9 @@ def main():
     torch.set_num_threads(args.threads)
     wanted = set(args.only.split(",")) if args.only else None
     shapes = []
-    for group, name, m, k, n, bt in SHAPES:
+    dtypes = args.dtypes.split(",")
+    table = (SHAPES if "f32" in dtypes else []) + (BF16_SHAPES if "bf16" in dtypes else [])
+    for group, name, m, k, n, bt in table:
         lab = label(name, m, k, n)
         keys = {name, lab}
         if wanted is not None:
@@ -144,7 +157,8 @@ def main():
     print("building the bench ...", file=sys.stderr)
     exe = build_bench(root)
     home = tempfile.mkdtemp(prefix="kiln-criterion-")
-    results = {label(s[1], *s[2:5]): ([], []) for s in shapes}
+    key = lambda group, name, m, k, n: f"{'bf16 ' if group == 'bf16_flops' else ''}{label(name, m, k, n)}"
+    results = {key(s[0], s[1], *s[2:5]): ([], []) for s in shapes}
     loads = []
     for r in range(args.rounds):
         load = os.getloadavg()[0]
@@ -152,8 +166,9 @@ def main():
         print(f"round {r + 1}/{args.rounds}  (load average {load:.2f})", file=sys.stderr)
         for group, name, m, k, n, bt in shapes:
             lab = label(name, m, k, n)
+            dt = torch.bfloat16 if group == "bf16_flops" else torch.float32
             steps = [
-                ("torch", lambda: time_torch(m, k, n, bt, args.cpu_time)),
+                ("torch", lambda: time_torch(m, k, n, bt, args.cpu_time, dt)),
                 ("kiln", lambda: time_kiln(exe, root, home, group, lab, args.threads,
                                            args.measurement_time, args.cpu_time)),
             ]
@@ -161,8 +176,8 @@ def main():
                 steps.reverse()
             for who, run in steps:
                 t = run()
-                results[lab][0 if who == "torch" else 1].append(t)
-                print(f"  {lab:32s} {who:5s} {2 * m * n * k / t / 1e9:8.1f} GFLOP/s", file=sys.stderr)
+                results[key(group, name, m, k, n)][0 if who == "torch" else 1].append(t)
+                print(f"  {key(group, name, m, k, n):37s} {who:5s} {2 * m * n * k / t / 1e9:8.1f} GFLOP/s", file=sys.stderr)
 
     print()
     clock = "thread CPU time (per-core efficiency)" if args.cpu_time else "wall time"
@@ -170,15 +185,15 @@ def main():
           f"load averages={', '.join(f'{x:.2f}' for x in loads)}")
     print(f"torch {torch.__version__}  ({time.strftime('%Y-%m-%d %H:%M')})")
     print()
-    print(f"| {'shape (m×k×n)':32s} | torch GFLOP/s | kiln GFLOP/s | kiln/torch | torch GB/s | kiln GB/s |")
-    print(f"|{'-' * 34}|--------------:|-------------:|-----------:|-----------:|----------:|")
+    print(f"| {'shape (m×k×n)':37s} | torch GFLOP/s | kiln GFLOP/s | kiln/torch | torch GB/s | kiln GB/s |")
+    print(f"|{'-' * 39}|--------------:|-------------:|-----------:|-----------:|----------:|")
     for group, name, m, k, n, bt in shapes:
-        lab = label(name, m, k, n)
+        lab = key(group, name, m, k, n)
         tt, tk = (statistics.median(v) for v in results[lab])
         flops = 2 * m * n * k
         gbs = (f"{4 * k * n / tt / 1e9:10.1f} | {4 * k * n / tk / 1e9:9.1f}" if m == 1
                else f"{'':10s} | {'':9s}")
-        print(f"| {lab:32s} | {flops / tt / 1e9:13.1f} | {flops / tk / 1e9:12.1f} | "
+        print(f"| {lab:37s} | {flops / tt / 1e9:13.1f} | {flops / tk / 1e9:12.1f} | "
               f"{tt / tk:10.2f} | {gbs} |")
 
 

@@ -120,6 +120,24 @@ def main():
     add_case(mm, "matmul.vec", lambda a, v: a @ v, a=randn(3, 2, 31), v=randn(31))
     save("matmul", mm)
 
+    # ---- bf16 matmul -----------------------------------------------------
+    # Inputs f32; `bf16` is torch's bf16 @ bf16 (a bf16 result), `autocast`
+    # the same product under torch.autocast("cpu", bfloat16), `out64` the
+    # exact product of the bf16-rounded operands.
+    mb = {}
+    def add_bf16(case, fn, **inputs):
+        r = {k: v.bfloat16() for k, v in inputs.items()}
+        for k, v in inputs.items():
+            mb[f"{case}.{k}"] = v
+        mb[f"{case}.bf16"] = fn(*r.values())
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mb[f"{case}.autocast"] = fn(*inputs.values())
+        mb[f"{case}.out64"] = fn(*[v.double() for v in r.values()])
+    add_bf16("plain", lambda a, b: a @ b, a=randn(21, 256), b=randn(256, 33))
+    add_bf16("transposed", lambda at, bt: at.mT @ bt.mT, at=randn(96, 19), bt=randn(70, 96))
+    add_bf16("broadcast", lambda a, b: a @ b, a=randn(2, 1, 4, 24), b=randn(3, 24, 5))
+    save("matmul_bf16", mb)
+
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))
     print(f"total {total} bytes")
     if total > 1 << 20:

@@ -242,3 +242,57 @@ fn matmul_matches_torch() {
         check_case(&m, case, &inputs, (1e-5, 1e-6 * s), f64_tol, op);
     }
 }
+
+/// ```python
+/// a.bfloat16() @ b.bfloat16()                                  # .bf16
+/// with torch.autocast("cpu", dtype=torch.bfloat16): a @ b      # .autocast
+/// a.bfloat16().double() @ b.bfloat16().double()                # .out64
+/// ```
+/// on plain (21×256 · 256×33), transposed-view and broadcast-batch operands.
+#[test]
+fn bf16_matmul_matches_torch() {
+    let m = fixture("matmul_bf16");
+    let f32s = |t: &Tensor| t.to_dtype(DType::F32).to_vec::<f32>().unwrap();
+    for case in ["plain", "transposed", "broadcast"] {
+        let (a, b) = if case == "transposed" {
+            let a = get(&m, "transposed.at").t().unwrap();
+            (a, get(&m, "transposed.bt").t().unwrap())
+        } else {
+            (
+                get(&m, &format!("{case}.a")).clone(),
+                get(&m, &format!("{case}.b")).clone(),
+            )
+        };
+        // bf16 · bf16 → bf16, as torch: both sides round an f32 sum of the
+        // same products, so they differ by at most one bf16 ulp (2⁻⁷
+        // relative) where the sums straddle a rounding boundary.
+        let (ab, bb) = (a.to_dtype(DType::BF16), b.to_dtype(DType::BF16));
+        let got = ab.matmul(&bb).unwrap();
+        assert_eq!(got.dtype(), DType::BF16);
+        for key in ["bf16", "autocast"] {
+            let want = f32s(get(&m, &format!("{case}.{key}")));
+            for (i, (g, w)) in f32s(&got).iter().zip(&want).enumerate() {
+                let tol = w.abs() * 2f32.powi(-7) + 1e-4;
+                assert!(
+                    (g - w).abs() <= tol,
+                    "{case}.{key}[{i}]: kiln {g}, torch {w}"
+                );
+            }
+        }
+        // f32 operands rounded as they are packed, f32 result: the exact
+        // product of the rounded operands up to f32 summation error.
+        let exact = get(&m, &format!("{case}.out64")).to_vec::<f64>().unwrap();
+        let k = a.shape()[a.rank() - 1] as f64;
+        for (i, (g, w)) in f32s(&a.matmul_bf16(&b).unwrap())
+            .iter()
+            .zip(&exact)
+            .enumerate()
+        {
+            let tol = 1e-5 * w.abs() + 1e-6 * k.sqrt();
+            assert!(
+                (*g as f64 - w).abs() <= tol,
+                "{case}.out64[{i}]: kiln {g}, exact {w}"
+            );
+        }
+    }
+}

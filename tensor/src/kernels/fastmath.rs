@@ -40,81 +40,13 @@
 //! calls libm's `fmaf`: correct, but slow. AArch64 has FMA in its baseline.)
 
 use std::mem::MaybeUninit;
-use std::sync::OnceLock;
 
 use crate::uninit::assume_init_mut;
 
 // ---- instruction sets ------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Level {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-/// An instruction set the fast kernels can run on. A value of this type only
-/// ever names one that the running CPU supports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Isa(Level);
-
-impl Isa {
-    /// The best instruction set this CPU supports, capped by the
-    /// `KILN_SIMD` environment variable (`portable` or `avx2`), which is read
-    /// once. Results do not depend on the choice, only speed does.
-    pub fn detect() -> Isa {
-        static DETECTED: OnceLock<Isa> = OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            let cap = std::env::var("KILN_SIMD").unwrap_or_default();
-            Isa::available()
-                .into_iter()
-                .rfind(|isa| match cap.trim() {
-                    "portable" => isa.0 == Level::Portable,
-                    "avx2" => isa.name() != "avx512",
-                    _ => true,
-                })
-                .unwrap_or(Isa(Level::Portable))
-        })
-    }
-
-    /// The baseline build, which runs everywhere.
-    pub fn portable() -> Isa {
-        Isa(Level::Portable)
-    }
-
-    /// Every instruction set this CPU supports, slowest first.
-    pub fn available() -> Vec<Isa> {
-        #[allow(unused_mut)]
-        let mut v = vec![Isa(Level::Portable)];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                v.push(Isa(Level::Avx2));
-                if is_x86_feature_detected!("avx512f")
-                    && is_x86_feature_detected!("avx512vl")
-                    && is_x86_feature_detected!("avx512bw")
-                    && is_x86_feature_detected!("avx512dq")
-                {
-                    v.push(Isa(Level::Avx512));
-                }
-            }
-        }
-        v
-    }
-
-    /// `"portable"`, `"avx2"` or `"avx512"`.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            Level::Portable => "portable",
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx2 => "avx2",
-            #[cfg(target_arch = "x86_64")]
-            Level::Avx512 => "avx512",
-        }
-    }
-}
+pub use super::isa::Isa;
+use super::isa::Level;
 
 /// Defines `fn name(isa: Isa, args…)` that runs `body` compiled for `isa`.
 /// The body is an `#[inline(always)]` function, so the compiler vectorises it
@@ -150,7 +82,7 @@ macro_rules! multiversion {
                 body($($arg),*)
             }
 
-            match isa.0 {
+            match isa.f32() {
                 // SAFETY: an `Isa` naming an instruction set is only made
                 // after detecting that the CPU supports it.
                 #[cfg(target_arch = "x86_64")]

@@ -40,6 +40,7 @@ use std::ops::Range;
 
 use crate::parallel::for_each_range;
 
+use super::isa::Level;
 use super::matmul_packed::{with_scratch, Isa, Line, SharedPtr};
 
 /// Widest column tile of the row-major loop, in floats (16 KiB of
@@ -202,7 +203,7 @@ impl Gemv {
             }
             return;
         }
-        if isa == Isa::Portable {
+        if isa.f32() == Level::Portable {
             // SAFETY: the same product as a 1×k · k×n GEMM.
             unsafe {
                 matrixmultiply::sgemm(
@@ -354,8 +355,8 @@ impl Gemv {
     unsafe fn rows_acc(&self, isa: Isa, p0: usize, p1: usize, t0: usize, w: usize, acc: *mut f32) {
         // SAFETY: forwarded; the caller picked an available SIMD ISA.
         unsafe {
-            match isa {
-                Isa::Avx512 => self.rows_acc_avx512(p0, p1, t0, w, acc),
+            match isa.f32() {
+                Level::Avx512 => self.rows_acc_avx512(p0, p1, t0, w, acc),
                 _ => self.rows_acc_avx2(p0, p1, t0, w, acc),
             }
         }
@@ -384,8 +385,8 @@ impl Gemv {
     ///
     /// `isa.available()`, `j1 ≤ n`, x contiguous, and the call contract.
     unsafe fn columns(&self, isa: Isa, layout: Layout, j0: usize, j1: usize) {
-        match (isa, layout) {
-            (_, Layout::Strided) | (Isa::Portable, _) => {
+        match (isa.f32(), layout) {
+            (_, Layout::Strided) | (Level::Portable, _) => {
                 for j in j0..j1 {
                     let mut acc = 0.0f32;
                     for p in 0..self.k {
@@ -400,13 +401,13 @@ impl Gemv {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, Layout::RowMajor) => unsafe { self.rows(isa, j0, j1) },
+            (Level::Avx512, Layout::RowMajor) => unsafe { self.rows(isa, j0, j1) },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx512, Layout::ColMajor) => unsafe { self.dots_avx512(j0, j1) },
+            (Level::Avx512, Layout::ColMajor) => unsafe { self.dots_avx512(j0, j1) },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, Layout::RowMajor) => unsafe { self.rows(isa, j0, j1) },
+            (Level::Avx2, Layout::RowMajor) => unsafe { self.rows(isa, j0, j1) },
             #[cfg(target_arch = "x86_64")]
-            (Isa::Avx2, Layout::ColMajor) => unsafe { self.dots_avx2(j0, j1) },
+            (Level::Avx2, Layout::ColMajor) => unsafe { self.dots_avx2(j0, j1) },
         }
     }
 }

@@ -44,49 +44,15 @@
 
 use std::cell::Cell;
 use std::ops::Range;
-use std::sync::OnceLock;
 use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
 use super::gemv;
 
-/// The instruction set a GEMM call runs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Isa {
-    /// AVX-512F micro-kernel, 12×32 tiles.
-    Avx512,
-    /// AVX2 + FMA micro-kernel, 6×16 tiles.
-    Avx2,
-    /// No usable SIMD: delegate to `matrixmultiply`.
-    Portable,
-}
-
-impl Isa {
-    /// The best instruction set this CPU supports, detected once.
-    pub(crate) fn detect() -> Isa {
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            [Isa::Avx512, Isa::Avx2]
-                .into_iter()
-                .find(|isa| isa.available())
-                .unwrap_or(Isa::Portable)
-        })
-    }
-
-    /// Whether this CPU can run `self`.
-    pub(crate) fn available(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            Isa::Portable => true,
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
-        }
-    }
-}
+pub(crate) use super::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use super::isa::Level;
 
 /// One GEMM call's operands, bundled so they can cross into the thread pool.
 #[derive(Clone, Copy, Debug)]
@@ -273,8 +239,8 @@ pub(crate) unsafe fn gemm_f32_with(isa: Isa, threads: usize, g: Gemm<f32>) {
         unsafe { scale_c(&g) };
         return;
     }
-    match isa {
-        Isa::Portable => {
+    match isa.f32() {
+        super::isa::Level::Portable => {
             // SAFETY: forwarded; matrixmultiply has the same contract.
             unsafe {
                 matrixmultiply::sgemm(
@@ -299,13 +265,15 @@ pub(crate) unsafe fn gemm_f32_with(isa: Isa, threads: usize, g: Gemm<f32>) {
             )
         },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if splits_rows(isa, &g, threads) => unsafe { gemm_rows::<Avx512>(threads, &g) },
+        Level::Avx512 if splits_rows(isa, &g, threads) => unsafe {
+            gemm_rows::<Avx512>(threads, &g)
+        },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if splits_rows(isa, &g, threads) => unsafe { gemm_rows::<Avx2>(threads, &g) },
+        Level::Avx2 if splits_rows(isa, &g, threads) => unsafe { gemm_rows::<Avx2>(threads, &g) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { gemm_packed::<Avx512>(threads, &g) },
+        Level::Avx512 => unsafe { gemm_packed::<Avx512>(threads, &g) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { gemm_packed::<Avx2>(threads, &g) },
+        Level::Avx2 => unsafe { gemm_packed::<Avx2>(threads, &g) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the portable ISA exists off x86-64"),
     }
@@ -489,9 +457,9 @@ pub(crate) struct Line(pub [f32; 16]);
 
 thread_local! {
     /// The shared A block, owned by the thread that drives the call.
-    static PACK_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    pub(crate) static PACK_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
     /// Each task's packed B block, owned by the thread running the task.
-    static PACK_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    pub(crate) static PACK_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
 }
 
 /// Runs `f` with a 64-byte-aligned scratch buffer of at least `len` floats,
@@ -594,7 +562,13 @@ pub(crate) unsafe fn pack_panel(
 /// blocks than threads, the rows of the A block are split too, each part
 /// packing its own copy of B. None of this changes any result (no `k`
 /// split), only who computes which tile.
-fn plan(n: usize, nr: usize, nc: usize, mpanels: usize, threads: usize) -> (usize, usize) {
+pub(crate) fn plan(
+    n: usize,
+    nr: usize,
+    nc: usize,
+    mpanels: usize,
+    threads: usize,
+) -> (usize, usize) {
     let mut blocks = n.div_ceil(nc);
     if threads > 1 {
         let want = (4 * threads).min(n / (8 * nr)).max(threads);
@@ -806,11 +780,11 @@ fn splits_rows(isa: Isa, g: &Gemm<f32>, threads: usize) -> bool {
     fn fits<K: Kernel>(g: &Gemm<f32>, threads: usize) -> bool {
         threads > 1 && g.n <= K::NC && g.k > K::KC && g.m.div_ceil(K::MR) >= 8 * threads
     }
-    match isa {
+    match isa.f32() {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => fits::<Avx512>(g, threads),
+        Level::Avx512 => fits::<Avx512>(g, threads),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => fits::<Avx2>(g, threads),
+        Level::Avx2 => fits::<Avx2>(g, threads),
         _ => false,
     }
 }

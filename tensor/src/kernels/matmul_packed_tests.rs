@@ -282,10 +282,13 @@ impl Case {
 
 /// Every instruction set this CPU can run (always including the fallback).
 pub(crate) fn isas() -> Vec<Isa> {
-    [Isa::Avx512, Isa::Avx2, Isa::Portable]
+    // The bf16 level runs the same f32 kernels as avx512: skip it.
+    let mut v: Vec<Isa> = Isa::available()
         .into_iter()
-        .filter(|i| i.available())
-        .collect()
+        .filter(|i| !i.has_bf16_dot())
+        .collect();
+    v.reverse();
+    v
 }
 
 /// A rayon pool with exactly `threads` threads, independent of Kiln's.

@@ -10,9 +10,13 @@
 
 pub mod fastmath;
 pub mod gemv;
+pub mod isa;
+pub mod matmul_bf16;
 pub mod matmul_naive;
 pub mod matmul_packed;
 #[cfg(target_arch = "x86_64")]
 mod microkernel_avx2;
 #[cfg(target_arch = "x86_64")]
 mod microkernel_avx512;
+#[cfg(target_arch = "x86_64")]
+mod microkernel_bf16;

@@ -11,8 +11,18 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::dtype::Element;
+use crate::kernels::matmul_bf16::{Elems, Operand};
 use crate::shape::broadcast_shapes;
 use crate::{DType, Layout, Result, Tensor, TensorError};
+
+/// What a product computes in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    /// The operands' own dtype (f32 or f64).
+    Native,
+    /// bf16-rounded operands, f32 accumulation and result.
+    Bf16,
+}
 
 /// One operand as the kernel sees it: base offset plus row/column strides.
 #[derive(Clone, Copy)]
@@ -121,13 +131,7 @@ fn typed_matmul<T: Element>(
     };
     let (ars, acs) = st(la);
     let (brs, bcs) = st(lb);
-    let len: usize = out_shape.iter().product();
-    if m * n == 0 {
-        return Tensor::from_vec(vec![T::default(); len], out_shape);
-    }
-    // No zero fill: every product writes all of its C (beta = 0), and a
-    // fill would touch every fresh page of a large output twice.
-    let one = |(i, c): (usize, &mut [MaybeUninit<T>])| {
+    let mats = |i: usize| {
         let am = Mat {
             offset: aoffs[i],
             rs: ars,
@@ -138,15 +142,44 @@ fn typed_matmul<T: Element>(
             rs: brs,
             cs: bcs,
         };
-        gemm(m, k, n, a, am, b, bm, c);
+        (am, bm)
     };
+    // SAFETY: `gemm` writes every element of each m·n chunk.
+    unsafe {
+        each_product(aoffs.len(), (m, k, n), out_shape, |i, c| {
+            let (am, bm) = mats(i);
+            gemm(m, k, n, a, am, b, bm, c)
+        })
+    }
+}
+
+/// Builds the output of `batches` products of `m×k · k×n`, each computed by
+/// `one(batch, c)` into its contiguous `m×n` chunk `c`; several batches run
+/// in parallel when the work is worth it.
+///
+/// # Safety
+///
+/// `one` must write every element of the chunk it is given.
+unsafe fn each_product<T: Element>(
+    batches: usize,
+    (m, k, n): (usize, usize, usize),
+    out_shape: &[usize],
+    one: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync,
+) -> Result<Tensor> {
+    let len: usize = out_shape.iter().product();
+    if m * n == 0 {
+        return Tensor::from_vec(vec![T::default(); len], out_shape);
+    }
+    // No zero fill: every product writes all of its C (beta = 0), and a
+    // fill would touch every fresh page of a large output twice.
+    let one = |(i, c): (usize, &mut [MaybeUninit<T>])| one(i, c);
     // Small batches (a baby model's attention scores) run on the calling
     // thread: handing them to the pool costs more than the products.
-    let fmas = aoffs.len().saturating_mul(m * n).saturating_mul(k);
-    // SAFETY: `one` writes every element of each m·n chunk (see `gemm`).
+    let fmas = batches.saturating_mul(m * n).saturating_mul(k);
+    // SAFETY: `one` writes every element of each m·n chunk (the contract).
     let out = unsafe {
         crate::uninit::build(len, |out| {
-            if aoffs.len() > 1 && fmas >= 64 * 64 * 64 {
+            if batches > 1 && fmas >= 64 * 64 * 64 {
                 crate::parallel::install(|| out.par_chunks_mut(m * n).enumerate().for_each(one));
             } else {
                 out.chunks_mut(m * n).enumerate().for_each(one);
@@ -154,6 +187,84 @@ fn typed_matmul<T: Element>(
         })
     };
     Tensor::from_vec(out, out_shape)
+}
+
+/// The bf16 GEMM's view of one operand: f32 rounded when packed, or bf16.
+fn bf16_operand(t: &Tensor, offset: usize, rs: isize, cs: isize) -> Result<Operand> {
+    let data = match t.dtype() {
+        DType::F32 => Elems::F32(t.typed::<f32>("matmul")?[offset..].as_ptr()),
+        DType::BF16 => {
+            let s = t.typed::<half::bf16>("matmul")?;
+            Elems::Bf16(s[offset..].as_ptr().cast::<u16>())
+        }
+        other => {
+            return Err(TensorError::DType {
+                op: "matmul",
+                got: other,
+                expected: "f32 or bf16".into(),
+            })
+        }
+    };
+    Ok(Operand { data, rs, cs })
+}
+
+/// The products of [`typed_matmul`] on bf16-rounded operands with f32
+/// accumulation ([`crate::kernels::matmul_bf16`]), into an f32 result.
+fn bf16_matmul(
+    lhs: &Tensor,
+    rhs: &Tensor,
+    la: &Layout,
+    lb: &Layout,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let r = out_shape.len();
+    let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
+    let k = la.shape()[la.rank() - 1];
+    let (aoffs, boffs) = (batch_offsets(la), batch_offsets(lb));
+    let st = |l: &Layout| {
+        let s = l.strides();
+        (s[s.len() - 2] as isize, s[s.len() - 1] as isize)
+    };
+    let ((ars, acs), (brs, bcs)) = (st(la), st(lb));
+    let ops: Vec<(Operand, Operand)> = (0..aoffs.len())
+        .map(|i| {
+            Ok((
+                bf16_operand(lhs, aoffs[i], ars, acs)?,
+                bf16_operand(rhs, boffs[i], brs, bcs)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    struct Ops(Vec<(Operand, Operand)>);
+    // SAFETY: the operands point into `lhs` and `rhs`, which outlive the
+    // products and are only read.
+    unsafe impl Sync for Ops {}
+    impl Ops {
+        // A method, so the closure below captures the whole `Sync` wrapper.
+        fn get(&self, i: usize) -> (Operand, Operand) {
+            self.0[i]
+        }
+    }
+    let ops = Ops(ops);
+    // SAFETY: every operand offset comes from a layout validated against its
+    // storage, so all elements `i < m, p < k, j < n` are in bounds; C is the
+    // chunk's m·n contiguous elements, written whole with beta = 0.
+    unsafe {
+        each_product::<f32>(aoffs.len(), (m, k, n), out_shape, |i, c| {
+            let (a, b) = ops.get(i);
+            crate::kernels::matmul_bf16::gemm_bf16(
+                m,
+                k,
+                n,
+                1.0,
+                a,
+                b,
+                0.0,
+                c.as_mut_ptr().cast::<f32>(),
+                n as isize,
+                1,
+            )
+        })
+    }
 }
 
 impl Tensor {
@@ -169,10 +280,16 @@ impl Tensor {
     /// Strided operands (transposes, slices, broadcast views) are read
     /// through their strides without a copy.
     ///
+    /// bf16: `bf16 · bf16` is computed as [`Tensor::matmul_bf16`] (f32
+    /// accumulation) and rounded to a bf16 result, as torch does; `f32 ·
+    /// bf16` (either order: a bf16 model's weights and f32 activations, an
+    /// error in torch) is [`Tensor::matmul_bf16`], with an f32 result.
+    ///
     /// # Errors
     /// [`TensorError::MatmulInner`] when the inner dims differ,
     /// [`TensorError::Broadcast`] for incompatible batch dims,
-    /// [`TensorError::DType`] unless both are f32 or both f64,
+    /// [`TensorError::DType`] unless both are f32, both f64, or at least one
+    /// bf16 and the other f32 or bf16,
     /// [`TensorError::Invalid`] for rank-0 operands.
     ///
     /// ```
@@ -185,15 +302,65 @@ impl Tensor {
     /// # Ok::<(), kiln_tensor::TensorError>(())
     /// ```
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
-        const OP: &str = "matmul";
-        crate::ops::binary::same_dtype(OP, self, rhs)?;
-        if !self.dtype().is_compute_float() {
-            return Err(TensorError::DType {
-                op: OP,
-                got: self.dtype(),
-                expected: "f32 or f64".into(),
+        let (l, r) = (self.dtype(), rhs.dtype());
+        if l == DType::BF16 || r == DType::BF16 {
+            let out = self.product(rhs, Precision::Bf16)?;
+            return Ok(if l == r {
+                out.to_dtype(DType::BF16)
+            } else {
+                out
             });
         }
+        crate::ops::binary::same_dtype("matmul", self, rhs)?;
+        if !l.is_compute_float() {
+            return Err(TensorError::DType {
+                op: "matmul",
+                got: l,
+                expected: "f32, f64 or bf16".into(),
+            });
+        }
+        self.product(rhs, Precision::Native)
+    }
+
+    /// Matrix product on bf16-rounded operands with f32 accumulation and an
+    /// f32 result: what a matmul inside `torch.autocast("cpu",
+    /// dtype=torch.bfloat16)` computes (autocast then rounds the result to
+    /// bf16; this keeps it in f32). Each operand may be f32 (rounded to
+    /// nearest-even bf16 as it is packed, never copied) or bf16. Shapes and
+    /// broadcasting as [`Tensor::matmul`]. On CPUs with AVX512-BF16 it runs
+    /// the `vdpbf16ps` kernel, about twice the f32 kernel's FLOP/s; elsewhere
+    /// it widens the rounded operands and runs the f32 kernel (same
+    /// operands, same accuracy bound: see
+    /// [`crate::kernels::matmul_bf16`]).
+    ///
+    /// # Errors
+    /// As [`Tensor::matmul`]; [`TensorError::DType`] for an operand that is
+    /// neither f32 nor bf16.
+    ///
+    /// ```
+    /// use kiln_tensor::Tensor;
+    /// // 1 + 2⁻⁹ rounds to 1 in bf16, so the product sees 1·1 + 1·1.
+    /// let a = Tensor::from_vec(vec![1.0f32 + 1.0 / 512.0, 1.0], &[1, 2])?;
+    /// let b = Tensor::from_vec(vec![1.0f32, 1.0], &[2, 1])?;
+    /// assert_eq!(a.matmul_bf16(&b)?.to_vec::<f32>()?, vec![2.0]);
+    /// # Ok::<(), kiln_tensor::TensorError>(())
+    /// ```
+    pub fn matmul_bf16(&self, rhs: &Tensor) -> Result<Tensor> {
+        for t in [self, rhs] {
+            if !matches!(t.dtype(), DType::F32 | DType::BF16) {
+                return Err(TensorError::DType {
+                    op: "matmul_bf16",
+                    got: t.dtype(),
+                    expected: "f32 or bf16".into(),
+                });
+            }
+        }
+        self.product(rhs, Precision::Bf16)
+    }
+
+    /// The shape logic of [`Tensor::matmul`], computing at `precision`.
+    fn product(&self, rhs: &Tensor, precision: Precision) -> Result<Tensor> {
+        const OP: &str = "matmul";
         if self.rank() == 0 || rhs.rank() == 0 {
             return Err(TensorError::Invalid {
                 op: OP,
@@ -240,8 +407,9 @@ impl Tensor {
         // a weight): when the lhs batch and row dims merge into one strided
         // dim, it is a single `[batch·m, k] · [k, n]` product, which the
         // packed kernel blocks far better than `batch` products of m rows.
-        let product = |la: &Layout, lb: &Layout, shape: &[usize]| match self.dtype() {
-            DType::F32 => typed_matmul::<f32>(&a, &b, la, lb, shape),
+        let product = |la: &Layout, lb: &Layout, shape: &[usize]| match (precision, self.dtype()) {
+            (Precision::Bf16, _) => bf16_matmul(&a, &b, la, lb, shape),
+            (_, DType::F32) => typed_matmul::<f32>(&a, &b, la, lb, shape),
             _ => typed_matmul::<f64>(&a, &b, la, lb, shape),
         };
         if br == 2 && ar > 2 && ka > 0 {
