@@ -198,7 +198,9 @@ fn gpt2<M: Measurement>(c: &mut Criterion<M>) {
 }
 
 /// A product with both operands in bf16 (as `a.bfloat16() @ b.bfloat16()`),
-/// f32 accumulation and output, on the shapes of [`square`] and [`gpt2`].
+/// f32 accumulation and output, on the shapes of [`square`] and [`gpt2`];
+/// for the gemv shapes (`m = 1`, a decode step) the activations are f32 and
+/// only the weights bf16.
 struct Bf16Problem {
     p: Problem,
     a: Vec<u16>,
@@ -222,7 +224,12 @@ impl Bf16Problem {
                 p.n,
                 1.0,
                 Operand {
-                    data: Elems::Bf16(self.a.as_ptr()),
+                    // A decode step's activations are f32 (the gemv path).
+                    data: if p.m == 1 {
+                        Elems::F32(p.a.as_ptr())
+                    } else {
+                        Elems::Bf16(self.a.as_ptr())
+                    },
                     rs: p.k as isize,
                     cs: 1,
                 },
@@ -251,6 +258,8 @@ fn bf16<M: Measurement>(c: &mut Criterion<M>) {
         ("mlp_up", 512, 768, 3072, false),
         ("mlp_down", 512, 3072, 768, false),
         ("lm_head", 512, 768, 50257, true),
+        ("lm_head_gemv", 1, 768, 50257, true),
+        ("mlp_up_gemv", 1, 768, 3072, false),
     ];
     for (name, m, k, n, bt) in shapes {
         let mut p = Bf16Problem::new(m, k, n, bt);

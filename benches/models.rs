@@ -26,7 +26,7 @@ use kiln::models::gpt2::{
 };
 use kiln::nn::optim::{clip_grad_norm, decay_groups, AdamConfig, AdamW, Optimizer};
 use kiln::nn::Module;
-use kiln::tensor::Tensor;
+use kiln::tensor::{DType, Tensor};
 
 fn ids(n: usize, v: usize) -> Vec<i64> {
     (0..n).map(|i| ((i * 7919 + 13) % v) as i64).collect()
@@ -109,6 +109,54 @@ fn main() {
             }
             let _ = std::fs::remove_dir_all(&dir);
             report("load", median(times[1..].to_vec()), "s");
+        }
+    }
+    if run("generate_bf16") || run("prefill_bf16") {
+        // The f32 model's matrices rounded to bf16 (`model.to(bfloat16)`).
+        let mut model = Gpt2::new(Gpt2Config::gpt2(), 0)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        model.eval();
+        if run("generate_bf16") {
+            let prompt: Vec<u32> = ids(8, 50257).into_iter().map(|i| i as u32).collect();
+            let cfg = GenerationConfig {
+                max_new_tokens: 128,
+                eos_token_id: None,
+                ..Default::default()
+            };
+            let mut rates = Vec::new();
+            for _ in 0..3 {
+                let t0 = Instant::now();
+                let out = generate(
+                    &model,
+                    std::slice::from_ref(&prompt),
+                    &cfg,
+                    None,
+                    &mut |_, _| {},
+                )
+                .unwrap();
+                rates.push(out[0].len() as f64 / t0.elapsed().as_secs_f64());
+            }
+            report("generate_bf16", median(rates), "tokens/s");
+        }
+        if run("prefill_bf16") {
+            // A generation's prefill: every position through the blocks,
+            // the LM head for the last one (transformers: logits_to_keep=1).
+            let x = Tensor::from_vec(ids(512, 50257), &[1, 512]).unwrap();
+            let mut times = Vec::new();
+            for _ in 0..4 {
+                let t0 = Instant::now();
+                no_grad(|| {
+                    let h = model.hidden_states(&x, ForwardOptions::default()).unwrap();
+                    h.narrow(1, 511, 1)
+                        .unwrap()
+                        .matmul(&model.wte.weight.t().unwrap())
+                        .unwrap()
+                });
+                times.push(t0.elapsed().as_secs_f64());
+            }
+            report("prefill_bf16", median(times[1..].to_vec()), "s");
         }
     }
     if run("train_124m") {

@@ -4,7 +4,8 @@ better for rates, lower-is-better times are inverted).
 
     python scripts/compare_models.py [--threads 2] [CASE ...]
 
-Cases: generate, prefill, load, train_124m, train_baby (see benches/models.rs).
+Cases: generate, prefill, load, train_124m, train_baby, and the bf16 ones
+generate_bf16, prefill_bf16 (see benches/models.rs).
 Kiln's side is `cargo bench --bench models -- --json CASE`; the PyTorch side
 mirrors it: random-init GPT2LMHeadModel (GPT2Config() = 124M), f32, eval
 mode and no_grad for inference, model.train() + torch.optim.AdamW for
@@ -27,6 +28,27 @@ def ids(n, v=50257):
 
 
 def torch_case(case):
+    if case in ("generate_bf16", "prefill_bf16"):
+        # PyTorch's best bf16 inference: the whole model in bfloat16.
+        torch.manual_seed(0)
+        model = GPT2LMHeadModel(GPT2Config()).eval().to(torch.bfloat16)
+        if case == "generate_bf16":
+            x = ids(8).reshape(1, 8)
+            rates = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=128, min_new_tokens=128,
+                                     do_sample=False, pad_token_id=50256)
+                rates.append((out.shape[1] - 8) / (time.perf_counter() - t0))
+            return statistics.median(rates), "tokens/s"
+        x = ids(512).reshape(1, 512)
+        times = []
+        with torch.no_grad():
+            for _ in range(4):
+                t0 = time.perf_counter()
+                model(x, logits_to_keep=1)
+                times.append(time.perf_counter() - t0)
+        return statistics.median(times[1:]), "s"
     if case in ("generate", "prefill", "load"):
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config()).eval()
@@ -99,7 +121,8 @@ def kiln_case(case, threads):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("cases", nargs="*", default=["generate", "prefill", "load", "train_baby", "train_124m"])
+    ap.add_argument("cases", nargs="*", default=["generate", "generate_bf16", "prefill", "prefill_bf16", "load",
+                                                 "train_baby", "train_124m"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {a.threads} threads")

@@ -165,3 +165,47 @@ fn bad_input_is_one_clear_line() {
     let (ok, _, err) = kiln(&["eval", "--model", p(dir.path()), "--file", p(&bad)]);
     assert!(!ok && err.contains("not valid UTF-8"), "{err}");
 }
+
+#[test]
+fn bf16_generate_and_eval_run_and_agree_with_f32() {
+    let dir = model_dir();
+    let text = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        text.path(),
+        "Shall I compare thee to a summer's day? ".repeat(20),
+    )
+    .unwrap();
+    let eval = |dtype: &str| {
+        let (ok, json, err) = kiln(&[
+            "eval",
+            "--model",
+            p(dir.path()),
+            "--file",
+            p(text.path()),
+            "--json",
+            "--dtype",
+            dtype,
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    let (f32_loss, bf16_loss) = (eval("f32"), eval("bf16"));
+    assert!(
+        (f32_loss - bf16_loss).abs() <= 1e-2 * f32_loss,
+        "bf16 loss {bf16_loss} vs f32 {f32_loss}"
+    );
+    let (ok, ids, err) = kiln(&[
+        "generate",
+        "--model",
+        p(dir.path()),
+        "--prompt",
+        "Hello",
+        "--max-new-tokens",
+        "5",
+        "--ids",
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(ok && ids.starts_with('['), "{err}");
+}

@@ -49,6 +49,9 @@ proptest! {
         check(|v| v[0].sqrt(), vec![pos.clone()]);
         check(|v| v[0].powf(1.7), vec![pos]);
         check(|v| v[0].tanh(), vec![x.clone()]);
+        // f64 → f32 → f64 rounds, so check the exact round trip f64 → f64
+        // and that a cast in the middle leaves the gradient's dtype whole.
+        check(|v| v[0].to_dtype(DType::F64)?.mul_scalar(2.0), vec![x.clone()]);
         check(|v| v[0].sigmoid(), vec![x.clone()]);
         check(|v| v[0].gelu(), vec![x.clone()]);
         check(|v| v[0].neg()?.mul_scalar(3.0)?.add_scalar(1.0)?.div_scalar(2.0), vec![x.clone()]);

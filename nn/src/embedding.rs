@@ -52,6 +52,13 @@ impl Embedding {
             })?;
         let mut shape = ids.shape().to_vec();
         shape.push(dim);
+        // A bf16 / f16 table (a bf16 model) gives f32 activations.
+        let out = match out.value().dtype() {
+            kiln_tensor::DType::BF16 | kiln_tensor::DType::F16 => {
+                out.to_dtype(kiln_tensor::DType::F32)?
+            }
+            _ => out,
+        };
         Ok(out.reshape(&shape)?)
     }
 }

@@ -15,6 +15,10 @@ pub struct EvalArgs {
     /// Hugging Face GPT-2 directory (config.json + model.safetensors).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
+    /// Dtype of the weight matrices: f32, or bf16 (half the memory; a
+    /// bf16 checkpoint is used as stored, an f32 one rounded).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: super::DtypeArg,
     /// Read the weights into memory instead of mapping the file (slower to
     /// load; safe if the file may be overwritten in place meanwhile).
     #[arg(long)]
@@ -35,7 +39,11 @@ pub struct EvalArgs {
 
 /// Runs `kiln eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let model = load_model_dir_with(&args.model, super::load_options(args.no_mmap))?;
+    let model = load_model_dir_with(
+        &args.model,
+        super::load_options(args.no_mmap),
+        args.dtype.into(),
+    )?;
     let tokenizer = tokenizer_for(&args.model)?;
     let text = read_utf8(&args.file)?;
     let ids = tokenizer.encode(&text);

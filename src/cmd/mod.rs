@@ -44,6 +44,24 @@ pub fn print_json_array(ids: &[u32]) -> std::io::Result<()> {
     }
 }
 
+/// `--dtype` of `generate` and `eval`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DtypeArg {
+    /// 32-bit floats (the default).
+    F32,
+    /// bfloat16 weight matrices, f32 activations.
+    Bf16,
+}
+
+impl From<DtypeArg> for kiln_tensor::DType {
+    fn from(d: DtypeArg) -> Self {
+        match d {
+            DtypeArg::F32 => kiln_tensor::DType::F32,
+            DtypeArg::Bf16 => kiln_tensor::DType::BF16,
+        }
+    }
+}
+
 /// How to read a model's weights: mapped (the default: loading is nearly
 /// free) or, with `--no-mmap`, copied into memory, so that the file being
 /// overwritten in place cannot end the process with `SIGBUS`.

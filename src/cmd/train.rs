@@ -172,7 +172,8 @@ fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
         (Some(dir), _) => {
             // Copied, not mapped: the folder may be another run's, rotated
             // or rewritten while this one trains.
-            let mut model = load_model_dir_with(dir, super::load_options(true))?;
+            let mut model =
+                load_model_dir_with(dir, super::load_options(true), kiln_tensor::DType::F32)?;
             if let Some(p) = args.dropout {
                 model.set_dropout(p)?;
             }

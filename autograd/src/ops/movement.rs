@@ -165,6 +165,27 @@ impl Var {
         )
     }
 
+    /// The values converted to `dtype` (`tensor.to(dtype)`): a bf16 weight
+    /// looked up as f32 activations, say. The gradient flows back converted
+    /// to the input's dtype.
+    ///
+    /// # Errors
+    /// Never in practice; `Result` for uniformity.
+    pub fn to_dtype(&self, dtype: kiln_tensor::DType) -> Result<Var> {
+        let x = self.value();
+        let from = x.dtype();
+        if from == dtype {
+            return Ok(self.clone());
+        }
+        record(
+            "to_dtype",
+            "dx = g (in x's dtype)",
+            &[self],
+            x.to_dtype(dtype),
+            Box::new(move |g| Ok(vec![Some(g.to_dtype(from))])),
+        )
+    }
+
     /// Concatenates along `dim` (`torch.cat`).
     ///
     /// # Errors

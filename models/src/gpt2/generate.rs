@@ -253,19 +253,21 @@ fn generate_inner(
         } else {
             None
         };
-        let logits = model
-            .forward(
-                &step_ids,
-                ForwardOptions {
-                    cache: Some(&mut cache),
-                    positions: Some(&step_pos),
-                    key_padding: pad_mask.as_ref(),
-                },
-            )?
-            .value(); // (B, T, V)
-        let t = logits.shape()[1];
-        let last = logits
+        let h = model.hidden_states(
+            &step_ids,
+            ForwardOptions {
+                cache: Some(&mut cache),
+                positions: Some(&step_pos),
+                key_padding: pad_mask.as_ref(),
+            },
+        )?; // (B, T, C)
+            // Only the last position picks a token: the LM head (a third of a
+            // long prefill's FLOPs) runs for it alone.
+        let t = h.shape()[1];
+        let last = h
             .narrow(1, t - 1, 1)?
+            .matmul(&model.wte.weight.t()?)?
+            .value()
             .to_dtype(DType::F32)
             .contiguous(); // (B, 1, V)
         let v = last.shape()[2];

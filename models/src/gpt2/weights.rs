@@ -24,6 +24,8 @@ struct CheckpointSource {
     dict: StateDict,
     prefix: &'static str,
     seeds: u64,
+    /// The dtype of the weight matrices (f32 or bf16); vectors are f32.
+    dtype: DType,
 }
 
 impl CheckpointSource {
@@ -59,13 +61,24 @@ impl ParamSource for CheckpointSource {
                 format!("expected {shape:?}, found {:?}{hint}", t.shape()),
             ));
         }
-        if t.dtype() != DType::F32 {
+        if !matches!(t.dtype(), DType::F32 | DType::BF16 | DType::F16) {
             return Err(self.err(
                 &key,
                 format!("dtype {} cannot be used as a parameter", t.dtype()),
             ));
         }
-        Ok(t)
+        // Matrices in the requested dtype (read in place when the file
+        // already has it); biases and layer norms always f32.
+        let want = if t.rank() == 2 {
+            self.dtype
+        } else {
+            DType::F32
+        };
+        Ok(if t.dtype() == want {
+            t
+        } else {
+            t.to_dtype(want)
+        })
     }
 
     fn seed(&mut self) -> u64 {
@@ -89,18 +102,42 @@ fn is_buffer(name: &str) -> bool {
 /// naming the file and tensor for a missing, extra or mis-shaped tensor, and
 /// the state-dict error (naming the file) for a corrupt safetensors file.
 pub fn load_model_dir(dir: impl AsRef<Path>) -> Result<Gpt2> {
-    load_model_dir_with(dir, LoadOptions::default())
+    load_model_dir_with(dir, LoadOptions::default(), DType::F32)
 }
 
-/// [`load_model_dir`] with explicit state-dict options: `copy: true` reads
-/// the weights into memory Kiln owns instead of mapping the file, for files
-/// that may be truncated or rewritten in place while the model is in use
-/// (a mapped file changed that way ends the process with `SIGBUS`).
+/// [`load_model_dir`] with explicit options.
+///
+/// `options.copy` reads the weights into memory Kiln owns instead of
+/// mapping the file, for files that may be truncated or rewritten in place
+/// while the model is in use (a mapped file changed that way ends the
+/// process with `SIGBUS`). `dtype` is the dtype of the weight matrices:
+/// `F32` (what training needs), or `BF16` for bf16 inference at half the
+/// memory — a bf16 checkpoint's matrices are then used as stored (mapped,
+/// no copy), f32 and f16 ones are rounded to bf16
+/// (`model.to(torch.bfloat16)`). Biases and layer norms are always f32,
+/// and so are the activations: each matrix product rounds its operands to
+/// bf16 and accumulates in f32 ([`kiln_tensor::Tensor::matmul_bf16`]).
+/// `options.keep_dtype` is ignored: `dtype` decides.
 ///
 /// # Errors
-/// As [`load_model_dir`].
-pub fn load_model_dir_with(dir: impl AsRef<Path>, options: LoadOptions) -> Result<Gpt2> {
+/// As [`load_model_dir`]; [`ModelError::Config`] for a `dtype` other than
+/// f32 or bf16.
+pub fn load_model_dir_with(
+    dir: impl AsRef<Path>,
+    options: LoadOptions,
+    dtype: DType,
+) -> Result<Gpt2> {
+    let options = LoadOptions {
+        keep_dtype: true,
+        ..options
+    };
     let dir = dir.as_ref();
+    if !matches!(dtype, DType::F32 | DType::BF16) {
+        return Err(ModelError::Config {
+            path: dir.to_path_buf(),
+            msg: format!("models load as f32 or bf16, not {dtype}"),
+        });
+    }
     if !dir.is_dir() {
         return Err(ModelError::Io {
             path: dir.to_path_buf(),
@@ -140,6 +177,7 @@ pub fn load_model_dir_with(dir: impl AsRef<Path>, options: LoadOptions) -> Resul
         dict,
         prefix,
         seeds: 0,
+        dtype,
     };
     let mut model = Gpt2::build(config, &mut src)?;
     // Like `from_pretrained`, a loaded model starts in eval mode (no dropout).
@@ -176,6 +214,46 @@ pub fn load_model_dir_with(dir: impl AsRef<Path>, options: LoadOptions) -> Resul
         }
     }
     Ok(model)
+}
+
+impl Gpt2 {
+    /// A copy whose weight matrices are in `dtype` (`model.to(dtype)` for
+    /// the matrices; biases and layer norms stay f32): `BF16` halves the
+    /// memory and runs every matrix product on the bf16 kernels, `F32`
+    /// widens back exactly. See [`load_model_dir_with`].
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] for a `dtype` other than f32 or bf16.
+    pub fn to_dtype(&self, dtype: DType) -> Result<Gpt2> {
+        if !matches!(dtype, DType::F32 | DType::BF16) {
+            return Err(ModelError::Config {
+                path: "dtype".into(),
+                msg: format!("models hold f32 or bf16 weights, not {dtype}"),
+            });
+        }
+        let mut dict = StateDict::new();
+        for (name, p) in self.named_parameters() {
+            dict.insert(name, p.value());
+        }
+        let mut src = CheckpointSource {
+            file: "model".into(),
+            dict,
+            prefix: "",
+            seeds: 0,
+            dtype,
+        };
+        let mut out = Gpt2::build(self.config.clone(), &mut src)?;
+        // Same dropout generators and mode as the original.
+        for (d, o) in out.dropouts().into_iter().zip(self.dropouts()) {
+            d.set_rng_state(o.rng_state());
+        }
+        if !self.drop.is_training() {
+            out.eval();
+        } else {
+            out.train();
+        }
+        Ok(out)
+    }
 }
 
 /// Writes `model` as a Hugging Face directory that

@@ -480,7 +480,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
         copy: true,
         ..Default::default()
     };
-    let model = load_model_dir_with(dir, copy)?;
+    let model = load_model_dir_with(dir, copy, kiln_tensor::DType::F32)?;
     let opt_path = dir.join("optimizer.safetensors");
     let dict = StateDict::load_with(&opt_path, copy).map_err(kiln_nn::NnError::from)?;
     let optimizer = dict

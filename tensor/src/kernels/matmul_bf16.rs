@@ -159,7 +159,7 @@ pub unsafe fn gemm_bf16(
         csc,
     };
     let isa = Isa::detect();
-    if threads > 1 && isa.has_bf16_dot() {
+    if threads > 1 && isa.has_bf16_dot() && gemv_weights(&g).is_none() {
         crate::parallel::install(move || {
             // SAFETY: forwarded from this function's contract.
             unsafe { gemm_bf16_with(isa, rayon::current_num_threads(), g) }
@@ -181,6 +181,13 @@ unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: Bgemm) {
     if g.m == 0 || g.n == 0 {
         return;
     }
+    if let (Some(w), Elems::F32(x), true) = (gemv_weights(&g), g.a.data, g.k > 0) {
+        // SAFETY: row 0 of A is x, row 0 of C is y; rest forwarded.
+        unsafe {
+            super::gemv_bf16::gemv_bf16(isa, g.k, g.n, g.alpha, x, g.a.cs, w, g.beta, g.c, g.csc)
+        };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if isa.has_bf16_dot() && g.k > 0 && g.alpha != 0.0 {
         // SAFETY: the CPU has AVX512-BF16; rest forwarded.
@@ -190,6 +197,22 @@ unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: Bgemm) {
     let _ = isa;
     // SAFETY: forwarded.
     unsafe { gemm_widened(&g) }
+}
+
+/// The weights of a decode step: one f32 row of activations times a bf16
+/// matrix stored row- or column-major, which [`super::gemv_bf16`] streams
+/// at memory speed instead of packing.
+fn gemv_weights(g: &Bgemm) -> Option<super::gemv_bf16::Weights> {
+    match (g.m, g.a.data, g.b.data) {
+        (1, Elems::F32(_), Elems::Bf16(w)) if g.b.rs == 1 || g.b.cs == 1 => {
+            Some(super::gemv_bf16::Weights {
+                w,
+                rs: g.b.rs,
+                cs: g.b.cs,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// The fallback: bf16-rounded operands widened to f32, then the f32 GEMM.
@@ -525,7 +548,13 @@ mod tests {
     #[test]
     fn every_path_is_within_the_stated_bound_of_the_f64_reference() {
         for isa in Isa::available() {
-            for &shape in &[(1, 1, 1), (13, 7, 33), (40, 1029, 70), (97, 64, 300)] {
+            for &shape in &[
+                (1, 1, 1),
+                (1, 700, 300),
+                (13, 7, 33),
+                (40, 1029, 70),
+                (97, 64, 300),
+            ] {
                 for &layout in &[(false, false), (true, true), (false, true)] {
                     for &beta in &[0.0, 1.0] {
                         let (got, want, mag) = run(isa, 1, shape, layout, beta);

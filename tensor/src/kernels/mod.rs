@@ -10,6 +10,7 @@
 
 pub mod fastmath;
 pub mod gemv;
+mod gemv_bf16;
 pub mod isa;
 pub mod matmul_bf16;
 pub mod matmul_naive;

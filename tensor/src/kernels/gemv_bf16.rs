@@ -1,0 +1,302 @@
+//! The bf16-weight gemv of decoding: `y[n] = alpha · bf16(x)[k] · W[k×n] +
+//! beta · y` with `W` in bf16 in memory and `x`, `y` f32.
+//!
+//! Decoding one token multiplies one row of activations by every weight
+//! matrix: 2 FLOPs per weight, so the time is the time to stream the
+//! weights from memory, and bf16 weights halve it. Each weight is widened
+//! to f32 (a shift: bf16 is the top half of an f32) and multiplied by `x`
+//! rounded to bf16 — the same operands as [`super::matmul_bf16`], so a
+//! prefill and a decode step compute the same function — with unfused f32
+//! multiply-adds.
+//!
+//! Two layouts, as the GPT-2 weights come:
+//! - row-major `W[p, j]` (Conv1D weights `[in, out]`): each thread's
+//!   columns accumulated row by row, each row's slice streamed once;
+//! - column-major (`wteᵀ` of the tied LM head): one dot product per column,
+//!   over 32 fixed lanes summed in a fixed order.
+//!
+//! Threads split the columns, and each `y[j]` is computed by one thread in
+//! an order that does not depend on the split: bit-identical at every
+//! thread count.
+
+use super::isa::Isa;
+use super::matmul_bf16::{from_bf16_bits, to_bf16_bits};
+use super::matmul_packed::{with_scratch, SharedPtr, PACK_A};
+
+/// Lanes of the column-major dot products.
+const LANES: usize = 32;
+
+/// The weight matrix: bf16 bits at `w + p·rs + j·cs`, with `rs == 1` or
+/// `cs == 1`.
+#[derive(Clone, Copy)]
+pub(crate) struct Weights {
+    pub w: *const u16,
+    pub rs: isize,
+    pub cs: isize,
+}
+// SAFETY: the weights are only read, under `gemv_bf16`'s contract.
+unsafe impl Send for Weights {}
+// SAFETY: as above.
+unsafe impl Sync for Weights {}
+
+/// Rows `p0..p1` of a row-major `W` times `x[p0..p1]`, all `n` columns,
+/// into `acc`: each row read once, whole, as one contiguous stream (what
+/// DRAM prefetching serves best), into an accumulator that stays in cache.
+///
+/// # Safety
+/// `W[p, j]` in bounds for `p0 ≤ p < p1`, `j < acc.len()`; `cs == 1`.
+#[inline(always)]
+unsafe fn rows(x: &[f32], w: Weights, (p0, p1): (usize, usize), acc: &mut [f32]) {
+    let n = acc.len();
+    // SAFETY: rows p < p1, columns 0..n are in bounds.
+    let row = |p: usize| unsafe { std::slice::from_raw_parts(w.w.offset(p as isize * w.rs), n) };
+    let mut p = p0;
+    // Four rows per pass: the accumulator is loaded and stored once for
+    // four multiply-adds.
+    while p + 4 <= p1 {
+        let (x0, x1, x2, x3) = (x[p], x[p + 1], x[p + 2], x[p + 3]);
+        let (r0, r1, r2, r3) = (row(p), row(p + 1), row(p + 2), row(p + 3));
+        for j in 0..n {
+            acc[j] += x0 * from_bf16_bits(r0[j])
+                + x1 * from_bf16_bits(r1[j])
+                + x2 * from_bf16_bits(r2[j])
+                + x3 * from_bf16_bits(r3[j]);
+        }
+        p += 4;
+    }
+    for (p, &xp) in x.iter().enumerate().take(p1).skip(p) {
+        for (a, &b) in acc.iter_mut().zip(row(p)) {
+            *a += xp * from_bf16_bits(b);
+        }
+    }
+}
+
+/// Columns `j0..j1` of `y = x·W` into `acc[j - j0]`, column-major `W`.
+///
+/// # Safety
+/// `W[p, j]` in bounds for `p < x.len()`, `j0 ≤ j < j1`; `rs == 1`.
+#[inline(always)]
+unsafe fn columns(x: &[f32], w: Weights, j0: usize, j1: usize, out: &mut [f32]) {
+    let k = x.len();
+    let full = k / LANES * LANES;
+    for j in j0..j1 {
+        // SAFETY: column j is k contiguous elements.
+        let col = unsafe { std::slice::from_raw_parts(w.w.offset(j as isize * w.cs), k) };
+        let mut lanes = [0f32; LANES];
+        for (xc, wc) in x[..full]
+            .chunks_exact(LANES)
+            .zip(col[..full].chunks_exact(LANES))
+        {
+            for l in 0..LANES {
+                lanes[l] += xc[l] * from_bf16_bits(wc[l]);
+            }
+        }
+        for (l, p) in (full..k).enumerate() {
+            lanes[l] += x[p] * from_bf16_bits(col[p]);
+        }
+        out[j - j0] = fold(&mut lanes);
+    }
+}
+
+/// One unit of work: for column-major `W`, the columns `r` of `y` (written
+/// to `out`, `r.len()` long); for row-major, the rows `r` (a fixed chunk
+/// of k) summed over every column into `out` (`n` long).
+///
+/// # Safety
+/// As [`gemv_bf16`].
+#[inline(always)]
+unsafe fn part(x: &[f32], w: Weights, r: (usize, usize), out: &mut [f32]) {
+    // SAFETY: forwarded.
+    unsafe {
+        if w.cs == 1 {
+            rows(x, w, r, out);
+        } else {
+            columns(x, w, r.0, r.1, out);
+        }
+    }
+}
+
+/// [`part`] with AVX-512 inner loops: 16 bf16 weights widened per
+/// instruction (zero-extend to 32 bits, shift left 16), then the same
+/// unfused multiplies and adds as the portable loops, in the same order,
+/// so both give the same bits.
+///
+/// # Safety
+/// As [`part`]; the CPU has AVX-512F/BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2")]
+unsafe fn part_avx512(x: &[f32], w: Weights, r: (usize, usize), out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    #[inline(always)]
+    unsafe fn widen16(p: *const u16) -> __m512 {
+        // SAFETY: 16 u16 readable at p (caller).
+        unsafe {
+            let h = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
+    // SAFETY (whole body): the same bounds as the portable loops; vector
+    // steps only cover whole groups of 16 inside them.
+    unsafe {
+        if w.cs == 1 {
+            let (p0, p1) = r;
+            let n = out.len();
+            let vn = n / 16 * 16;
+            let row = |p: usize| w.w.offset(p as isize * w.rs);
+            let acc = out.as_mut_ptr();
+            let mut p = p0;
+            while p + 4 <= p1 {
+                let xs = [x[p], x[p + 1], x[p + 2], x[p + 3]];
+                let xv = xs.map(|v| _mm512_set1_ps(v));
+                let rs = [row(p), row(p + 1), row(p + 2), row(p + 3)];
+                let mut j = 0;
+                while j < vn {
+                    let mut t = _mm512_mul_ps(xv[0], widen16(rs[0].add(j)));
+                    t = _mm512_add_ps(t, _mm512_mul_ps(xv[1], widen16(rs[1].add(j))));
+                    t = _mm512_add_ps(t, _mm512_mul_ps(xv[2], widen16(rs[2].add(j))));
+                    t = _mm512_add_ps(t, _mm512_mul_ps(xv[3], widen16(rs[3].add(j))));
+                    _mm512_storeu_ps(acc.add(j), _mm512_add_ps(_mm512_loadu_ps(acc.add(j)), t));
+                    j += 16;
+                }
+                for j in vn..n {
+                    let wv = |q: usize| from_bf16_bits(*rs[q].add(j));
+                    *acc.add(j) += xs[0] * wv(0) + xs[1] * wv(1) + xs[2] * wv(2) + xs[3] * wv(3);
+                }
+                p += 4;
+            }
+            if p < p1 {
+                rows(x, w, (p, p1), out);
+            }
+        } else {
+            let k = x.len();
+            let full = k / LANES * LANES;
+            for (j, o) in (r.0..r.1).zip(out.iter_mut()) {
+                let col = w.w.offset(j as isize * w.cs);
+                let (mut l0, mut l1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+                let mut p = 0;
+                while p < full {
+                    let x0 = _mm512_loadu_ps(x.as_ptr().add(p));
+                    let x1 = _mm512_loadu_ps(x.as_ptr().add(p + 16));
+                    l0 = _mm512_add_ps(l0, _mm512_mul_ps(x0, widen16(col.add(p))));
+                    l1 = _mm512_add_ps(l1, _mm512_mul_ps(x1, widen16(col.add(p + 16))));
+                    p += LANES;
+                }
+                let mut lanes = [0f32; LANES];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), l0);
+                _mm512_storeu_ps(lanes.as_mut_ptr().add(16), l1);
+                for (l, p) in (full..k).enumerate() {
+                    lanes[l] += x[p] * from_bf16_bits(*col.add(p));
+                }
+                *o = fold(&mut lanes);
+            }
+        }
+    }
+}
+
+/// The fixed pairwise fold of the column dot products' lanes.
+#[inline(always)]
+fn fold(lanes: &mut [f32; LANES]) -> f32 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+    }
+    lanes[0]
+}
+
+/// Rows of `W` per chunk of the row-major walk: a chunk's partial sums do
+/// not depend on the thread count, and chunks are added in order.
+const ROWS_PER_CHUNK: usize = 64;
+
+/// `y[j] = alpha · Σ_p bf16(x[p])·W[p, j] + beta · y[j]` for `j < n`, with
+/// `x[p]` at `x + p·csx`. When `beta == 0`, y is write-only.
+///
+/// # Safety
+///
+/// `x` readable for `p < k`; `W[p, j]` readable for `p < k`, `j < n`, with
+/// `w.rs == 1` or `w.cs == 1`; `y[j]` (at `y + j·csy`) writable, distinct
+/// for distinct `j`, disjoint from the inputs, and not accessed by anyone
+/// else during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemv_bf16(
+    isa: Isa,
+    k: usize,
+    n: usize,
+    alpha: f32,
+    x: *const f32,
+    csx: isize,
+    w: Weights,
+    beta: f32,
+    y: *mut f32,
+    csy: isize,
+) {
+    // SAFETY: x[p] is readable for p < k.
+    let xr: Vec<f32> = (0..k)
+        .map(|p| from_bf16_bits(to_bf16_bits(unsafe { *x.offset(p as isize * csx) })))
+        .collect();
+    let run = |r: (usize, usize), out: &mut [f32]| {
+        #[cfg(target_arch = "x86_64")]
+        if isa.f32() == super::isa::Level::Avx512 {
+            // SAFETY: the CPU has AVX-512 (an Isa only names available sets).
+            unsafe { part_avx512(&xr, w, r, out) };
+            return;
+        }
+        // SAFETY: forwarded.
+        unsafe { part(&xr, w, r, out) };
+    };
+    let write = |j: usize, v: f32| {
+        // SAFETY: y[j] is in bounds, and each j is written once.
+        let yj = unsafe { &mut *y.offset(j as isize * csy) };
+        let r = alpha * v;
+        *yj = if beta == 0.0 { r } else { r + beta * *yj };
+    };
+    if w.cs == 1 {
+        // Row-major: fixed chunks of rows, each summed over all columns on
+        // some thread, then the chunks added in order.
+        let chunks = k.div_ceil(ROWS_PER_CHUNK);
+        // A reused buffer: a fresh zeroed allocation of this size would
+        // cost page faults on every call.
+        with_scratch(&PACK_A, chunks * n, |buf| {
+            let parts = SharedPtr(buf);
+            crate::parallel::for_each_range(chunks, 1, |cr| {
+                for c in cr {
+                    // SAFETY: chunk c owns buf[c·n..(c+1)·n]; zeroed first,
+                    // as `rows` accumulates.
+                    let out = unsafe {
+                        let out = std::slice::from_raw_parts_mut(parts.get().add(c * n), n);
+                        out.fill(0.0);
+                        out
+                    };
+                    let rows = (c * ROWS_PER_CHUNK, ((c + 1) * ROWS_PER_CHUNK).min(k));
+                    run(rows, out);
+                }
+            });
+            // SAFETY: every chunk of buf was written above.
+            let partial = unsafe { std::slice::from_raw_parts(buf, chunks * n) };
+            for j in 0..n {
+                let mut v = partial[j];
+                for c in 1..chunks {
+                    v += partial[c * n + j];
+                }
+                write(j, v);
+            }
+        });
+    } else {
+        // Column-major: one dot product per column; about 64 KiB of
+        // weights per range, so small products stay on one thread.
+        let min_cols = (32_768 / k.max(1)).max(16);
+        let y = SharedPtr(y);
+        crate::parallel::for_each_range(n, min_cols, |r| {
+            let mut out = vec![0f32; r.len()];
+            run((r.start, r.end), &mut out);
+            for (j, v) in r.zip(out) {
+                // SAFETY: y[j] is in bounds and this range's alone.
+                let yj = unsafe { &mut *y.get().offset(j as isize * csy) };
+                let r = alpha * v;
+                *yj = if beta == 0.0 { r } else { r + beta * *yj };
+            }
+        });
+    }
+}
