@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use kiln_models::tokenizer::Tokenizer;
+use kiln_models::tokenizer::{Tokenizer, TokenizerError};
 
 /// Reads a whole file as UTF-8 text, with errors that name the file.
 pub fn read_utf8(path: &Path) -> Result<String> {
@@ -54,13 +54,13 @@ pub fn load_options(no_mmap: bool) -> kiln_nn::state_dict::LoadOptions {
     }
 }
 
-/// The tokenizer for a model directory: its own `vocab.json` + `merges.txt`
-/// (or `encoder.json` + `vocab.bpe`) if present, else the built-in GPT-2 one.
+/// The tokenizer for a model directory: its own `tokenizer.json`, else
+/// `vocab.json` + `merges.txt` (or `encoder.json` + `vocab.bpe`), else the
+/// built-in GPT-2 one. A tokenizer file that cannot be used is an error,
+/// never a reason to fall back to GPT-2's.
 pub fn tokenizer_for(dir: &Path) -> Result<Tokenizer> {
-    let has = |a: &str, b: &str| dir.join(a).is_file() && dir.join(b).is_file();
-    if has("vocab.json", "merges.txt") || has("encoder.json", "vocab.bpe") {
-        Ok(Tokenizer::from_dir(dir)?)
-    } else {
-        Ok(Tokenizer::gpt2())
+    match Tokenizer::from_dir(dir) {
+        Err(TokenizerError::NotFound { .. }) => Ok(Tokenizer::gpt2()),
+        other => Ok(other?),
     }
 }

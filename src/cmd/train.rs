@@ -284,7 +284,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         overwrite_output_dir: args.overwrite_output_dir,
     };
     let params = kiln_nn::Module::num_parameters(&model);
-    let mut trainer = Trainer::new(model, cfg, train_ids.clone(), val_ids)?;
+    let mut trainer =
+        Trainer::new(model, cfg, train_ids.clone(), val_ids)?.with_tokenizer(tokenizer.clone());
     for note in trainer.repairs() {
         eprintln!("{note} (left by an interrupted run)");
     }
