@@ -44,6 +44,9 @@ pub enum ModelError {
     /// A tokenizer error.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// Resolving or downloading a hub model or dataset failed.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
 }
 
 impl From<kiln_tensor::TensorError> for ModelError {

@@ -12,8 +12,10 @@ use super::{read_utf8, tokenizer_for};
 /// Arguments of `kiln eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Hugging Face GPT-2 directory (config.json + model.safetensors).
-    #[arg(long, value_name = "DIR")]
+    /// Hugging Face GPT-2 directory (config.json + model.safetensors), or
+    /// a hub id (gpt2, org/name, org/name@revision) looked up in the
+    /// Hugging Face cache and downloaded into it if missing.
+    #[arg(long, value_name = "DIR|ID")]
     pub model: PathBuf,
     /// Read the weights into memory instead of mapping the file (slower to
     /// load; safe if the file may be overwritten in place meanwhile).
@@ -35,8 +37,9 @@ pub struct EvalArgs {
 
 /// Runs `kiln eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let model = load_model_dir_with(&args.model, super::load_options(args.no_mmap))?;
-    let tokenizer = tokenizer_for(&args.model)?;
+    let dir = super::resolve_model(&args.model, true)?;
+    let model = load_model_dir_with(&dir, super::load_options(args.no_mmap))?;
+    let tokenizer = tokenizer_for(&dir)?;
     let text = read_utf8(&args.file)?;
     let ids = tokenizer.encode(&text);
     let block = args.block_size.unwrap_or(model.config.n_positions);

@@ -7,9 +7,10 @@ pub mod tokenize;
 pub mod train;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use kiln_models::hub::{Hub, RepoId, RepoType};
 use kiln_models::tokenizer::{Tokenizer, TokenizerError};
 
 /// Reads a whole file as UTF-8 text, with errors that name the file.
@@ -51,6 +52,25 @@ pub fn load_options(no_mmap: bool) -> kiln_nn::state_dict::LoadOptions {
     kiln_nn::state_dict::LoadOptions {
         copy: no_mmap,
         ..Default::default()
+    }
+}
+
+/// The folder of `--model`: the directory itself when it exists, else a hub
+/// id (`gpt2`, `org/name`, `org/name@revision`) resolved through the
+/// Hugging Face cache, downloading what is missing unless `HF_HUB_OFFLINE`
+/// is set ([`kiln_models::hub`]).
+pub fn resolve_model(spec: &Path, progress: bool) -> Result<PathBuf> {
+    if spec.exists() {
+        return Ok(spec.to_path_buf());
+    }
+    match spec.to_str().map(|s| RepoId::parse(s, RepoType::Model)) {
+        Some(Ok(id)) => {
+            let mut hub = Hub::from_env();
+            hub.progress = progress;
+            Ok(hub.model_dir(&id)?)
+        }
+        // Not an id either: loading names the missing directory.
+        _ => Ok(spec.to_path_buf()),
     }
 }
 

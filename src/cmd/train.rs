@@ -41,8 +41,10 @@ pub enum ScheduleArg {
 /// Arguments of `kiln train` (names follow transformers' TrainingArguments).
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Fine-tune this Hugging Face GPT-2 directory.
-    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    /// Fine-tune this Hugging Face GPT-2 directory, or a hub id (gpt2,
+    /// org/name, org/name@revision) looked up in the Hugging Face cache and
+    /// downloaded into it if missing.
+    #[arg(long, value_name = "DIR|ID", conflicts_with = "config")]
     pub model: Option<PathBuf>,
     /// Train from scratch: a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl,
     /// baby, tiny) or a config.json file.
@@ -169,7 +171,8 @@ pub const DEMO_STEPS: usize = 450;
 
 fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
     match (&args.model, &args.config) {
-        (Some(dir), _) => {
+        (Some(spec), _) => {
+            let dir = &super::resolve_model(spec, !args.no_progress)?;
             // Copied, not mapped: the folder may be another run's, rotated
             // or rewritten while this one trains.
             let mut model = load_model_dir_with(dir, super::load_options(true))?;
@@ -190,7 +193,7 @@ fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
             Ok((Gpt2::new(config, args.seed)?, Tokenizer::gpt2()))
         }
         (None, None) => {
-            bail!("give --model DIR to fine-tune or --config NAME to train from scratch")
+            bail!("give --model DIR|ID to fine-tune or --config NAME to train from scratch")
         }
     }
 }
