@@ -141,11 +141,13 @@ struct Seen {
     auth: Vec<Option<String>>,
 }
 
-/// Serves `files` of repo `org/tiny` at `main` = COMMIT like the hub:
-/// `HEAD|GET /org/tiny/resolve/main/{file}` with `X-Repo-Commit` and
-/// `X-Linked-Etag` (model.safetensors answers 302 to `/cdn/{etag}`, as LFS
-/// files do), 404 `EntryNotFound` for other files.
-fn serve(files: BTreeMap<String, Vec<u8>>) -> (String, Arc<Mutex<Seen>>) {
+/// Serves repositories at `main` = COMMIT like the hub, each under its URL
+/// prefix (`org/tiny`, `datasets/org/data`): `HEAD|GET
+/// /{prefix}/resolve/main/{file}` with `X-Repo-Commit` and `X-Linked-Etag`
+/// (`.safetensors` and `.parquet` files answer 302 to `/cdn/{etag}`, as LFS
+/// files do), 404 `EntryNotFound` for other files, and `GET
+/// /api/{models|datasets}/{repo}/revision/main` listing the files.
+fn serve(repos: BTreeMap<String, BTreeMap<String, Vec<u8>>>) -> (String, Arc<Mutex<Seen>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -177,14 +179,39 @@ fn serve(files: BTreeMap<String, Vec<u8>>) -> (String, Arc<Mutex<Seen>>) {
                 .requests
                 .push(format!("{method} {path}"));
             log.lock().unwrap().auth.push(auth);
-            let by_etag = |etag: &str| files.values().find(|b| etag_of(b) == etag);
+            let by_etag = |etag: &str| {
+                repos
+                    .values()
+                    .flat_map(|f| f.values())
+                    .find(|b| etag_of(b) == etag)
+            };
+            let resolve = repos.iter().find_map(|(prefix, files)| {
+                Some((
+                    files,
+                    path.strip_prefix(&format!("/{prefix}/resolve/main/"))?,
+                ))
+            });
+            let listing = repos.iter().find_map(|(prefix, files)| {
+                let api = match prefix.strip_prefix("datasets/") {
+                    Some(repo) => format!("/api/datasets/{repo}/revision/main"),
+                    None => format!("/api/models/{prefix}/revision/main"),
+                };
+                (path == api).then_some(files)
+            });
             let (status, headers, body): (&str, Vec<(String, String)>, Vec<u8>) =
                 if let Some(etag) = path.strip_prefix("/cdn/") {
                     match by_etag(etag) {
                         Some(b) => ("200 OK", vec![], b.clone()),
                         None => ("404 Not Found", vec![], vec![]),
                     }
-                } else if let Some(file) = path.strip_prefix("/org/tiny/resolve/main/") {
+                } else if let Some(files) = listing {
+                    let siblings: Vec<_> = files
+                        .keys()
+                        .map(|f| serde_json::json!({ "rfilename": f }))
+                        .collect();
+                    let body = serde_json::json!({"sha": COMMIT, "siblings": siblings});
+                    ("200 OK", vec![], body.to_string().into_bytes())
+                } else if let Some((files, file)) = resolve {
                     match files.get(file) {
                         Some(b) => {
                             let etag = etag_of(b);
@@ -193,7 +220,7 @@ fn serve(files: BTreeMap<String, Vec<u8>>) -> (String, Arc<Mutex<Seen>>) {
                                 ("X-Linked-Etag".into(), format!("\"{etag}\"")),
                                 ("ETag".into(), "\"git-etag-of-the-pointer\"".into()),
                             ];
-                            if file == "model.safetensors" {
+                            if file.ends_with(".safetensors") || file.ends_with(".parquet") {
                                 h.push(("Location".into(), format!("/cdn/{etag}")));
                                 ("302 Found", h, vec![])
                             } else {
@@ -238,7 +265,7 @@ fn missing_files_download_into_the_huggingface_hub_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let cache = tmp.path().join("hub");
     let files = tiny_model_files();
-    let (endpoint, seen) = serve(files.clone());
+    let (endpoint, seen) = serve(BTreeMap::from([("org/tiny".to_string(), files.clone())]));
     let env = [
         ("HF_HUB_CACHE", cache.to_str().unwrap()),
         ("HF_ENDPOINT", endpoint.as_str()),
@@ -314,6 +341,137 @@ fn missing_files_download_into_the_huggingface_hub_layout() {
     let (ok, _, err) = kiln(&["generate", "--model", "org/other", "--prompt", "a"], &env);
     assert!(
         !ok && err.contains("404") && err.contains("org/other"),
+        "{err}"
+    );
+}
+
+/// The parquet shards of `fixtures/hub/wikitext-tiny`, as the files of a
+/// dataset repository with config `tiny-raw`.
+fn dataset_files() -> BTreeMap<String, Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hub/wikitext-tiny");
+    let mut files = BTreeMap::new();
+    for split in ["train", "validation", "test"] {
+        let name = format!("{split}-00000-of-00001.parquet");
+        files.insert(
+            format!("tiny-raw/{name}"),
+            std::fs::read(dir.join(&name)).unwrap(),
+        );
+    }
+    files.insert("README.md".into(), b"# tiny\n".to_vec());
+    files
+}
+
+fn expected_tokens(split: &str) -> usize {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/hub/wikitext-tiny/expected.json"),
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v[split].as_array().unwrap().len()
+}
+
+/// The seed workflow by names: train on a hub model and a hub dataset,
+/// then evaluate a split with a stride — offline from a cache, and online
+/// from the loopback hub into an empty cache.
+#[test]
+fn train_and_eval_by_hub_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let offline_cache = tmp.path().join("offline");
+    fake_cache(&offline_cache, "models--org--tiny", &tiny_model_files());
+    fake_cache(&offline_cache, "datasets--org--data", &dataset_files());
+    let online_cache = tmp.path().join("online");
+    let (endpoint, _seen) = serve(BTreeMap::from([
+        ("org/tiny".to_string(), tiny_model_files()),
+        ("datasets/org/data".to_string(), dataset_files()),
+    ]));
+    let offline = [
+        ("HF_HUB_CACHE", offline_cache.to_str().unwrap()),
+        ("HF_HUB_OFFLINE", "1"),
+    ];
+    let online = [
+        ("HF_HUB_CACHE", online_cache.to_str().unwrap()),
+        ("HF_ENDPOINT", endpoint.as_str()),
+    ];
+    for (name, env) in [("offline", &offline[..]), ("online", &online[..])] {
+        let out = tmp.path().join(format!("run-{name}"));
+        let (ok, _, err) = kiln(
+            &[
+                "train",
+                "--model",
+                "org/tiny",
+                "--dataset",
+                "org/data:tiny-raw",
+                "--output-dir",
+                out.to_str().unwrap(),
+                "--max-steps",
+                "2",
+                "--block-size",
+                "32",
+                "--batch-size",
+                "2",
+                "--no-progress",
+            ],
+            env,
+        );
+        assert!(ok, "{name}: {err}");
+        let train = expected_tokens("train");
+        assert!(err.contains(&format!("on {train} tokens")), "{name}: {err}");
+        assert!(err.contains("validation loss"), "{name}: {err}");
+        let final_dir = out.join("final");
+        let (ok, json, err) = kiln(
+            &[
+                "eval",
+                "--model",
+                final_dir.to_str().unwrap(),
+                "--dataset",
+                "org/data:tiny-raw",
+                "--split",
+                "test",
+                "--block-size",
+                "32",
+                "--stride",
+                "16",
+                "--json",
+            ],
+            env,
+        );
+        assert!(ok, "{name}: {err}");
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        assert!(v["perplexity"].as_f64().unwrap() > 1.0, "{json}");
+        // The page's count: every token but the first, less one per
+        // window after the first.
+        let n = expected_tokens("test");
+        let windows = (n - 32).div_ceil(16) + 1;
+        assert_eq!(
+            v["tokens"].as_u64().unwrap() as usize,
+            n - windows,
+            "{json}"
+        );
+    }
+    // The download left the dataset in huggingface_hub's layout.
+    let snap = online_cache
+        .join("datasets--org--data/snapshots")
+        .join(COMMIT);
+    assert!(
+        std::fs::read_link(snap.join("tiny-raw/train-00000-of-00001.parquet"))
+            .unwrap()
+            .starts_with("../../../blobs")
+    );
+    // A split that does not exist names what the dataset has.
+    let (ok, _, err) = kiln(
+        &[
+            "eval",
+            "--model",
+            "org/tiny",
+            "--dataset",
+            "org/data:other",
+            "--split",
+            "test",
+        ],
+        &offline,
+    );
+    assert!(
+        !ok && err.contains("other/test-*.parquet") && err.contains("tiny-raw/test-00000"),
         "{err}"
     );
 }

@@ -11,9 +11,10 @@ use clap::{Args, ValueEnum};
 use kiln_models::gpt2::{
     generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, Sampling as TokenSampling,
 };
+use kiln_models::hub::{parse_dataset, Hub, HubError};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::{
-    collect_files, load_tokens, OutputLock, Sampling, ScheduleKind, TrainConfig, Trainer,
+    collect_files, load_tokens_with, OutputLock, Sampling, ScheduleKind, TrainConfig, Trainer,
 };
 
 use super::tokenizer_for;
@@ -50,13 +51,21 @@ pub struct TrainArgs {
     /// baby, tiny) or a config.json file.
     #[arg(long, value_name = "NAME|FILE")]
     pub config: Option<String>,
-    /// Training text: files or folders of .txt files.
-    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+    /// Training text: .txt, .parquet or .jsonl files, or folders of them.
+    #[arg(long, value_name = "PATH", num_args = 1.., required_unless_present = "dataset")]
     pub train: Vec<PathBuf>,
-    /// Validation text; without it, --val-fraction of the training tokens
-    /// is held out.
+    /// Validation text (as --train); without it, --val-fraction of the
+    /// training tokens is held out.
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub val: Vec<PathBuf>,
+    /// A hub dataset, NAME[:CONFIG] (wikitext:wikitext-2-raw-v1): its
+    /// train split's parquet files from the Hugging Face cache (downloaded
+    /// if missing), and its validation split, if it has one, for --val.
+    #[arg(long, value_name = "NAME[:CONFIG]", conflicts_with_all = ["train", "val"])]
+    pub dataset: Option<String>,
+    /// The column (or JSON field) of .parquet / .jsonl rows that holds the text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
     /// Fraction of training tokens held out for validation when --val is absent.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
@@ -138,6 +147,8 @@ impl TrainArgs {
             config: Some("baby".into()),
             train: vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")],
             val: Vec::new(),
+            dataset: None,
+            text_column: "text".into(),
             val_fraction: 0.01,
             output_dir: PathBuf::from("runs/demo"),
             epochs: 1.0,
@@ -238,9 +249,31 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         );
     }
     let cache_dir = args.output_dir.join("cache");
-    let train_files = collect_files(&args.train)?;
-    let mut train_ids = load_tokens(&train_files, &tokenizer, &cache_dir.join("train.tokens"))?;
-    let val_ids = if args.val.is_empty() {
+    let (train_files, val_files) = match &args.dataset {
+        Some(spec) => {
+            let (id, config) = parse_dataset(spec)?;
+            let mut hub = Hub::from_env();
+            hub.progress = !args.no_progress;
+            let train = hub.dataset_split(&id, config.as_deref(), "train")?;
+            let val = match hub.dataset_split(&id, config.as_deref(), "validation") {
+                Ok(files) => files,
+                Err(HubError::NoSplit { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            (train, val)
+        }
+        None => (collect_files(&args.train)?, collect_files(&args.val)?),
+    };
+    let tokens = |files: &[PathBuf], name: &str| {
+        load_tokens_with(
+            files,
+            &args.text_column,
+            &tokenizer,
+            Some(&cache_dir.join(name)),
+        )
+    };
+    let mut train_ids = tokens(&train_files, "train.tokens")?;
+    let val_ids = if val_files.is_empty() {
         if !(0.0..1.0).contains(&args.val_fraction) {
             bail!(
                 "--val-fraction must be in [0, 1), got {}",
@@ -250,12 +283,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         let n_val = (train_ids.len() as f64 * args.val_fraction) as usize;
         (n_val >= 2).then(|| train_ids.split_off(train_ids.len() - n_val))
     } else {
-        let files = collect_files(&args.val)?;
-        Some(load_tokens(
-            &files,
-            &tokenizer,
-            &cache_dir.join("val.tokens"),
-        )?)
+        Some(tokens(&val_files, "val.tokens")?)
     };
     let cfg = TrainConfig {
         output_dir: args.output_dir.clone(),

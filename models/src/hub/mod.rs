@@ -34,6 +34,10 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+mod dataset;
+
+pub use dataset::{is_split_file, parse_dataset};
+
 /// Whether a repository holds a model or a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepoType {
@@ -112,6 +116,20 @@ pub enum HubError {
         url: String,
         /// What is missing or malformed.
         reason: String,
+    },
+    /// A dataset has no parquet files for the split asked for.
+    #[error("{id} has no parquet files for split {split:?}{config}: looked for {pattern}{found}")]
+    NoSplit {
+        /// The dataset.
+        id: String,
+        /// The split asked for.
+        split: String,
+        /// ` of config "…"`, or empty.
+        config: String,
+        /// The file pattern looked for.
+        pattern: String,
+        /// The parquet files the dataset does have, if any.
+        found: String,
     },
     /// A cache file or folder could not be read or written.
     #[error("{}: {source}", path.display())]
@@ -669,7 +687,7 @@ impl Hub {
 }
 
 /// Files under `dir`, as paths relative to `root` with `/`.
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+pub(crate) fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
