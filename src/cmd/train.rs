@@ -73,13 +73,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub output_dir: PathBuf,
     /// Passes over the training data.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, visible_alias = "num-train-epochs", default_value_t = 3.0)]
     pub epochs: f64,
     /// Stop after this many optimizer steps (overrides --epochs).
     #[arg(long)]
     pub max_steps: Option<usize>,
     /// Rows per micro-batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(
+        long,
+        visible_alias = "per-device-train-batch-size",
+        default_value_t = 8
+    )]
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
     #[arg(long, default_value_t = 1)]
