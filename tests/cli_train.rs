@@ -66,6 +66,12 @@ fn fine_tune_then_eval_and_generate() {
     for f in [
         "final/config.json",
         "final/model.safetensors",
+        "final/generation_config.json",
+        "final/tokenizer.json",
+        "final/vocab.json",
+        "final/merges.txt",
+        "final/tokenizer_config.json",
+        "final/special_tokens_map.json",
         "loss.svg",
         "log.jsonl",
         "cache/train.tokens",

@@ -44,6 +44,16 @@ pub enum ModelError {
     /// A tokenizer error.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// Resolving or downloading a hub model or dataset failed (boxed: it
+    /// is large and rare).
+    #[error(transparent)]
+    Hub(Box<crate::hub::HubError>),
+}
+
+impl From<crate::hub::HubError> for ModelError {
+    fn from(e: crate::hub::HubError) -> Self {
+        ModelError::Hub(Box::new(e))
+    }
 }
 
 impl From<kiln_tensor::TensorError> for ModelError {

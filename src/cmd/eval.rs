@@ -1,19 +1,23 @@
-//! `kiln eval`: a model's loss and perplexity on a text file.
+//! `kiln eval`: a model's loss and perplexity on a text file or a hub
+//! dataset's split, over disjoint windows or strided ones.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
 use kiln_models::gpt2::load_model_dir_with;
-use kiln_models::train::evaluate;
+use kiln_models::hub::{parse_dataset, Hub};
+use kiln_models::train::{evaluate, evaluate_strided, load_tokens_with};
 
-use super::{read_utf8, tokenizer_for};
+use super::tokenizer_for;
 
 /// Arguments of `kiln eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Hugging Face GPT-2 directory (config.json + model.safetensors).
-    #[arg(long, value_name = "DIR")]
+    /// Hugging Face GPT-2 directory (config.json + model.safetensors), or
+    /// a hub id (gpt2, org/name, org/name@revision) looked up in the
+    /// Hugging Face cache and downloaded into it if missing.
+    #[arg(long, value_name = "DIR|ID")]
     pub model: PathBuf,
     /// Dtype of the weight matrices: f32, or bf16 (half the memory; a
     /// bf16 checkpoint is used as stored, an f32 one rounded).
@@ -23,13 +27,30 @@ pub struct EvalArgs {
     /// load; safe if the file may be overwritten in place meanwhile).
     #[arg(long)]
     pub no_mmap: bool,
-    /// UTF-8 text file to evaluate on.
-    #[arg(long, value_name = "FILE")]
-    pub file: PathBuf,
+    /// Text to evaluate on: a UTF-8 .txt file, or the rows of a .parquet /
+    /// .jsonl file (--text-column).
+    #[arg(long, value_name = "FILE", required_unless_present = "dataset")]
+    pub file: Option<PathBuf>,
+    /// A hub dataset, NAME[:CONFIG]: evaluate on its --split, read from the
+    /// Hugging Face cache (downloaded if missing).
+    #[arg(long, value_name = "NAME[:CONFIG]", conflicts_with = "file")]
+    pub dataset: Option<String>,
+    /// The split of --dataset.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// The column (or JSON field) of .parquet / .jsonl rows that holds the text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
+    /// Sliding-window perplexity (transformers' "Perplexity of fixed-length
+    /// models"): windows of --block-size tokens that start every S tokens,
+    /// each token scored once with up to --block-size − S tokens of context.
+    /// Without it, disjoint windows.
+    #[arg(long, value_name = "S")]
+    pub stride: Option<usize>,
     /// Window length in tokens (default: the model's n_positions).
     #[arg(long)]
     pub block_size: Option<usize>,
-    /// Windows evaluated together.
+    /// Windows evaluated together (without --stride).
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
     /// Print `{"loss": …, "perplexity": …, "tokens": …}`.
@@ -39,14 +60,19 @@ pub struct EvalArgs {
 
 /// Runs `kiln eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let model = load_model_dir_with(
-        &args.model,
-        super::load_options(args.no_mmap),
-        args.dtype.into(),
-    )?;
-    let tokenizer = tokenizer_for(&args.model)?;
-    let text = read_utf8(&args.file)?;
-    let ids = tokenizer.encode(&text);
+    let dir = super::resolve_model(&args.model, true)?;
+    let model = load_model_dir_with(&dir, super::load_options(args.no_mmap), args.dtype.into())?;
+    let tokenizer = tokenizer_for(&dir)?;
+    let (files, what) = match (&args.dataset, &args.file) {
+        (Some(spec), _) => {
+            let (id, config) = parse_dataset(spec)?;
+            let files = Hub::from_env().dataset_split(&id, config.as_deref(), &args.split)?;
+            (files, format!("split {} of {spec}", args.split))
+        }
+        (None, Some(file)) => (vec![file.clone()], file.display().to_string()),
+        (None, None) => unreachable!("clap requires --file or --dataset"),
+    };
+    let ids = load_tokens_with(&files, &args.text_column, &tokenizer, None)?;
     let block = args.block_size.unwrap_or(model.config.n_positions);
     if block < 2 {
         bail!("--block-size must be at least 2 (one token to condition on, one to predict)");
@@ -59,12 +85,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     }
     if ids.len() < 2 {
         bail!(
-            "{} has {} token(s); at least 2 are needed to predict one",
-            args.file.display(),
+            "{what} has {} token(s); at least 2 are needed to predict one",
             ids.len()
         );
     }
-    let (sum, count) = evaluate(&model, &ids, block, args.batch_size)?;
+    let (sum, count) = match args.stride {
+        Some(stride) => evaluate_strided(&model, &ids, block, stride)?,
+        None => evaluate(&model, &ids, block, args.batch_size)?,
+    };
     let loss = sum / count as f64;
     let ppl = loss.exp();
     if !loss.is_finite() {

@@ -12,8 +12,10 @@ use super::{print_json_array, tokenizer_for};
 /// Arguments of `kiln generate`.
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Hugging Face GPT-2 directory (config.json + model.safetensors).
-    #[arg(long, value_name = "DIR")]
+    /// Hugging Face GPT-2 directory (config.json + model.safetensors), or
+    /// a hub id (gpt2, org/name, org/name@revision) looked up in the
+    /// Hugging Face cache and downloaded into it if missing.
+    #[arg(long, value_name = "DIR|ID")]
     pub model: PathBuf,
     /// Dtype of the weight matrices: f32, or bf16 (half the memory; a
     /// bf16 checkpoint is used as stored, an f32 one rounded).
@@ -61,12 +63,9 @@ pub struct GenerateArgs {
 
 /// Runs `kiln generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let model = load_model_dir_with(
-        &args.model,
-        super::load_options(args.no_mmap),
-        args.dtype.into(),
-    )?;
-    let tokenizer = tokenizer_for(&args.model)?;
+    let dir = super::resolve_model(&args.model, true)?;
+    let model = load_model_dir_with(&dir, super::load_options(args.no_mmap), args.dtype.into())?;
+    let tokenizer = tokenizer_for(&dir)?;
     let mut prompt = tokenizer.encode(&args.prompt);
     if prompt.is_empty() {
         // GPT-2 conditions on <|endoftext|> when there is no text.

@@ -7,10 +7,11 @@ pub mod tokenize;
 pub mod train;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use kiln_models::tokenizer::Tokenizer;
+use kiln_models::hub::{Hub, RepoId, RepoType};
+use kiln_models::tokenizer::{Tokenizer, TokenizerError};
 
 /// Reads a whole file as UTF-8 text, with errors that name the file.
 pub fn read_utf8(path: &Path) -> Result<String> {
@@ -72,13 +73,32 @@ pub fn load_options(no_mmap: bool) -> kiln_nn::state_dict::LoadOptions {
     }
 }
 
-/// The tokenizer for a model directory: its own `vocab.json` + `merges.txt`
-/// (or `encoder.json` + `vocab.bpe`) if present, else the built-in GPT-2 one.
+/// The folder of `--model`: the directory itself when it exists, else a hub
+/// id (`gpt2`, `org/name`, `org/name@revision`) resolved through the
+/// Hugging Face cache, downloading what is missing unless `HF_HUB_OFFLINE`
+/// is set ([`kiln_models::hub`]).
+pub fn resolve_model(spec: &Path, progress: bool) -> Result<PathBuf> {
+    if spec.exists() {
+        return Ok(spec.to_path_buf());
+    }
+    match spec.to_str().map(|s| RepoId::parse(s, RepoType::Model)) {
+        Some(Ok(id)) => {
+            let mut hub = Hub::from_env();
+            hub.progress = progress;
+            Ok(hub.model_dir(&id)?)
+        }
+        // Not an id either: loading names the missing directory.
+        _ => Ok(spec.to_path_buf()),
+    }
+}
+
+/// The tokenizer for a model directory: its own `tokenizer.json`, else
+/// `vocab.json` + `merges.txt` (or `encoder.json` + `vocab.bpe`), else the
+/// built-in GPT-2 one. A tokenizer file that cannot be used is an error,
+/// never a reason to fall back to GPT-2's.
 pub fn tokenizer_for(dir: &Path) -> Result<Tokenizer> {
-    let has = |a: &str, b: &str| dir.join(a).is_file() && dir.join(b).is_file();
-    if has("vocab.json", "merges.txt") || has("encoder.json", "vocab.bpe") {
-        Ok(Tokenizer::from_dir(dir)?)
-    } else {
-        Ok(Tokenizer::gpt2())
+    match Tokenizer::from_dir(dir) {
+        Err(TokenizerError::NotFound { .. }) => Ok(Tokenizer::gpt2()),
+        other => Ok(other?),
     }
 }

@@ -11,8 +11,9 @@ use super::{print_json_array, read_utf8};
 #[derive(Args)]
 #[command(group(ArgGroup::new("input").required(true).args(["text", "file"])))]
 pub struct TokenizeArgs {
-    /// Directory holding vocab.json + merges.txt (or encoder.json +
-    /// vocab.bpe); without it, the built-in GPT-2 vocabulary.
+    /// A tokenizer.json file, or a directory holding tokenizer.json,
+    /// vocab.json + merges.txt or encoder.json + vocab.bpe; without it, the
+    /// built-in GPT-2 vocabulary.
     #[arg(long, value_name = "DIR")]
     pub tokenizer: Option<PathBuf>,
     /// Read the text from this UTF-8 file.
@@ -26,6 +27,7 @@ pub struct TokenizeArgs {
 /// Runs `kiln tokenize`.
 pub fn run(args: &TokenizeArgs) -> Result<()> {
     let tokenizer = match &args.tokenizer {
+        Some(file) if file.is_file() => Tokenizer::from_tokenizer_json(file)?,
         Some(dir) => Tokenizer::from_dir(dir)?,
         None => Tokenizer::gpt2(),
     };

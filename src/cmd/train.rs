@@ -11,9 +11,10 @@ use clap::{Args, ValueEnum};
 use kiln_models::gpt2::{
     generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, Sampling as TokenSampling,
 };
+use kiln_models::hub::{parse_dataset, Hub, HubError};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::{
-    collect_files, load_tokens, OutputLock, Sampling, ScheduleKind, TrainConfig, Trainer,
+    collect_files, load_tokens_with, OutputLock, Sampling, ScheduleKind, TrainConfig, Trainer,
 };
 
 use super::tokenizer_for;
@@ -41,20 +42,30 @@ pub enum ScheduleArg {
 /// Arguments of `kiln train` (names follow transformers' TrainingArguments).
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Fine-tune this Hugging Face GPT-2 directory.
-    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    /// Fine-tune this Hugging Face GPT-2 directory, or a hub id (gpt2,
+    /// org/name, org/name@revision) looked up in the Hugging Face cache and
+    /// downloaded into it if missing.
+    #[arg(long, value_name = "DIR|ID", conflicts_with = "config")]
     pub model: Option<PathBuf>,
     /// Train from scratch: a preset (gpt2, gpt2-medium, gpt2-large, gpt2-xl,
     /// baby, tiny) or a config.json file.
     #[arg(long, value_name = "NAME|FILE")]
     pub config: Option<String>,
-    /// Training text: files or folders of .txt files.
-    #[arg(long, value_name = "PATH", num_args = 1.., required = true)]
+    /// Training text: .txt, .parquet or .jsonl files, or folders of them.
+    #[arg(long, value_name = "PATH", num_args = 1.., required_unless_present = "dataset")]
     pub train: Vec<PathBuf>,
-    /// Validation text; without it, --val-fraction of the training tokens
-    /// is held out.
+    /// Validation text (as --train); without it, --val-fraction of the
+    /// training tokens is held out.
     #[arg(long, value_name = "PATH", num_args = 1..)]
     pub val: Vec<PathBuf>,
+    /// A hub dataset, NAME[:CONFIG] (wikitext:wikitext-2-raw-v1): its
+    /// train split's parquet files from the Hugging Face cache (downloaded
+    /// if missing), and its validation split, if it has one, for --val.
+    #[arg(long, value_name = "NAME[:CONFIG]", conflicts_with_all = ["train", "val"])]
+    pub dataset: Option<String>,
+    /// The column (or JSON field) of .parquet / .jsonl rows that holds the text.
+    #[arg(long, default_value = "text")]
+    pub text_column: String,
     /// Fraction of training tokens held out for validation when --val is absent.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
@@ -62,13 +73,17 @@ pub struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     pub output_dir: PathBuf,
     /// Passes over the training data.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, visible_alias = "num-train-epochs", default_value_t = 3.0)]
     pub epochs: f64,
     /// Stop after this many optimizer steps (overrides --epochs).
     #[arg(long)]
     pub max_steps: Option<usize>,
     /// Rows per micro-batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(
+        long,
+        visible_alias = "per-device-train-batch-size",
+        default_value_t = 8
+    )]
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
     #[arg(long, default_value_t = 1)]
@@ -136,6 +151,8 @@ impl TrainArgs {
             config: Some("baby".into()),
             train: vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/shakespeare")],
             val: Vec::new(),
+            dataset: None,
+            text_column: "text".into(),
             val_fraction: 0.01,
             output_dir: PathBuf::from("runs/demo"),
             epochs: 1.0,
@@ -169,7 +186,8 @@ pub const DEMO_STEPS: usize = 450;
 
 fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
     match (&args.model, &args.config) {
-        (Some(dir), _) => {
+        (Some(spec), _) => {
+            let dir = &super::resolve_model(spec, !args.no_progress)?;
             // Copied, not mapped: the folder may be another run's, rotated
             // or rewritten while this one trains.
             let mut model =
@@ -191,7 +209,7 @@ fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
             Ok((Gpt2::new(config, args.seed)?, Tokenizer::gpt2()))
         }
         (None, None) => {
-            bail!("give --model DIR to fine-tune or --config NAME to train from scratch")
+            bail!("give --model DIR|ID to fine-tune or --config NAME to train from scratch")
         }
     }
 }
@@ -236,9 +254,31 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         );
     }
     let cache_dir = args.output_dir.join("cache");
-    let train_files = collect_files(&args.train)?;
-    let mut train_ids = load_tokens(&train_files, &tokenizer, &cache_dir.join("train.tokens"))?;
-    let val_ids = if args.val.is_empty() {
+    let (train_files, val_files) = match &args.dataset {
+        Some(spec) => {
+            let (id, config) = parse_dataset(spec)?;
+            let mut hub = Hub::from_env();
+            hub.progress = !args.no_progress;
+            let train = hub.dataset_split(&id, config.as_deref(), "train")?;
+            let val = match hub.dataset_split(&id, config.as_deref(), "validation") {
+                Ok(files) => files,
+                Err(HubError::NoSplit { .. }) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            (train, val)
+        }
+        None => (collect_files(&args.train)?, collect_files(&args.val)?),
+    };
+    let tokens = |files: &[PathBuf], name: &str| {
+        load_tokens_with(
+            files,
+            &args.text_column,
+            &tokenizer,
+            Some(&cache_dir.join(name)),
+        )
+    };
+    let mut train_ids = tokens(&train_files, "train.tokens")?;
+    let val_ids = if val_files.is_empty() {
         if !(0.0..1.0).contains(&args.val_fraction) {
             bail!(
                 "--val-fraction must be in [0, 1), got {}",
@@ -248,12 +288,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         let n_val = (train_ids.len() as f64 * args.val_fraction) as usize;
         (n_val >= 2).then(|| train_ids.split_off(train_ids.len() - n_val))
     } else {
-        let files = collect_files(&args.val)?;
-        Some(load_tokens(
-            &files,
-            &tokenizer,
-            &cache_dir.join("val.tokens"),
-        )?)
+        Some(tokens(&val_files, "val.tokens")?)
     };
     let cfg = TrainConfig {
         output_dir: args.output_dir.clone(),
@@ -285,7 +320,8 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         overwrite_output_dir: args.overwrite_output_dir,
     };
     let params = kiln_nn::Module::num_parameters(&model);
-    let mut trainer = Trainer::new(model, cfg, train_ids.clone(), val_ids)?;
+    let mut trainer =
+        Trainer::new(model, cfg, train_ids.clone(), val_ids)?.with_tokenizer(tokenizer.clone());
     for note in trainer.repairs() {
         eprintln!("{note} (left by an interrupted run)");
     }

@@ -257,9 +257,11 @@ impl Gpt2 {
 }
 
 /// Writes `model` as a Hugging Face directory that
-/// `GPT2LMHeadModel.from_pretrained(dir)` loads unchanged: `config.json` and
+/// `GPT2LMHeadModel.from_pretrained(dir)` loads unchanged: `config.json`,
 /// `model.safetensors` with `transformer.`-prefixed names (the LM head is
-/// tied, so it is not stored). Each file is written atomically.
+/// tied, so it is not stored) and `generation_config.json` (the BOS and EOS
+/// ids, as `model.save_pretrained` writes it for `pipeline` and
+/// `generate`). Each file is written atomically.
 ///
 /// # Errors
 /// [`ModelError::Io`] naming the path if the directory cannot be created or
@@ -277,7 +279,14 @@ pub fn save_model_dir(model: &Gpt2, dir: impl AsRef<Path>) -> Result<()> {
     dict.metadata_mut().insert("format".into(), "pt".into());
     dict.save(dir.join("model.safetensors"))
         .map_err(kiln_nn::NnError::from)?;
-    write_atomic(&dir.join("config.json"), model.config.to_json().as_bytes())
+    write_atomic(&dir.join("config.json"), model.config.to_json().as_bytes())?;
+    let generation = serde_json::json!({
+        "_from_model_config": true,
+        "bos_token_id": model.config.bos_token_id,
+        "eos_token_id": model.config.eos_token_id,
+    });
+    let text = serde_json::to_string_pretty(&generation).expect("JSON serialises") + "\n";
+    write_atomic(&dir.join("generation_config.json"), text.as_bytes())
 }
 
 /// Writes a file via a temporary sibling and a rename, so readers never see

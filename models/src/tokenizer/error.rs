@@ -19,10 +19,10 @@ pub enum TokenizerError {
         #[source]
         source: std::io::Error,
     },
-    /// A directory holds neither `vocab.json` + `merges.txt` nor
-    /// `encoder.json` + `vocab.bpe`.
+    /// A directory holds no `tokenizer.json`, no `vocab.json` +
+    /// `merges.txt` and no `encoder.json` + `vocab.bpe`.
     #[error(
-        "no tokenizer found in {}: expected vocab.json and merges.txt, or encoder.json and vocab.bpe",
+        "no tokenizer found in {}: expected tokenizer.json, vocab.json and merges.txt, or encoder.json and vocab.bpe",
         dir.display()
     )]
     NotFound {
@@ -55,6 +55,28 @@ pub enum TokenizerError {
         line: usize,
         /// What is wrong with the line.
         reason: String,
+    },
+    /// A `tokenizer.json` parses but is malformed (a bad merge rule, …).
+    #[error("bad tokenizer file {}: {reason}", path.display())]
+    BadTokenizerJson {
+        /// The `tokenizer.json` file.
+        path: PathBuf,
+        /// What is wrong, with the JSON path of the bad part.
+        reason: String,
+    },
+    /// A `tokenizer.json` describes a tokenizer Kiln does not implement
+    /// (not byte-level BPE, a normalizer, BPE dropout, …).
+    #[error(
+        "{}: unsupported tokenizer: {field} is {found}; Kiln implements GPT-2-style byte-level BPE only",
+        path.display()
+    )]
+    Unsupported {
+        /// The `tokenizer.json` file.
+        path: PathBuf,
+        /// The JSON field that differs from byte-level BPE.
+        field: String,
+        /// Its value there.
+        found: String,
     },
     /// A token id passed to decode is not in the vocabulary.
     #[error("unknown token id {id}: the vocabulary has ids 0..{vocab_size}")]

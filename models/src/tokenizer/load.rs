@@ -1,5 +1,6 @@
 //! Reading a vocabulary (`vocab.json` / `encoder.json`) and a merges file
-//! (`merges.txt` / `vocab.bpe`) into the tables the tokenizer uses.
+//! (`merges.txt` / `vocab.bpe`), or the same parts of a `tokenizer.json`
+//! ([`super::hf_json`]), into the tables the tokenizer uses.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,10 +47,14 @@ pub(crate) struct Tables {
     pub(crate) byte_ids: [u32; 256],
     /// The merge rules.
     pub(crate) merges: Merges,
+    /// The merge rules as (left, right) ids, in rank order.
+    pub(crate) merge_list: Vec<(u32, u32)>,
     /// Pieces that BPE encodes as one whole token.
     pub(crate) whole: WholeTokens,
     /// Id of `<|endoftext|>`.
     pub(crate) eot_id: u32,
+    /// The added tokens (the text is cut at each), by id.
+    pub(crate) added: Vec<AddedToken>,
 }
 
 fn bad_vocab(path: &Path, reason: String) -> TokenizerError {
@@ -57,6 +62,27 @@ fn bad_vocab(path: &Path, reason: String) -> TokenizerError {
         path: path.to_path_buf(),
         reason,
     }
+}
+
+/// A token added on top of the BPE vocabulary (`added_tokens` in a
+/// `tokenizer.json`): the text is cut at every occurrence of it before the
+/// pre-tokenizer runs, and it stands for its own UTF-8 text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AddedToken {
+    /// The token's text, as it appears in input text.
+    pub(crate) content: String,
+    /// Its id.
+    pub(crate) id: u32,
+    /// Whether it is a special token (`special: true`).
+    pub(crate) special: bool,
+}
+
+/// One merge rule as spelled in a file, with where it stands there (for
+/// error messages: a line of `merges.txt`, an index of `model.merges`).
+pub(crate) struct MergeRule<'a> {
+    pub(crate) left: &'a str,
+    pub(crate) right: &'a str,
+    pub(crate) at: usize,
 }
 
 /// Parses the vocabulary JSON and the merges text. The paths only serve
@@ -72,6 +98,56 @@ pub(crate) fn parse(
             path: vocab_path.to_path_buf(),
             source,
         })?;
+    let rules = merges_text_rules(merges_text, merges_path)?;
+    let bad_line = |line: usize, reason: String| TokenizerError::BadMerge {
+        path: merges_path.to_path_buf(),
+        line,
+        reason,
+    };
+    // GPT-2's files leave the special token implicit in the vocabulary.
+    let eot = vocab.get(EOT_TEXT).map(|&id| AddedToken {
+        content: EOT_TEXT.into(),
+        id,
+        special: true,
+    });
+    build(
+        vocab,
+        vocab_path,
+        &rules,
+        &bad_line,
+        eot.into_iter().collect(),
+    )
+}
+
+/// Builds the tables from a vocabulary, its merge rules in priority order
+/// and the added tokens (each must be in `vocab` under its own text or have
+/// an id the vocabulary leaves free). `bad_merge(at, reason)` makes the
+/// error for a rule that names unknown tokens.
+pub(crate) fn build(
+    vocab: HashMap<String, u32>,
+    vocab_path: &Path,
+    rules: &[MergeRule<'_>],
+    bad_merge: &dyn Fn(usize, String) -> TokenizerError,
+    added: Vec<AddedToken>,
+) -> Result<Tables, TokenizerError> {
+    let mut vocab = vocab;
+    for a in &added {
+        match vocab.get(&a.content) {
+            Some(&id) if id == a.id => {}
+            Some(&id) => {
+                return Err(bad_vocab(
+                    vocab_path,
+                    format!(
+                        "added token {:?} has id {} but the vocabulary gives it {id}",
+                        a.content, a.id
+                    ),
+                ))
+            }
+            None => {
+                vocab.insert(a.content.clone(), a.id);
+            }
+        }
+    }
     if vocab.is_empty() {
         return Err(bad_vocab(vocab_path, "it has no tokens".into()));
     }
@@ -124,17 +200,24 @@ pub(crate) fn parse(
     let mut token_bytes = Vec::new();
     let mut token_offsets = Vec::with_capacity(id_to_token.len() + 1);
     token_offsets.push(0u32);
-    for token in &id_to_token {
+    for (id, token) in id_to_token.iter().enumerate() {
         if let Some(text) = token {
-            token_bytes.extend_from_slice(&token_text_to_bytes(text));
+            // An added token stands for its own text, not for byte-level
+            // characters.
+            match added.iter().find(|a| a.id as usize == id) {
+                Some(a) => token_bytes.extend_from_slice(a.content.as_bytes()),
+                None => token_bytes.extend_from_slice(&token_text_to_bytes(text)),
+            }
         }
         let end = u32::try_from(token_bytes.len())
             .map_err(|_| bad_vocab(vocab_path, "its tokens are too long in total".into()))?;
         token_offsets.push(end);
     }
 
-    let merges = parse_merges(merges_text, merges_path, &token_to_id)?;
+    let (merges, merge_list) = build_merges(rules, &token_to_id, bad_merge)?;
     let whole = whole_tokens(&token_bytes, &token_offsets, &merges, &byte_ids);
+    let mut added = added;
+    added.sort_by_key(|a| a.id);
     Ok(Tables {
         token_to_id,
         id_to_token,
@@ -142,8 +225,10 @@ pub(crate) fn parse(
         token_offsets,
         byte_ids,
         merges,
+        merge_list,
         whole,
         eot_id,
+        added,
     })
 }
 
@@ -177,51 +262,71 @@ fn whole_tokens(
     whole
 }
 
-/// Parses a merges file: an optional `#version` line, then one rule per
-/// line, `LEFT RIGHT`, in priority order. Blank lines are skipped.
-fn parse_merges(
-    text: &str,
-    path: &Path,
-    token_to_id: &FxHashMap<Box<str>, u32>,
-) -> Result<Merges, TokenizerError> {
-    let mut merges = Merges::default();
-    let mut rank = 0u32;
-    let mut joined = String::new();
+/// Splits a merges file into rules: an optional `#version` line, then one
+/// rule per line, `LEFT RIGHT`, in priority order. Blank lines are skipped.
+fn merges_text_rules<'a>(text: &'a str, path: &Path) -> Result<Vec<MergeRule<'a>>, TokenizerError> {
+    let mut rules = Vec::new();
     for (index, line) in text.lines().enumerate() {
-        let bad = |reason: String| TokenizerError::BadMerge {
-            path: path.to_path_buf(),
-            line: index + 1,
-            reason,
-        };
         if line.starts_with("#version") || line.is_empty() {
             continue;
         }
         let mut parts = line.split(' ');
-        let (left, right) = match (parts.next(), parts.next(), parts.next()) {
-            (Some(l), Some(r), None) if !l.is_empty() && !r.is_empty() => (l, r),
-            _ => {
-                return Err(bad(format!(
-                    "expected two tokens separated by one space, found {line:?}"
-                )))
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(left), Some(right), None) if !left.is_empty() && !right.is_empty() => {
+                rules.push(MergeRule {
+                    left,
+                    right,
+                    at: index + 1,
+                })
             }
-        };
+            _ => {
+                return Err(TokenizerError::BadMerge {
+                    path: path.to_path_buf(),
+                    line: index + 1,
+                    reason: format!("expected two tokens separated by one space, found {line:?}"),
+                })
+            }
+        }
+    }
+    Ok(rules)
+}
+
+/// The merge table of `rules` (rank = position in the list), and the rules
+/// as id pairs in rank order (for writing them back).
+fn build_merges(
+    rules: &[MergeRule<'_>],
+    token_to_id: &FxHashMap<Box<str>, u32>,
+    bad: &dyn Fn(usize, String) -> TokenizerError,
+) -> Result<(Merges, Vec<(u32, u32)>), TokenizerError> {
+    let mut merges = Merges::default();
+    let mut list = Vec::with_capacity(rules.len());
+    let mut joined = String::new();
+    for (rank, rule) in rules.iter().enumerate() {
         let id_of = |t: &str| {
             token_to_id
                 .get(t)
                 .copied()
-                .ok_or_else(|| bad(format!("token {t:?} is not in the vocabulary")))
+                .ok_or_else(|| bad(rule.at, format!("token {t:?} is not in the vocabulary")))
         };
-        let (l, r) = (id_of(left)?, id_of(right)?);
+        let (l, r) = (id_of(rule.left)?, id_of(rule.right)?);
         joined.clear();
-        joined.push_str(left);
-        joined.push_str(right);
+        joined.push_str(rule.left);
+        joined.push_str(rule.right);
         let new_id = token_to_id.get(joined.as_str()).copied().ok_or_else(|| {
-            bad(format!(
-                "the merged token {joined:?} is not in the vocabulary"
-            ))
+            bad(
+                rule.at,
+                format!("the merged token {joined:?} is not in the vocabulary"),
+            )
         })?;
-        merges.insert(l, r, Merge { rank, new_id });
-        rank += 1;
+        merges.insert(
+            l,
+            r,
+            Merge {
+                rank: rank as u32,
+                new_id,
+            },
+        );
+        list.push((l, r));
     }
-    Ok(merges)
+    Ok((merges, list))
 }

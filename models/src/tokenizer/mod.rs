@@ -38,6 +38,7 @@ mod bpe;
 mod bytes;
 mod decode;
 mod error;
+mod hf_json;
 mod load;
 mod piece_key;
 mod pretokenize;
@@ -132,15 +133,42 @@ impl Tokenizer {
         })
     }
 
-    /// Loads a tokenizer from a directory holding `vocab.json` and
-    /// `merges.txt` (Hugging Face names) or `encoder.json` and `vocab.bpe`
-    /// (OpenAI names), tried in that order.
+    /// Loads a Hugging Face `tokenizer.json` (what `tokenizers` and
+    /// `transformers`' fast tokenizers save) for a byte-level BPE model such
+    /// as GPT-2's: `model.vocab`, `model.merges` in either spelling (`"a b"`
+    /// or `["a", "b"]`) and `added_tokens`, each of which cuts the text as
+    /// `<|endoftext|>` does. Equivalent of `tokenizers.Tokenizer.from_file`.
     ///
     /// # Errors
-    /// [`TokenizerError::NotFound`] if the directory has neither pair, else
-    /// as [`Tokenizer::from_files`].
+    /// [`TokenizerError::Unsupported`] naming the field when the file is not
+    /// byte-level BPE (another model type or pre-tokenizer, a normalizer,
+    /// …); [`TokenizerError::VocabJson`] / [`TokenizerError::BadTokenizerJson`]
+    /// / [`TokenizerError::BadVocab`] for a malformed one; and
+    /// [`TokenizerError::Io`] for an unreadable one.
+    pub fn from_tokenizer_json(path: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
+        let path = path.as_ref();
+        let text = read_text(path)?;
+        Ok(Tokenizer {
+            inner: Arc::new(hf_json::parse(&text, path)?),
+        })
+    }
+
+    /// Loads a tokenizer from a directory holding `tokenizer.json` (what
+    /// `transformers`' `AutoTokenizer` reads first), else `vocab.json` and
+    /// `merges.txt` (Hugging Face names), else `encoder.json` and
+    /// `vocab.bpe` (OpenAI names).
+    ///
+    /// # Errors
+    /// [`TokenizerError::NotFound`] if the directory has none of these, else
+    /// as [`Tokenizer::from_tokenizer_json`] or [`Tokenizer::from_files`]
+    /// (a `tokenizer.json` that cannot be used is an error, never a reason to
+    /// try the other files).
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Tokenizer, TokenizerError> {
         let dir = dir.as_ref();
+        let json = dir.join("tokenizer.json");
+        if json.is_file() {
+            return Tokenizer::from_tokenizer_json(json);
+        }
         for (vocab, merges) in [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")] {
             let (vocab, merges): (PathBuf, PathBuf) = (dir.join(vocab), dir.join(merges));
             if vocab.is_file() && merges.is_file() {
@@ -152,19 +180,41 @@ impl Tokenizer {
         })
     }
 
-    /// Encodes `text` into token ids. Occurrences of `<|endoftext|>` become
-    /// the special token [`Tokenizer::eot_id`]; everything else is encoded as
-    /// Hugging Face `tokenizers` does for GPT-2 (with `<|endoftext|>` added as
-    /// a special token, as `transformers`' `GPT2TokenizerFast` does).
+    /// Encodes `text` into token ids. Occurrences of `<|endoftext|>` (and of
+    /// any other added token of a `tokenizer.json`, leftmost first, the
+    /// longest at one position) become that token's id; everything else is
+    /// encoded as Hugging Face `tokenizers` does for GPT-2 (with
+    /// `<|endoftext|>` added as a special token, as `transformers`'
+    /// `GPT2TokenizerFast` does).
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut encoder = Encoder::new(&self.inner, text.len());
-        let mut rest = text;
-        while let Some(at) = rest.find(EOT_TEXT) {
-            encoder.encode_ordinary(&rest[..at]);
-            encoder.out.push(self.inner.eot_id);
-            rest = &rest[at + EOT_TEXT.len()..];
+        let added = &self.inner.added;
+        // The next occurrence of each added token at or after `pos`
+        // (recomputed only once passed, so the scan stays linear).
+        let mut next: Vec<Option<usize>> = added
+            .iter()
+            .map(|a| text.find(a.content.as_str()))
+            .collect();
+        let mut pos = 0;
+        loop {
+            let mut best: Option<(usize, usize)> = None; // (start, index)
+            for (i, a) in added.iter().enumerate() {
+                if next[i].is_some_and(|at| at < pos) {
+                    next[i] = text[pos..].find(a.content.as_str()).map(|at| at + pos);
+                }
+                if let Some(at) = next[i] {
+                    let longer = |j: usize| added[i].content.len() > added[j].content.len();
+                    if best.is_none_or(|(s, j)| at < s || (at == s && longer(j))) {
+                        best = Some((at, i));
+                    }
+                }
+            }
+            let Some((at, i)) = best else { break };
+            encoder.encode_ordinary(&text[pos..at]);
+            encoder.out.push(added[i].id);
+            pos = at + added[i].content.len();
         }
-        encoder.encode_ordinary(rest);
+        encoder.encode_ordinary(&text[pos..]);
         encoder.out
     }
 

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::BatcherState;
 use crate::gpt2::{load_model_dir_with, save_model_dir, Gpt2};
+use crate::tokenizer::Tokenizer;
 use crate::{ModelError, Result};
 
 /// The file, written last into a checkpoint, that says it is complete.
@@ -323,7 +324,9 @@ pub fn publish_folder(
     Ok(final_dir)
 }
 
-/// Writes a checkpoint by the protocol above and returns its path.
+/// Writes a checkpoint by the protocol above and returns its path; with a
+/// tokenizer, its files go in too ([`Tokenizer::save_pretrained`]), so the
+/// folder opens with `AutoTokenizer.from_pretrained` and `pipeline`.
 ///
 /// # Errors
 /// [`ModelError::Io`] naming the folder if anything cannot be written; the
@@ -331,12 +334,16 @@ pub fn publish_folder(
 pub fn save_checkpoint(
     output_dir: &Path,
     model: &Gpt2,
+    tokenizer: Option<&Tokenizer>,
     optimizer_state: &BTreeMap<String, Tensor>,
     state: &TrainerState,
     hook: &FaultHook,
 ) -> Result<PathBuf> {
     let write = |dir: &Path| -> Result<()> {
         save_model_dir(model, dir)?;
+        if let Some(tok) = tokenizer {
+            tok.save_pretrained(dir, model.config.n_positions)?;
+        }
         let mut opt = StateDict::new();
         for (k, v) in optimizer_state {
             opt.insert(k.clone(), v.clone());

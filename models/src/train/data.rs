@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use kiln_tensor::{Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::sources::{read_source, tokenize_sources, SourceKind};
 use crate::tokenizer::Tokenizer;
 use crate::{ModelError, Result};
 
@@ -59,11 +60,11 @@ struct Header {
 }
 
 /// The text files named by `paths`: files as given, folders expanded to
-/// their `*.txt` files (sorted, not recursive).
+/// their `*.txt`, `*.parquet` and `*.jsonl` files (sorted, not recursive).
 ///
 /// # Errors
 /// [`ModelError::Io`] naming a path that does not exist or a folder with
-/// no `.txt` files.
+/// no such files.
 pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
@@ -74,7 +75,11 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                     error,
                 })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.is_file() && f.extension().is_some_and(|x| x == "txt"))
+                .filter(|f| {
+                    f.is_file()
+                        && f.extension()
+                            .is_some_and(|x| x == "txt" || x == "parquet" || x == "jsonl")
+                })
                 .collect();
             files.sort();
             if files.is_empty() {
@@ -82,7 +87,7 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                     path: p.clone(),
                     error: std::io::Error::new(
                         std::io::ErrorKind::NotFound,
-                        "folder holds no .txt files",
+                        "folder holds no .txt, .parquet or .jsonl files",
                     ),
                 });
             }
@@ -99,53 +104,58 @@ pub fn collect_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn read_text(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|error| ModelError::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    String::from_utf8(bytes).map_err(|e| ModelError::Io {
-        path: path.to_path_buf(),
-        error: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "not valid UTF-8 text (invalid byte at offset {})",
-                e.utf8_error().valid_up_to()
-            ),
-        ),
-    })
-}
-
-/// Tokenises `files` (documents joined by `<|endoftext|>`, as GPT-2 was
-/// trained) and caches the ids at `cache`; reuses the cache when its header
-/// matches the tokenizer and the files' current contents.
+/// Tokenises `files` (text documents joined by `<|endoftext|>`, as GPT-2
+/// was trained; rows of `.parquet` / `.jsonl` files from their `text`
+/// column, concatenated as transformers' `run_clm.py` does) and caches the
+/// ids at `cache`; reuses the cache when its header matches the tokenizer
+/// and the files' current contents. See [`load_tokens_with`].
 ///
 /// # Errors
-/// [`ModelError::Io`] for unreadable or non-UTF-8 files or an unwritable
-/// cache; [`ModelError::Input`] if the files hold no text.
+/// As [`load_tokens_with`].
 pub fn load_tokens(files: &[PathBuf], tok: &Tokenizer, cache: &Path) -> Result<Vec<u32>> {
-    let mut texts = Vec::with_capacity(files.len());
+    load_tokens_with(files, "text", tok, Some(cache))
+}
+
+/// [`load_tokens`] with the column (or JSON field) that holds the text of
+/// table files, and an optional cache.
+///
+/// # Errors
+/// [`ModelError::Io`] for unreadable, non-UTF-8 or malformed files (naming
+/// the file, and the column or line) or an unwritable cache;
+/// [`ModelError::Input`] if the files hold no text.
+pub fn load_tokens_with(
+    files: &[PathBuf],
+    text_column: &str,
+    tok: &Tokenizer,
+    cache: Option<&Path>,
+) -> Result<Vec<u32>> {
+    let mut raws = Vec::with_capacity(files.len());
     let mut sources = Vec::with_capacity(files.len());
     for f in files {
-        let text = read_text(f)?;
+        let raw = std::fs::read(f).map_err(|error| ModelError::Io {
+            path: f.to_path_buf(),
+            error,
+        })?;
+        let mut hash = fnv1a(&raw, FNV_OFFSET);
+        if SourceKind::of(f) != SourceKind::Text {
+            hash = fnv1a(text_column.as_bytes(), fnv1a(&[0], hash));
+        }
         sources.push(SourceInfo {
             path: f.display().to_string(),
-            bytes: text.len() as u64,
-            hash: format!("{:016x}", fnv1a(text.as_bytes(), FNV_OFFSET)),
+            bytes: raw.len() as u64,
+            hash: format!("{hash:016x}"),
         });
-        texts.push(text);
+        raws.push(raw);
     }
     let fingerprint = tokenizer_fingerprint(tok);
-    if let Some(ids) = read_cache(cache, &fingerprint, &sources) {
+    if let Some(ids) = cache.and_then(|c| read_cache(c, &fingerprint, &sources)) {
         return Ok(ids);
     }
-    let mut ids = Vec::new();
-    for (i, t) in texts.iter().enumerate() {
-        if i > 0 {
-            ids.push(tok.eot_id());
-        }
-        ids.extend(tok.encode(t));
+    let mut texts = Vec::with_capacity(files.len());
+    for (f, raw) in files.iter().zip(&raws) {
+        texts.push(read_source(f, raw, text_column)?);
     }
+    let ids = tokenize_sources(&texts, tok);
     if ids.is_empty() {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         return Err(ModelError::Input(format!(
@@ -153,13 +163,15 @@ pub fn load_tokens(files: &[PathBuf], tok: &Tokenizer, cache: &Path) -> Result<V
             names.join(", ")
         )));
     }
-    let header = Header {
-        magic: MAGIC.into(),
-        tokenizer: fingerprint,
-        sources,
-        tokens: ids.len() as u64,
-    };
-    write_cache(cache, &header, &ids)?;
+    if let Some(cache) = cache {
+        let header = Header {
+            magic: MAGIC.into(),
+            tokenizer: fingerprint,
+            sources,
+            tokens: ids.len() as u64,
+        };
+        write_cache(cache, &header, &ids)?;
+    }
     Ok(ids)
 }
 

@@ -38,3 +38,89 @@ pub fn evaluate(model: &Gpt2, ids: &[u32], block: usize, batch: usize) -> Result
     })?;
     Ok((total, count))
 }
+
+/// The sliding-window perplexity of the transformers documentation
+/// ("Perplexity of fixed-length models"): windows of `max_length` tokens
+/// that start every `stride` tokens, each scoring only the tokens past the
+/// previous window's end (the others are labelled −100 and serve as
+/// context), so every token is scored once and, with `stride <
+/// max_length`, with more context than disjoint windows give.
+///
+/// Returns (sum of NLL, token count) counted exactly as that page does:
+/// each window adds `loss × (valid labels − 1)`, where `loss` is the mean
+/// over the labels left after the model's internal shift. (For a window
+/// past the first, that mean covers all of its `trg_len` labels while the
+/// count is `trg_len − 1`; the page accepts this and so does Kiln, so the
+/// two agree to rounding.) A last window of one token, which the page
+/// turns into NaN (a mean over no labels), adds nothing here. Equivalent:
+///
+/// ```python
+/// for begin_loc in range(0, seq_len, stride):
+///     end_loc = min(begin_loc + max_length, seq_len)
+///     trg_len = end_loc - prev_end_loc
+///     input_ids = ids[:, begin_loc:end_loc]; target_ids = input_ids.clone()
+///     target_ids[:, :-trg_len] = -100
+///     loss = model(input_ids, labels=target_ids).loss
+///     n = (target_ids != -100).sum().item() - 1
+///     nll_sum += loss * n; n_tokens += n; prev_end_loc = end_loc
+///     if end_loc == seq_len: break
+/// ```
+///
+/// # Errors
+/// [`crate::ModelError::Input`] for `stride` 0 or `max_length` < 2; model
+/// input errors.
+pub fn evaluate_strided(
+    model: &Gpt2,
+    ids: &[u32],
+    max_length: usize,
+    stride: usize,
+) -> Result<(f64, usize)> {
+    if stride == 0 {
+        return Err(crate::ModelError::Input(
+            "--stride must be at least 1".into(),
+        ));
+    }
+    if max_length < 2 {
+        return Err(crate::ModelError::Input(
+            "the window (--block-size) must be at least 2 tokens".into(),
+        ));
+    }
+    let seq_len = ids.len();
+    let (mut nll_sum, mut n_tokens) = (0f64, 0usize);
+    let mut prev_end = 0;
+    let mut begin = 0;
+    no_grad(|| -> Result<()> {
+        while begin < seq_len {
+            let end = (begin + max_length).min(seq_len);
+            let len = end - begin;
+            let trg_len = end - prev_end;
+            // Labels before the last trg_len positions are −100 (Python's
+            // `[:-trg_len]` is empty when trg_len ≥ len).
+            let masked = len.saturating_sub(trg_len);
+            let valid = len - masked;
+            // After the shift, positions max(1, masked).. are scored.
+            let scored = len - masked.max(1);
+            if scored > 0 {
+                let x: Vec<i64> = ids[begin..end].iter().map(|&i| i as i64).collect();
+                let labels: Vec<i64> = x
+                    .iter()
+                    .enumerate()
+                    .map(|(t, &id)| if t < masked { -100 } else { id })
+                    .collect();
+                let x = Tensor::from_vec(x, &[1, len])?;
+                let labels = Tensor::from_vec(labels, &[1, len])?;
+                let (_, loss) = model.forward_with_loss(&x, &labels)?;
+                let loss = loss.value().item::<f32>()? as f64;
+                nll_sum += loss * (valid - 1) as f64;
+                n_tokens += valid - 1;
+            }
+            prev_end = end;
+            if end == seq_len {
+                break;
+            }
+            begin += stride;
+        }
+        Ok(())
+    })?;
+    Ok((nll_sum, n_tokens))
+}

@@ -5,10 +5,11 @@ pub mod data;
 mod eval;
 mod output_lock;
 mod plot;
+pub mod sources;
 mod trainer;
 
-pub use data::{collect_files, load_tokens, Batch, Batcher, Sampling};
-pub use eval::evaluate;
+pub use data::{collect_files, load_tokens, load_tokens_with, Batch, Batcher, Sampling};
+pub use eval::{evaluate, evaluate_strided};
 pub use output_lock::{OutputLock, LOCK_FILE};
 pub use plot::plot_loss_curve;
 pub use trainer::{has_checkpoint, ScheduleKind, StepStats, TrainConfig, TrainSummary, Trainer};

@@ -23,6 +23,7 @@ use super::eval::evaluate;
 use super::output_lock::OutputLock;
 use super::plot::plot_loss_curve;
 use crate::gpt2::{save_model_dir, ForwardOptions, Gpt2};
+use crate::tokenizer::Tokenizer;
 use crate::{ModelError, Result};
 
 /// Which learning-rate schedule to use after warmup.
@@ -270,6 +271,7 @@ pub struct Trainer {
     resume_attempted: bool,
     repairs: Vec<String>,
     _lock: OutputLock,
+    tokenizer: Option<Tokenizer>,
     /// Runs at each [`super::checkpoint::FaultPoint`] of saving and
     /// rotating; tests return an error there to simulate a crash.
     pub fault_hook: Box<FaultHook>,
@@ -388,8 +390,25 @@ impl Trainer {
             resume_attempted: false,
             repairs,
             _lock: lock,
+            tokenizer: None,
             fault_hook: Box::new(no_faults),
         })
+    }
+
+    /// The tokenizer the training text was encoded with: its files
+    /// (`tokenizer.json`, `vocab.json`, `merges.txt`,
+    /// `tokenizer_config.json`, `special_tokens_map.json`) are written into
+    /// every checkpoint and `final/`, so `AutoTokenizer.from_pretrained`
+    /// and `pipeline("text-generation", model=dir)` open them unchanged.
+    /// Without one, only the model files are written.
+    pub fn with_tokenizer(mut self, tokenizer: Tokenizer) -> Trainer {
+        self.tokenizer = Some(tokenizer);
+        self
+    }
+
+    /// The tokenizer set by [`Trainer::with_tokenizer`].
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
     }
 
     /// What opening the output folder repaired or removed after an earlier
@@ -575,6 +594,7 @@ impl Trainer {
         let dir = save_checkpoint(
             &self.cfg.output_dir,
             &self.model,
+            self.tokenizer.as_ref(),
             &opt_state,
             &self.state(),
             &*self.fault_hook,
@@ -790,10 +810,17 @@ impl Trainer {
         bar.finish();
         self.model.eval();
         let model = &self.model;
+        let tokenizer = self.tokenizer.as_ref();
         let final_dir = publish_folder(
             &out,
             "final",
-            &|dir: &Path| save_model_dir(model, dir),
+            &|dir: &Path| {
+                save_model_dir(model, dir)?;
+                if let Some(tok) = tokenizer {
+                    tok.save_pretrained(dir, model.config.n_positions)?;
+                }
+                Ok(())
+            },
             &*self.fault_hook,
         );
         self.model.train();
