@@ -1,6 +1,7 @@
 //! Fine-tuning and training GPT-2: data, the loop, checkpoints.
 
 pub mod checkpoint;
+mod config;
 pub mod data;
 mod eval;
 mod output_lock;
@@ -8,8 +9,9 @@ mod plot;
 pub mod sources;
 mod trainer;
 
+pub use config::{ScheduleKind, TrainConfig};
 pub use data::{collect_files, load_tokens, load_tokens_with, Batch, Batcher, Sampling};
 pub use eval::{evaluate, evaluate_strided};
 pub use output_lock::{OutputLock, LOCK_FILE};
 pub use plot::plot_loss_curve;
-pub use trainer::{has_checkpoint, ScheduleKind, StepStats, TrainConfig, TrainSummary, Trainer};
+pub use trainer::{has_checkpoint, StepStats, TrainSummary, Trainer};
