@@ -20,6 +20,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod autocast;
 mod error;
 mod gradcheck;
 mod ops;
@@ -27,6 +28,7 @@ mod tape;
 pub mod trace;
 mod var;
 
+pub use autocast::{autocast_bf16, is_autocast_bf16};
 pub use error::{AutogradError, Result};
 pub use gradcheck::{gradcheck, GradMismatch, GradcheckOptions, GradcheckReport};
 pub use tape::{clear_tape, is_grad_enabled, no_grad, tape_len, unbroadcast, NoGradGuard};

@@ -82,6 +82,65 @@ fn twenty_steps_match_transformers_and_torch_adamw() {
     assert!(losses[19] < losses[0] - 1.0, "the fixture run learns");
 }
 
+#[test]
+fn twenty_bf16_steps_match_torch_autocast() {
+    // scripts/reference/gen_train_bf16_fixtures.py: the run above with the
+    // forward pass under torch.autocast("cpu", bfloat16). Tolerance: torch
+    // rounds each product's result to bf16 and Kiln keeps it f32, so the two
+    // runs differ by about as much as torch's autocast run differs from its
+    // f32 run (d, measured on the fixtures themselves); allow 2·d on top of
+    // the f32 parity tolerance.
+    let f = load_safetensors(root().join("fixtures/train/parity.safetensors")).unwrap();
+    let fb = load_safetensors(root().join("fixtures/train/parity_bf16.safetensors")).unwrap();
+    let (f32_losses, losses) = (
+        f["losses"].to_vec::<f64>().unwrap(),
+        fb["losses"].to_vec::<f64>().unwrap(),
+    );
+    let d = f32_losses
+        .iter()
+        .zip(&losses)
+        .map(|(a, b)| (a - b).abs() / b)
+        .fold(0.0, f64::max);
+    let tol = 1e-4 + 2.0 * d;
+    let mut model = load_model_dir(root().join("fixtures/gpt2/tiny-a")).unwrap();
+    model.set_dropout(0.0).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig {
+        output_dir: out.path().into(),
+        learning_rate: 3e-3,
+        weight_decay: 0.01,
+        warmup_steps: 3,
+        schedule: ScheduleKind::Linear,
+        max_steps: Some(20),
+        batch_size: 2,
+        block_size: 16,
+        progress: false,
+        bf16: true,
+        ..Default::default()
+    };
+    let data: Vec<u32> = (0..100).map(|i| i % 50).collect();
+    let mut trainer = Trainer::new(model, cfg, data, None).unwrap();
+    let mut f32_run_differs = false;
+    for step in 0..20 {
+        let x = f["batches"]
+            .narrow(0, step, 1)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .contiguous();
+        let s = trainer.train_step(&[lm_batch(&x)]).unwrap();
+        let rel = (s.loss - losses[step]).abs() / losses[step];
+        assert!(
+            rel <= tol,
+            "step {step}: bf16 loss {} vs torch autocast {} (rel {rel:e} > {tol:e})",
+            s.loss,
+            losses[step]
+        );
+        f32_run_differs |= s.loss != f32_losses[step];
+    }
+    assert!(f32_run_differs, "the bf16 run computes in bf16");
+}
+
 fn sonnet_ids() -> Vec<u32> {
     let text = std::fs::read_to_string(root().join("data/shakespeare/sonnets.txt")).unwrap();
     Tokenizer::gpt2().encode(&text[..20_000])
@@ -118,6 +177,19 @@ fn train_losses(trainer: &Trainer) -> Vec<f64> {
 
 #[test]
 fn resumed_run_reproduces_the_uninterrupted_one() {
+    resume_is_exact(false);
+}
+
+#[test]
+fn a_resumed_bf16_run_reproduces_the_uninterrupted_one() {
+    resume_is_exact(true);
+}
+
+fn resume_is_exact(bf16: bool) {
+    let small_config = |out: &Path, steps: usize, save: usize| TrainConfig {
+        bf16,
+        ..small_config(out, steps, save)
+    };
     let ids = sonnet_ids();
     let (train, val) = (
         ids[..ids.len() - 400].to_vec(),

@@ -130,6 +130,11 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in --output-dir.
     #[arg(long, conflicts_with = "overwrite_output_dir")]
     pub resume: bool,
+    /// Mixed precision: matrix products (forward and backward) on bf16
+    /// operands with f32 accumulation, as torch.autocast(bfloat16); f32
+    /// weights and optimizer state, so checkpoints stay f32.
+    #[arg(long)]
+    pub bf16: bool,
     /// Start afresh in an --output-dir that holds an earlier run, deleting
     /// its checkpoints, final model and logs (the cached tokens stay).
     #[arg(long)]
@@ -175,6 +180,7 @@ impl TrainArgs {
             resume: false,
             // The demo owns runs/demo/: each run starts it afresh.
             overwrite_output_dir: true,
+            bf16: false,
             sample_prompt: Some("ROMEO:\n".into()),
             no_progress: false,
         }
@@ -318,6 +324,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         seed: args.seed,
         progress: !args.no_progress,
         overwrite_output_dir: args.overwrite_output_dir,
+        bf16: args.bf16,
     };
     let params = kiln_nn::Module::num_parameters(&model);
     let mut trainer =

@@ -1,6 +1,6 @@
 //! Matrix product.
 
-use kiln_tensor::Tensor;
+use kiln_tensor::{DType, Tensor};
 
 use crate::tape::record;
 use crate::{Result, Var};
@@ -27,11 +27,24 @@ impl Var {
             return self.matmul(&rhs.unsqueeze(1)?)?.squeeze(-1);
         }
         let (a, b) = (self.value(), rhs.value());
-        let out = a.matmul(&b)?;
+        // Under autocast the forward and both gradient products run on
+        // bf16-rounded operands (decided now, kept for backward).
+        let bf16 = crate::is_autocast_bf16()
+            && [&a, &b]
+                .iter()
+                .all(|t| matches!(t.dtype(), DType::F32 | DType::BF16));
+        let mm = move |x: &Tensor, y: &Tensor| -> kiln_tensor::Result<Tensor> {
+            if bf16 {
+                x.matmul_bf16(y)
+            } else {
+                x.matmul(y)
+            }
+        };
+        let out = mm(&a, &b)?;
         let (need_a, need_b) = (self.requires_grad(), rhs.requires_grad());
         // y = a·b: da = g·bᵀ, db = aᵀ·g (batch dims summed by the engine)
         record(
-            "matmul",
+            if bf16 { "matmul_bf16" } else { "matmul" },
             "da = g·bᵀ, db = aᵀ·g",
             &[self, rhs],
             out,
@@ -40,7 +53,7 @@ impl Var {
                     if !need_a {
                         return Ok(None);
                     }
-                    Ok(Some(g.matmul(&b.t()?)?))
+                    Ok(Some(mm(g, &b.t()?)?))
                 };
                 let db = || -> Result<Option<Tensor>> {
                     if !need_b {
@@ -59,12 +72,12 @@ impl Var {
                             // transpose, so the transpose's own backward
                             // yields dw without a transposing copy of the
                             // whole weight gradient.
-                            Ok(Some(g2.t()?.matmul(&a2)?.t()?))
+                            Ok(Some(mm(&g2.t()?, &a2)?.t()?))
                         } else {
-                            Ok(Some(a2.t()?.matmul(&g2)?))
+                            Ok(Some(mm(&a2.t()?, &g2)?))
                         }
                     } else {
-                        Ok(Some(a.t()?.matmul(g)?))
+                        Ok(Some(mm(&a.t()?, g)?))
                     }
                 };
                 // da = g·bᵀ and db = aᵀ·g take the same number of
