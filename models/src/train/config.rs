@@ -62,7 +62,7 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Start afresh in an output folder that holds an earlier run's
     /// checkpoints, deleting them (transformers' `overwrite_output_dir`).
-    /// Without it (and without [`Trainer::resume`]) such a folder is an
+    /// Without it (and without [`super::Trainer::resume`]) such a folder is an
     /// error, so two runs never mix.
     pub overwrite_output_dir: bool,
     /// Mixed precision (transformers' `bf16=True`): every matrix product

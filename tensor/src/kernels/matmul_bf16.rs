@@ -9,7 +9,7 @@
 //!
 //! Two paths, chosen at run time ([`super::isa`]):
 //!
-//! - **AVX512-BF16** (`vdpbf16ps`, [`super::microkernel_bf16`]): the
+//! - **AVX512-BF16** (`vdpbf16ps`, `microkernel_bf16.rs`): the
 //!   blocking of the f32 GEMM ([`super::matmul_packed`]: a shared packed A
 //!   block, per-task B blocks in L2, 12×32 register tiles), with panels of
 //!   bf16 *pairs along k*, so each instruction does 64 multiply-adds.
@@ -200,7 +200,7 @@ unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: Bgemm) {
 }
 
 /// The weights of a decode step: one f32 row of activations times a bf16
-/// matrix stored row- or column-major, which [`super::gemv_bf16`] streams
+/// matrix stored row- or column-major, which `gemv_bf16.rs` streams
 /// at memory speed instead of packing.
 fn gemv_weights(g: &Bgemm) -> Option<super::gemv_bf16::Weights> {
     match (g.m, g.a.data, g.b.data) {
