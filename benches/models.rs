@@ -57,6 +57,31 @@ fn train_step_secs(cfg: Gpt2Config, b: usize, t: usize, reps: usize) -> f64 {
     median(times)
 }
 
+/// Median tokens/s of greedy generation: an 8-token prompt, 128 new tokens
+/// (no early stop), three runs.
+fn generate_rate(model: &Gpt2) -> f64 {
+    let prompt: Vec<u32> = ids(8, 50257).into_iter().map(|i| i as u32).collect();
+    let cfg = GenerationConfig {
+        max_new_tokens: 128,
+        eos_token_id: None,
+        ..Default::default()
+    };
+    let mut rates = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let out = generate(
+            model,
+            std::slice::from_ref(&prompt),
+            &cfg,
+            None,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        rates.push(out[0].len() as f64 / t0.elapsed().as_secs_f64());
+    }
+    median(rates)
+}
+
 fn main() {
     let cases = Cases::from_args();
     let run = |name: &str| cases.run(name);
@@ -65,26 +90,7 @@ fn main() {
         let mut model = Gpt2::new(Gpt2Config::gpt2(), 0).unwrap();
         model.eval();
         if run("generate") {
-            let prompt: Vec<u32> = ids(8, 50257).into_iter().map(|i| i as u32).collect();
-            let cfg = GenerationConfig {
-                max_new_tokens: 128,
-                eos_token_id: None,
-                ..Default::default()
-            };
-            let mut rates = Vec::new();
-            for _ in 0..3 {
-                let t0 = Instant::now();
-                let out = generate(
-                    &model,
-                    std::slice::from_ref(&prompt),
-                    &cfg,
-                    None,
-                    &mut |_, _| {},
-                )
-                .unwrap();
-                rates.push(out[0].len() as f64 / t0.elapsed().as_secs_f64());
-            }
-            report("generate", median(rates), "tokens/s");
+            report("generate", generate_rate(&model), "tokens/s");
         }
         if run("prefill") {
             let x = Tensor::from_vec(ids(512, 50257), &[1, 512]).unwrap();
@@ -119,26 +125,7 @@ fn main() {
             .unwrap();
         model.eval();
         if run("generate_bf16") {
-            let prompt: Vec<u32> = ids(8, 50257).into_iter().map(|i| i as u32).collect();
-            let cfg = GenerationConfig {
-                max_new_tokens: 128,
-                eos_token_id: None,
-                ..Default::default()
-            };
-            let mut rates = Vec::new();
-            for _ in 0..3 {
-                let t0 = Instant::now();
-                let out = generate(
-                    &model,
-                    std::slice::from_ref(&prompt),
-                    &cfg,
-                    None,
-                    &mut |_, _| {},
-                )
-                .unwrap();
-                rates.push(out[0].len() as f64 / t0.elapsed().as_secs_f64());
-            }
-            report("generate_bf16", median(rates), "tokens/s");
+            report("generate_bf16", generate_rate(&model), "tokens/s");
         }
         if run("prefill_bf16") {
             // A generation's prefill: every position through the blocks,

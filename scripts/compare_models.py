@@ -27,20 +27,25 @@ def ids(n, v=50257):
     return torch.tensor([(i * 7919 + 13) % v for i in range(n)])
 
 
+def generate_rate(model):
+    """Median tokens/s of greedy generate: 8-token prompt, 128 new tokens."""
+    x = ids(8).reshape(1, 8)
+    rates = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=128, min_new_tokens=128,
+                             do_sample=False, pad_token_id=50256)
+        rates.append((out.shape[1] - 8) / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
 def torch_case(case):
     if case in ("generate_bf16", "prefill_bf16"):
         # PyTorch's best bf16 inference: the whole model in bfloat16.
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config()).eval().to(torch.bfloat16)
         if case == "generate_bf16":
-            x = ids(8).reshape(1, 8)
-            rates = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=128, min_new_tokens=128,
-                                     do_sample=False, pad_token_id=50256)
-                rates.append((out.shape[1] - 8) / (time.perf_counter() - t0))
-            return statistics.median(rates), "tokens/s"
+            return generate_rate(model), "tokens/s"
         x = ids(512).reshape(1, 512)
         times = []
         with torch.no_grad():
@@ -53,14 +58,7 @@ def torch_case(case):
         torch.manual_seed(0)
         model = GPT2LMHeadModel(GPT2Config()).eval()
         if case == "generate":
-            x = ids(8).reshape(1, 8)
-            rates = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                out = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=128, min_new_tokens=128,
-                                     do_sample=False, pad_token_id=50256)
-                rates.append((out.shape[1] - 8) / (time.perf_counter() - t0))
-            return statistics.median(rates), "tokens/s"
+            return generate_rate(model), "tokens/s"
         if case == "prefill":
             x = ids(512).reshape(1, 512)
             times = []

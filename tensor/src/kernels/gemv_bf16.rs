@@ -246,9 +246,12 @@ pub(crate) unsafe fn gemv_bf16(
         // SAFETY: forwarded.
         unsafe { part(&xr, w, r, out) };
     };
+    let y = SharedPtr(y);
+    // `y[j] = alpha·v + beta·y[j]`, y write-only when beta is 0.
     let write = |j: usize, v: f32| {
-        // SAFETY: y[j] is in bounds, and each j is written once.
-        let yj = unsafe { &mut *y.offset(j as isize * csy) };
+        // SAFETY: y[j] is in bounds, and each j is written once, by one
+        // thread (the caller's contract and disjoint ranges).
+        let yj = unsafe { &mut *y.get().offset(j as isize * csy) };
         let r = alpha * v;
         *yj = if beta == 0.0 { r } else { r + beta * *yj };
     };
@@ -287,15 +290,11 @@ pub(crate) unsafe fn gemv_bf16(
         // Column-major: one dot product per column; about 64 KiB of
         // weights per range, so small products stay on one thread.
         let min_cols = (32_768 / k.max(1)).max(16);
-        let y = SharedPtr(y);
         crate::parallel::for_each_range(n, min_cols, |r| {
             let mut out = vec![0f32; r.len()];
             run((r.start, r.end), &mut out);
             for (j, v) in r.zip(out) {
-                // SAFETY: y[j] is in bounds and this range's alone.
-                let yj = unsafe { &mut *y.get().offset(j as isize * csy) };
-                let r = alpha * v;
-                *yj = if beta == 0.0 { r } else { r + beta * *yj };
+                write(j, v);
             }
         });
     }

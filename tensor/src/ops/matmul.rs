@@ -112,6 +112,32 @@ fn gemm<T: Element>(
     }
 }
 
+/// The product's sizes `(m, k, n)` and, for every batch entry, the lhs and
+/// rhs matrices as the kernels see them.
+fn batch_mats(
+    la: &Layout,
+    lb: &Layout,
+    out_shape: &[usize],
+) -> ((usize, usize, usize), Vec<(Mat, Mat)>) {
+    let r = out_shape.len();
+    let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
+    let k = la.shape()[la.rank() - 1];
+    let mat = |l: &Layout, offset: usize| {
+        let s = l.strides();
+        Mat {
+            offset,
+            rs: s[s.len() - 2] as isize,
+            cs: s[s.len() - 1] as isize,
+        }
+    };
+    let mats = batch_offsets(la)
+        .into_iter()
+        .zip(batch_offsets(lb))
+        .map(|(ao, bo)| (mat(la, ao), mat(lb, bo)))
+        .collect();
+    ((m, k, n), mats)
+}
+
 fn typed_matmul<T: Element>(
     lhs: &Tensor,
     rhs: &Tensor,
@@ -119,35 +145,12 @@ fn typed_matmul<T: Element>(
     lb: &Layout,
     out_shape: &[usize],
 ) -> Result<Tensor> {
-    let r = out_shape.len();
-    let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
-    let k = la.shape()[la.rank() - 1];
+    let ((m, k, n), mats) = batch_mats(la, lb, out_shape);
     let (a, b) = (lhs.typed::<T>("matmul")?, rhs.typed::<T>("matmul")?);
-    let aoffs = batch_offsets(la);
-    let boffs = batch_offsets(lb);
-    let st = |l: &Layout| {
-        let s = l.strides();
-        (s[s.len() - 2] as isize, s[s.len() - 1] as isize)
-    };
-    let (ars, acs) = st(la);
-    let (brs, bcs) = st(lb);
-    let mats = |i: usize| {
-        let am = Mat {
-            offset: aoffs[i],
-            rs: ars,
-            cs: acs,
-        };
-        let bm = Mat {
-            offset: boffs[i],
-            rs: brs,
-            cs: bcs,
-        };
-        (am, bm)
-    };
     // SAFETY: `gemm` writes every element of each m·n chunk.
     unsafe {
-        each_product(aoffs.len(), (m, k, n), out_shape, |i, c| {
-            let (am, bm) = mats(i);
+        each_product(mats.len(), (m, k, n), out_shape, |i, c| {
+            let (am, bm) = mats[i];
             gemm(m, k, n, a, am, b, bm, c)
         })
     }
@@ -190,7 +193,7 @@ unsafe fn each_product<T: Element>(
 }
 
 /// The bf16 GEMM's view of one operand: f32 rounded when packed, or bf16.
-fn bf16_operand(t: &Tensor, offset: usize, rs: isize, cs: isize) -> Result<Operand> {
+fn bf16_operand(t: &Tensor, Mat { offset, rs, cs }: Mat) -> Result<Operand> {
     let data = match t.dtype() {
         DType::F32 => Elems::F32(t.typed::<f32>("matmul")?[offset..].as_ptr()),
         DType::BF16 => {
@@ -217,22 +220,10 @@ fn bf16_matmul(
     lb: &Layout,
     out_shape: &[usize],
 ) -> Result<Tensor> {
-    let r = out_shape.len();
-    let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
-    let k = la.shape()[la.rank() - 1];
-    let (aoffs, boffs) = (batch_offsets(la), batch_offsets(lb));
-    let st = |l: &Layout| {
-        let s = l.strides();
-        (s[s.len() - 2] as isize, s[s.len() - 1] as isize)
-    };
-    let ((ars, acs), (brs, bcs)) = (st(la), st(lb));
-    let ops: Vec<(Operand, Operand)> = (0..aoffs.len())
-        .map(|i| {
-            Ok((
-                bf16_operand(lhs, aoffs[i], ars, acs)?,
-                bf16_operand(rhs, boffs[i], brs, bcs)?,
-            ))
-        })
+    let ((m, k, n), mats) = batch_mats(la, lb, out_shape);
+    let ops: Vec<(Operand, Operand)> = mats
+        .into_iter()
+        .map(|(am, bm)| Ok((bf16_operand(lhs, am)?, bf16_operand(rhs, bm)?)))
         .collect::<Result<_>>()?;
     struct Ops(Vec<(Operand, Operand)>);
     // SAFETY: the operands point into `lhs` and `rhs`, which outlive the
@@ -249,7 +240,7 @@ fn bf16_matmul(
     // storage, so all elements `i < m, p < k, j < n` are in bounds; C is the
     // chunk's m·n contiguous elements, written whole with beta = 0.
     unsafe {
-        each_product::<f32>(aoffs.len(), (m, k, n), out_shape, |i, c| {
+        each_product::<f32>(ops.0.len(), (m, k, n), out_shape, |i, c| {
             let (a, b) = ops.get(i);
             crate::kernels::matmul_bf16::gemm_bf16(
                 m,
