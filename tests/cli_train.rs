@@ -202,3 +202,90 @@ fn trainer_bad_input_is_one_clear_line() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// transformers' checkpoint flags on the command line: strategies, the
+/// best model at the end, and `--resume-from-checkpoint PATH` into a new
+/// output folder, which continues exactly where the first run was.
+#[test]
+fn strategies_best_model_and_resume_from_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sonnets = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--config",
+            "tiny",
+            "--train",
+            sonnets,
+            "--output-dir",
+            p(out),
+            "--max-steps",
+            "6",
+            "--block-size",
+            "32",
+            "--per-device-train-batch-size",
+            "2",
+            "--save-steps",
+            "2",
+            "--eval-steps",
+            "2",
+            "--learning-rate",
+            "1e-2",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        kiln(&args)
+    };
+    let first = tmp.path().join("first");
+    let (ok, _, err) = run(
+        &first,
+        &[
+            "--load-best-model-at-end",
+            "--eval-strategy",
+            "steps",
+            "--save-total-limit",
+            "1",
+        ],
+    );
+    assert!(ok, "{err}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(first.join("trainer_state.json")).unwrap())
+            .unwrap();
+    let best = state["best_model_checkpoint"].as_str().unwrap();
+    assert!(Path::new(best).is_dir(), "{best}");
+    // Only the best is left with --save-total-limit 1.
+    let left: Vec<_> = std::fs::read_dir(&first)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("checkpoint-"))
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+
+    let plain = tmp.path().join("plain");
+    let (ok, _, err) = run(&plain, &["--save-total-limit", "3"]);
+    assert!(ok, "{err}");
+    let resumed = tmp.path().join("resumed");
+    let from = plain.join("checkpoint-4");
+    let (ok, _, err) = run(
+        &resumed,
+        &[
+            "--save-total-limit",
+            "3",
+            "--resume-from-checkpoint",
+            p(&from),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("resuming from") && err.contains("(step 4)"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(resumed.join("final/model.safetensors")).unwrap(),
+        std::fs::read(plain.join("final/model.safetensors")).unwrap()
+    );
+    // --eval-steps with --eval-strategy no would be silently ignored.
+    let (ok, _, err) = run(&tmp.path().join("bad"), &["--eval-strategy", "no"]);
+    assert!(!ok && err.contains("would be ignored"), "{err}");
+}

@@ -14,7 +14,8 @@ use kiln_models::gpt2::{
 use kiln_models::hub::{parse_dataset, Hub, HubError};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::{
-    collect_files, load_tokens_with, OutputLock, Sampling, ScheduleKind, TrainConfig, Trainer,
+    collect_files, load_tokens_with, IntervalStrategy, OutputLock, Sampling, ScheduleKind,
+    TrainConfig, Trainer,
 };
 
 use super::tokenizer_for;
@@ -37,6 +38,28 @@ pub enum ScheduleArg {
     Cosine,
     /// No decay.
     Constant,
+}
+
+/// When to evaluate or save, on the command line (transformers'
+/// `IntervalStrategy`).
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StrategyArg {
+    /// Never during training.
+    No,
+    /// Every --eval-steps / --save-steps steps, and at the last step.
+    Steps,
+    /// At the end of each epoch.
+    Epoch,
+}
+
+impl From<StrategyArg> for IntervalStrategy {
+    fn from(s: StrategyArg) -> IntervalStrategy {
+        match s {
+            StrategyArg::No => IntervalStrategy::No,
+            StrategyArg::Steps => IntervalStrategy::Steps,
+            StrategyArg::Epoch => IntervalStrategy::Epoch,
+        }
+    }
 }
 
 /// Arguments of `kiln train` (names follow transformers' TrainingArguments).
@@ -109,18 +132,35 @@ pub struct TrainArgs {
     /// Batch sampling.
     #[arg(long, value_enum, default_value = "sequential")]
     pub sampling: SamplingArg,
-    /// Evaluate every N steps (and always at the end).
+    /// When to evaluate during training: no, steps or epoch (default:
+    /// steps when --eval-steps is given, else no). With validation data
+    /// the model is always evaluated once at the end.
+    #[arg(long, value_enum)]
+    pub eval_strategy: Option<StrategyArg>,
+    /// Evaluate every N steps (default: --logging-steps).
     #[arg(long)]
     pub eval_steps: Option<usize>,
     /// Log every N steps.
     #[arg(long, default_value_t = 10)]
     pub logging_steps: usize,
-    /// Save a checkpoint every N steps.
+    /// When to save checkpoints: no, steps or epoch.
+    #[arg(long, value_enum, default_value = "steps")]
+    pub save_strategy: StrategyArg,
+    /// Save a checkpoint every N steps, and at the last step.
     #[arg(long, default_value_t = 500)]
     pub save_steps: usize,
-    /// Keep at most this many checkpoints.
+    /// Keep at most this many checkpoints (the newest and, with
+    /// --load-best-model-at-end, the best always survive).
     #[arg(long)]
     pub save_total_limit: Option<usize>,
+    /// Keep the checkpoint with the best --metric-for-best-model through
+    /// rotation and make it the final model (needs the same
+    /// --eval-strategy as --save-strategy).
+    #[arg(long)]
+    pub load_best_model_at_end: bool,
+    /// The metric that ranks checkpoints (lower is better): eval_loss.
+    #[arg(long, value_name = "NAME")]
+    pub metric_for_best_model: Option<String>,
     /// Override the config's dropout (all three probabilities).
     #[arg(long)]
     pub dropout: Option<f64>,
@@ -130,6 +170,15 @@ pub struct TrainArgs {
     /// Continue from the newest checkpoint in --output-dir.
     #[arg(long, conflicts_with = "overwrite_output_dir")]
     pub resume: bool,
+    /// Continue from this checkpoint folder (transformers'
+    /// resume_from_checkpoint); without a PATH, as --resume.
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        conflicts_with_all = ["overwrite_output_dir", "resume"]
+    )]
+    pub resume_from_checkpoint: Option<Option<PathBuf>>,
     /// Mixed precision: matrix products (forward and backward) on bf16
     /// operands with f32 accumulation, as torch.autocast(bfloat16); f32
     /// weights and optimizer state, so checkpoints stay f32.
@@ -171,13 +220,18 @@ impl TrainArgs {
             lr_scheduler: ScheduleArg::Cosine,
             max_grad_norm: 1.0,
             sampling: SamplingArg::Random,
+            eval_strategy: Some(StrategyArg::Steps),
             eval_steps: Some(100),
             logging_steps: 10,
+            save_strategy: StrategyArg::Steps,
             save_steps: 250,
             save_total_limit: Some(2),
+            load_best_model_at_end: false,
+            metric_for_best_model: None,
             dropout: Some(0.0),
             seed: 1337,
             resume: false,
+            resume_from_checkpoint: None,
             // The demo owns runs/demo/: each run starts it afresh.
             overwrite_output_dir: true,
             bf16: false,
@@ -317,10 +371,18 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
             SamplingArg::Random => Sampling::Random,
             SamplingArg::Sequential => Sampling::Sequential,
         },
+        eval_strategy: match (args.eval_strategy, args.eval_steps) {
+            (Some(s), _) => s.into(),
+            (None, Some(_)) => IntervalStrategy::Steps,
+            (None, None) => IntervalStrategy::No,
+        },
         eval_steps: args.eval_steps,
         logging_steps: args.logging_steps,
+        save_strategy: args.save_strategy.into(),
         save_steps: args.save_steps,
         save_total_limit: args.save_total_limit,
+        load_best_model_at_end: args.load_best_model_at_end,
+        metric_for_best_model: args.metric_for_best_model.clone(),
         seed: args.seed,
         progress: !args.no_progress,
         overwrite_output_dir: args.overwrite_output_dir,
@@ -332,7 +394,10 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     for note in trainer.repairs() {
         eprintln!("{note} (left by an interrupted run)");
     }
-    if args.resume {
+    if let Some(Some(dir)) = &args.resume_from_checkpoint {
+        trainer.resume_from(dir)?;
+        eprintln!("resuming from {} (step {})", dir.display(), trainer.step());
+    } else if args.resume || args.resume_from_checkpoint.is_some() {
         match trainer.resume()? {
             Some(dir) => eprintln!("resuming from {} (step {})", dir.display(), trainer.step()),
             None => eprintln!(

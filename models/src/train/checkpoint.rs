@@ -2,9 +2,11 @@
 //! a full disk and rotation.
 //!
 //! A checkpoint holds the model in Hugging Face layout (`config.json`,
-//! `model.safetensors`), the optimizer state (`optimizer.safetensors`), the
-//! trainer state (`trainer_state.json`: step, data position, generator
-//! states, log history) and, written last, `kiln_manifest.json`: every
+//! `model.safetensors`), the optimizer state (`optimizer.safetensors`),
+//! transformers' `trainer_state.json` ([`super::HfTrainerState`]), Kiln's
+//! resume state (`kiln_state.json`: step, data position, generator states,
+//! log history), the tokenizer files when the trainer has a tokenizer and,
+//! written last, `kiln_manifest.json`: every
 //! file's size and CRC-32. The protocol, each step of which is safe to be
 //! killed at:
 //!
@@ -41,6 +43,10 @@ use crate::{ModelError, Result};
 /// The file, written last into a checkpoint, that says it is complete.
 pub const MANIFEST: &str = "kiln_manifest.json";
 
+/// Kiln's own resume state in a checkpoint ([`TrainerState`]), beside
+/// transformers' `trainer_state.json`.
+pub const KILN_STATE: &str = "kiln_state.json";
+
 /// The files every checkpoint holds besides the manifest.
 pub const CHECKPOINT_FILES: [&str; 4] = [
     "config.json",
@@ -73,18 +79,51 @@ pub fn no_faults(_: FaultPoint) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One logged point of the loss curve.
+/// One entry of the log history: a training point (`loss` set: the mean
+/// loss of the steps since the previous one, as transformers logs it) or
+/// an evaluation point (`eval_loss` set).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogPoint {
     /// Optimizer step (1-based: after that many updates).
     pub step: usize,
-    /// Training loss of that step, or `None` for an eval point.
+    /// Epochs completed, fractional (`step / steps per epoch`).
+    #[serde(default)]
+    pub epoch: f64,
+    /// Mean training loss since the previous training point.
     pub loss: Option<f64>,
+    /// Gradient norm of this step, before clipping.
+    #[serde(default)]
+    pub grad_norm: Option<f64>,
+    /// Learning rate of this step.
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
     /// Validation loss at that step, for eval points.
     pub eval_loss: Option<f64>,
+    /// Seconds the evaluation took.
+    #[serde(default)]
+    pub eval_runtime: Option<f64>,
+    /// Rows (blocks) and batches the evaluation scored.
+    #[serde(default)]
+    pub eval_rows: Option<(usize, usize)>,
 }
 
-/// What `trainer_state.json` holds.
+impl LogPoint {
+    /// A training point.
+    pub fn train(step: usize, epoch: f64, loss: f64, grad_norm: f64, lr: f64) -> LogPoint {
+        LogPoint {
+            step,
+            epoch,
+            loss: Some(loss),
+            grad_norm: Some(grad_norm),
+            learning_rate: Some(lr),
+            eval_loss: None,
+            eval_runtime: None,
+            eval_rows: None,
+        }
+    }
+}
+
+/// What `kiln_state.json` holds: everything an exact resume needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainerState {
     /// Optimizer steps completed.
@@ -95,6 +134,15 @@ pub struct TrainerState {
     pub dropout_rngs: Vec<([u64; 4], Option<u64>)>,
     /// Loss history so far.
     pub history: Vec<LogPoint>,
+    /// Input tokens trained on so far.
+    #[serde(default)]
+    pub tokens_seen: u64,
+    /// Sum and count of the step losses since the last training point.
+    #[serde(default)]
+    pub pending_loss: (f64, usize),
+    /// Best `metric_for_best_model` so far, and the step it was reached at.
+    #[serde(default)]
+    pub best: Option<(f64, usize)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -337,6 +385,7 @@ pub fn save_checkpoint(
     tokenizer: Option<&Tokenizer>,
     optimizer_state: &BTreeMap<String, Tensor>,
     state: &TrainerState,
+    hf_state: &super::HfTrainerState,
     hook: &FaultHook,
 ) -> Result<PathBuf> {
     let write = |dir: &Path| -> Result<()> {
@@ -351,7 +400,8 @@ pub fn save_checkpoint(
         opt.save(dir.join("optimizer.safetensors"))
             .map_err(kiln_nn::NnError::from)?;
         let json = serde_json::to_vec_pretty(state).expect("trainer state serialises");
-        crate::gpt2::write_atomic(&dir.join("trainer_state.json"), &json)
+        crate::gpt2::write_atomic(&dir.join(KILN_STATE), &json)?;
+        hf_state.save(&dir.join("trainer_state.json"))
     };
     publish_folder(output_dir, &checkpoint_name(state.step), &write, hook)
 }
@@ -375,18 +425,54 @@ pub fn delete_folder(path: &Path, hook: &FaultHook) -> Result<()> {
     std::fs::remove_dir_all(&doomed).map_err(io(&doomed))
 }
 
-/// Deletes the oldest complete checkpoints so at most `keep` remain (never
-/// the newest), each by [`delete_folder`].
+/// Deletes the oldest complete checkpoints so at most `keep` remain, each
+/// by [`delete_folder`] — transformers' `rotate_checkpoints`: the newest
+/// always survives (to resume from), and so does `protect` (the best
+/// checkpoint's step under `load_best_model_at_end`), even when that
+/// leaves more than `keep`.
 ///
 /// # Errors
 /// [`ModelError::Io`] if a folder cannot be removed.
-pub fn rotate_checkpoints(output_dir: &Path, keep: usize, hook: &FaultHook) -> Result<()> {
+pub fn rotate_checkpoints(
+    output_dir: &Path,
+    keep: usize,
+    protect: Option<usize>,
+    hook: &FaultHook,
+) -> Result<()> {
     let all = list_checkpoints(output_dir);
-    let excess = all.len().saturating_sub(keep.max(1));
-    for (_, path) in all.into_iter().take(excess) {
-        delete_folder(&path, hook)?;
+    for step in checkpoints_to_delete(
+        &all.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        keep,
+        protect,
+    ) {
+        if let Some((_, path)) = all.iter().find(|(s, _)| *s == step) {
+            delete_folder(path, hook)?;
+        }
     }
     Ok(())
+}
+
+/// The steps [`rotate_checkpoints`] deletes from `steps` (ascending),
+/// oldest first.
+pub fn checkpoints_to_delete(steps: &[usize], keep: usize, protect: Option<usize>) -> Vec<usize> {
+    let Some(&newest) = steps.last() else {
+        return Vec::new();
+    };
+    let protected = |s: usize| s == newest || Some(s) == protect;
+    let n_protected = steps.iter().filter(|&&s| protected(s)).count();
+    let keep = keep.max(1).max(n_protected);
+    let mut remaining = steps.len();
+    let mut doomed = Vec::new();
+    for &s in steps {
+        if remaining <= keep {
+            break;
+        }
+        if !protected(s) {
+            doomed.push(s);
+            remaining -= 1;
+        }
+    }
+    doomed
 }
 
 /// Puts `output_dir` back into a clean state after a crash, and returns a
@@ -494,7 +580,12 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
-    let state_path = dir.join("trainer_state.json");
+    // Checkpoints written before transformers' trainer_state.json kept
+    // Kiln's state under that name.
+    let mut state_path = dir.join(KILN_STATE);
+    if !state_path.exists() {
+        state_path = dir.join("trainer_state.json");
+    }
     let text = std::fs::read(&state_path).map_err(io(&state_path))?;
     let state: TrainerState = serde_json::from_slice(&text).map_err(|e| ModelError::Config {
         path: state_path.clone(),

@@ -19,6 +19,33 @@ pub enum ScheduleKind {
     Constant,
 }
 
+/// When to evaluate or save during training: transformers'
+/// `IntervalStrategy` (`--eval-strategy`, `--save-strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntervalStrategy {
+    /// Never during training.
+    No,
+    /// Every `eval_steps` / `save_steps` optimizer steps, and at the last step.
+    Steps,
+    /// At the end of every epoch (the last step ends the last epoch).
+    Epoch,
+}
+
+impl IntervalStrategy {
+    /// Whether an event of this strategy falls after optimizer step `step`
+    /// (1-based) of `total`, with `every` steps between events and
+    /// `per_epoch` steps in an epoch — transformers' `DefaultFlowCallback`
+    /// rules: step events at multiples of `every` and at the last step,
+    /// epoch events at each epoch's last step.
+    pub fn fires(self, step: usize, total: usize, every: usize, per_epoch: usize) -> bool {
+        match self {
+            IntervalStrategy::No => false,
+            IntervalStrategy::Steps => step.is_multiple_of(every.max(1)) || step == total,
+            IntervalStrategy::Epoch => step.is_multiple_of(per_epoch.max(1)) || step == total,
+        }
+    }
+}
+
 /// Training hyper-parameters, named after transformers' `TrainingArguments`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -48,14 +75,39 @@ pub struct TrainConfig {
     pub block_size: usize,
     /// Random windows (nanoGPT) or consecutive blocks (transformers).
     pub sampling: Sampling,
-    /// Evaluate every N steps (and always at the end).
+    /// When to evaluate on the validation data during training
+    /// (transformers' `eval_strategy`, default `no`). The trainer also
+    /// evaluates once after the last step whenever there is validation
+    /// data, as `run_clm.py --do_eval` does.
+    #[serde(default = "no_strategy")]
+    pub eval_strategy: IntervalStrategy,
+    /// Steps between evaluations under [`IntervalStrategy::Steps`]
+    /// (default: `logging_steps`, as transformers).
     pub eval_steps: Option<usize>,
     /// Log every N steps.
     pub logging_steps: usize,
-    /// Save a checkpoint every N steps.
+    /// When to save checkpoints (transformers' `save_strategy`, default
+    /// `steps`). A run stopped by a signal saves one whatever this says.
+    #[serde(default = "steps_strategy")]
+    pub save_strategy: IntervalStrategy,
+    /// Save a checkpoint every N steps (and at the last step) under
+    /// [`IntervalStrategy::Steps`].
     pub save_steps: usize,
-    /// Keep at most this many checkpoints.
+    /// Keep at most this many checkpoints (the newest, and the best one
+    /// under `load_best_model_at_end`, always survive).
     pub save_total_limit: Option<usize>,
+    /// Track the best checkpoint by `metric_for_best_model`, keep it
+    /// through rotation, and make it the final model (transformers'
+    /// `load_best_model_at_end`). Needs validation data and the same
+    /// `eval_strategy` as `save_strategy` (with `save_steps` a multiple of
+    /// `eval_steps`), so every checkpoint has a score.
+    #[serde(default)]
+    pub load_best_model_at_end: bool,
+    /// The metric that ranks checkpoints: `eval_loss` (or `loss`, its
+    /// transformers alias), lower is better — the one metric the trainer
+    /// computes. Default `eval_loss`.
+    #[serde(default)]
+    pub metric_for_best_model: Option<String>,
     /// Seed of data sampling and dropout.
     pub seed: u64,
     /// Draw a progress bar on stderr.
@@ -90,16 +142,28 @@ impl Default for TrainConfig {
             max_grad_norm: 1.0,
             block_size: 1024,
             sampling: Sampling::Sequential,
+            eval_strategy: IntervalStrategy::No,
             eval_steps: None,
             logging_steps: 10,
+            save_strategy: IntervalStrategy::Steps,
             save_steps: 500,
             save_total_limit: None,
+            load_best_model_at_end: false,
+            metric_for_best_model: None,
             seed: 42,
             progress: true,
             overwrite_output_dir: false,
             bf16: false,
         }
     }
+}
+
+fn no_strategy() -> IntervalStrategy {
+    IntervalStrategy::No
+}
+
+fn steps_strategy() -> IntervalStrategy {
+    IntervalStrategy::Steps
 }
 
 fn bad_arg(field: &str, flag: &str, rule: &str, got: impl std::fmt::Display) -> ModelError {
@@ -192,7 +256,7 @@ impl TrainConfig {
                 "eval_steps",
                 "eval-steps",
                 self.eval_steps,
-                "to evaluate only at the end",
+                "to evaluate every --logging-steps",
             ),
             (
                 "save_total_limit",
@@ -210,6 +274,58 @@ impl TrainConfig {
                 ));
             }
         }
+        if self.eval_steps.is_some() && self.eval_strategy != IntervalStrategy::Steps {
+            return Err(ModelError::Input(format!(
+                "eval_steps (--eval-steps) is set but eval_strategy (--eval-strategy) is {:?}, so it would be ignored; use eval_strategy Steps",
+                self.eval_strategy
+            )));
+        }
+        self.metric_name()?;
+        if self.load_best_model_at_end {
+            if self.eval_strategy != self.save_strategy
+                || self.save_strategy == IntervalStrategy::No
+            {
+                return Err(ModelError::Input(format!(
+                    "load_best_model_at_end (--load-best-model-at-end) needs the same evaluation and save strategy, and not `no`, so every checkpoint has a score; got --eval-strategy {:?} and --save-strategy {:?}",
+                    self.eval_strategy, self.save_strategy
+                )));
+            }
+            let every = self.eval_every();
+            if self.save_strategy == IntervalStrategy::Steps
+                && !self.save_steps.is_multiple_of(every)
+            {
+                return Err(ModelError::Input(format!(
+                    "load_best_model_at_end (--load-best-model-at-end) needs --save-steps to be a multiple of --eval-steps, got {} and {every}",
+                    self.save_steps
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Steps between evaluations under [`IntervalStrategy::Steps`]:
+    /// `eval_steps`, else `logging_steps` (transformers' fallback).
+    pub fn eval_every(&self) -> usize {
+        self.eval_steps.unwrap_or(self.logging_steps).max(1)
+    }
+
+    /// The log-history key of `metric_for_best_model`: transformers
+    /// prefixes `eval_` to a bare name, so `loss` and `eval_loss` are one.
+    ///
+    /// # Errors
+    /// [`ModelError::Input`] for a metric the trainer does not compute.
+    pub fn metric_name(&self) -> Result<String> {
+        let name = self.metric_for_best_model.as_deref().unwrap_or("eval_loss");
+        let key = if name.starts_with("eval_") {
+            name.to_string()
+        } else {
+            format!("eval_{name}")
+        };
+        if key != "eval_loss" {
+            return Err(ModelError::Input(format!(
+                "metric_for_best_model (--metric-for-best-model) {name:?} is not a metric the trainer computes; the evaluation metrics are: eval_loss"
+            )));
+        }
+        Ok(key)
     }
 }

@@ -4,14 +4,16 @@ pub mod checkpoint;
 mod config;
 pub mod data;
 mod eval;
+mod hf_state;
 mod output_lock;
 mod plot;
 pub mod sources;
 mod trainer;
 
-pub use config::{ScheduleKind, TrainConfig};
+pub use config::{IntervalStrategy, ScheduleKind, TrainConfig};
 pub use data::{collect_files, load_tokens, load_tokens_with, Batch, Batcher, Sampling};
 pub use eval::{evaluate, evaluate_strided};
+pub use hf_state::{hf_log_entry, train_summary_entry, HfTrainerState, RunFacts};
 pub use output_lock::{OutputLock, LOCK_FILE};
 pub use plot::plot_loss_curve;
 pub use trainer::{has_checkpoint, StepStats, TrainSummary, Trainer};

@@ -14,12 +14,13 @@ use kiln_nn::Module;
 use kiln_tensor::Rng;
 
 use super::checkpoint::{
-    delete_folder, list_checkpoints, load_checkpoint, no_faults, publish_folder, repair_output_dir,
-    rotate_checkpoints, save_checkpoint, FaultHook, LogPoint, TrainerState,
+    checkpoint_name, delete_folder, list_checkpoints, load_checkpoint, no_faults, publish_folder,
+    repair_output_dir, rotate_checkpoints, save_checkpoint, FaultHook, LogPoint, TrainerState,
 };
 use super::config::{ScheduleKind, TrainConfig};
 use super::data::{Batch, Batcher};
 use super::eval::evaluate;
+use super::hf_state::{train_summary_entry, HfTrainerState, RunFacts};
 use super::output_lock::OutputLock;
 use super::plot::plot_loss_curve;
 use crate::gpt2::{save_model_dir, ForwardOptions, Gpt2};
@@ -69,7 +70,11 @@ pub struct Trainer {
     val: Option<Vec<u32>>,
     step: usize,
     total_steps: usize,
+    steps_per_epoch: usize,
     history: Vec<LogPoint>,
+    tokens_seen: u64,
+    pending_loss: (f64, usize),
+    best: Option<(f64, usize)>,
     resume_attempted: bool,
     repairs: Vec<String>,
     _lock: OutputLock,
@@ -108,6 +113,11 @@ impl Trainer {
         }
         if cfg.block_size < 2 {
             return Err(ModelError::Input("block size must be at least 2".into()));
+        }
+        if cfg.load_best_model_at_end && val.is_none() {
+            return Err(ModelError::Input(
+                "load_best_model_at_end (--load-best-model-at-end) needs validation data to rank checkpoints by".into(),
+            ));
         }
         if let Some(v) = &val {
             if v.len() < 2 {
@@ -188,7 +198,11 @@ impl Trainer {
             val,
             step: 0,
             total_steps,
+            steps_per_epoch: per_epoch.max(1),
             history: Vec::new(),
+            tokens_seen: 0,
+            pending_loss: (0.0, 0),
+            best: None,
             resume_attempted: false,
             repairs,
             _lock: lock,
@@ -317,6 +331,7 @@ impl Trainer {
         self.opt.step()?;
         self.opt.zero_grad();
         self.step += 1;
+        self.tokens_seen += tokens as u64;
         Ok(StepStats {
             loss,
             grad_norm,
@@ -335,12 +350,7 @@ impl Trainer {
             return Ok(None);
         };
         self.model.eval();
-        let r = evaluate(
-            &self.model,
-            val,
-            self.cfg.block_size,
-            self.cfg.batch_size.max(8),
-        );
+        let r = evaluate(&self.model, val, self.cfg.block_size, self.eval_batch());
         self.model.train();
         let (sum, n) = r?;
         Ok(Some(sum / n.max(1) as f64))
@@ -357,7 +367,47 @@ impl Trainer {
                 .map(|d| d.rng_state().state())
                 .collect(),
             history: self.history.clone(),
+            tokens_seen: self.tokens_seen,
+            pending_loss: self.pending_loss,
+            best: self.best,
         }
+    }
+
+    /// Fractional epochs completed.
+    pub fn epoch(&self) -> f64 {
+        self.step as f64 / self.steps_per_epoch as f64
+    }
+
+    /// The best `metric_for_best_model` value so far and its step.
+    pub fn best(&self) -> Option<(f64, usize)> {
+        self.best
+    }
+
+    /// transformers' `trainer_state.json` for the run so far.
+    pub fn hf_state(&self) -> HfTrainerState {
+        let embeddings: usize = self
+            .model
+            .named_parameters()
+            .iter()
+            .filter(|(n, _)| n.ends_with("wte.weight") || n.ends_with("wpe.weight"))
+            .map(|(_, p)| p.value().numel())
+            .sum();
+        let all: usize = self.params.iter().map(|p| p.value().numel()).sum();
+        let facts = RunFacts {
+            global_step: self.step,
+            max_steps: self.total_steps,
+            steps_per_epoch: self.steps_per_epoch,
+            eval_steps: self.cfg.eval_every(),
+            logging_steps: self.cfg.logging_steps,
+            save_steps: self.cfg.save_steps,
+            batch_size: self.cfg.batch_size,
+            tokens_seen: self.tokens_seen,
+            non_embedding_params: (all - embeddings) as u64,
+            best: self.best,
+            output_dir: self.cfg.output_dir.to_string_lossy().into_owned(),
+            finished: self.step >= self.total_steps,
+        };
+        HfTrainerState::new(&facts, &self.history)
     }
 
     /// Saves `checkpoint-<step>/` by the crash-safe protocol of
@@ -404,10 +454,12 @@ impl Trainer {
             self.tokenizer.as_ref(),
             &opt_state,
             &self.state(),
+            &self.hf_state(),
             &*self.fault_hook,
         )?;
         if let Some(keep) = self.cfg.save_total_limit {
-            rotate_checkpoints(&self.cfg.output_dir, keep, &*self.fault_hook)?;
+            let protect = self.best.map(|(_, s)| s);
+            rotate_checkpoints(&self.cfg.output_dir, keep, protect, &*self.fault_hook)?;
         }
         Ok(dir)
     }
@@ -463,31 +515,28 @@ impl Trainer {
         let Some(dir) = super::checkpoint::newest_checkpoint(&self.cfg.output_dir)? else {
             return Ok(None);
         };
-        let ck = load_checkpoint(&dir)?;
-        if ck.model.config != self.model.config {
-            return Err(ModelError::Config {
-                path: dir.join("config.json"),
-                msg: "the checkpoint's model config differs from this run's model".into(),
-            });
-        }
-        for ((name, p), (_, q)) in self
-            .model
-            .named_parameters()
-            .into_iter()
-            .zip(ck.model.named_parameters())
-        {
-            p.set_value(q.value()).map_err(|e| ModelError::Weights {
-                file: dir.join("model.safetensors"),
-                tensor: name.clone(),
-                msg: e.to_string(),
-            })?;
-        }
+        self.resume_from(&dir)?;
+        Ok(Some(dir))
+    }
+
+    /// Continues from the checkpoint folder `dir` (transformers'
+    /// `resume_from_checkpoint=PATH`), as [`Trainer::resume`] does from the
+    /// newest one; the run goes on writing into this trainer's output
+    /// folder.
+    ///
+    /// # Errors
+    /// [`ModelError::Config`] when `dir` is not a complete checkpoint;
+    /// otherwise as [`Trainer::resume`].
+    pub fn resume_from(&mut self, dir: &Path) -> Result<()> {
+        self.resume_attempted = true;
+        let ck = load_checkpoint(dir)?;
+        self.copy_weights(&ck.model, dir)?;
         self.opt.load_state_tensors(&ck.optimizer)?;
         self.train.set_state(&ck.state.batcher);
         let drops = self.model.dropouts();
         if drops.len() != ck.state.dropout_rngs.len() {
             return Err(ModelError::Config {
-                path: dir.join("trainer_state.json"),
+                path: dir.join(super::checkpoint::KILN_STATE),
                 msg: format!(
                     "{} dropout states for a model with {}",
                     ck.state.dropout_rngs.len(),
@@ -500,7 +549,10 @@ impl Trainer {
         }
         self.step = ck.state.step;
         self.history = ck.state.history;
-        Ok(Some(dir))
+        self.tokens_seen = ck.state.tokens_seen;
+        self.pending_loss = ck.state.pending_loss;
+        self.best = ck.state.best;
+        Ok(())
     }
 
     fn log_line(&self, value: serde_json::Value) -> Result<()> {
@@ -547,11 +599,14 @@ impl Trainer {
         let start_step = self.step;
         let mut tokens_seen = 0usize;
         let mut last = None;
+        let mut last_eval = None;
+        let mut loss_total = 0f64;
         let mut interrupted = false;
         while self.step < self.total_steps {
             let batches = self.next_batches()?;
             let s = self.train_step(&batches)?;
             tokens_seen += s.tokens;
+            loss_total += s.loss;
             last = Some(s.loss);
             let elapsed = start.elapsed().as_secs_f64();
             let tps = tokens_seen as f64 / elapsed.max(1e-9);
@@ -562,27 +617,43 @@ impl Trainer {
                 "loss {:.4}  lr {:.2e}  |g| {:.2}  {:.0} tok/s",
                 s.loss, s.lr, s.grad_norm, tps
             ));
+            self.pending_loss.0 += s.loss;
+            self.pending_loss.1 += 1;
             if self.step.is_multiple_of(self.cfg.logging_steps.max(1))
                 || self.step == self.total_steps
             {
-                self.history.push(LogPoint {
-                    step: self.step,
-                    loss: Some(s.loss),
-                    eval_loss: None,
-                });
+                // As transformers: the mean loss since the previous log.
+                let (sum, n) = std::mem::take(&mut self.pending_loss);
+                let loss = sum / n.max(1) as f64;
+                self.history.push(LogPoint::train(
+                    self.step,
+                    self.epoch(),
+                    loss,
+                    s.grad_norm,
+                    s.lr,
+                ));
                 self.log_line(serde_json::json!({
-                    "step": self.step, "epoch": self.train.epoch(), "loss": s.loss, "lr": s.lr, "grad_norm": s.grad_norm,
+                    "step": self.step, "epoch": self.epoch(), "loss": loss, "lr": s.lr, "grad_norm": s.grad_norm,
                     "tokens_per_sec": tps, "elapsed_s": elapsed, "eta_s": eta,
                 }))?;
             }
-            if let Some(every) = self.cfg.eval_steps {
-                if self.step.is_multiple_of(every.max(1)) && self.step < self.total_steps {
-                    self.eval_point(&bar)?;
+            let (total, per_epoch) = (self.total_steps, self.steps_per_epoch);
+            if self
+                .cfg
+                .eval_strategy
+                .fires(self.step, total, self.cfg.eval_every(), per_epoch)
+            {
+                if let Some(l) = self.eval_point(&bar)? {
+                    last_eval = Some((self.step, l));
+                    self.track_best(l);
                 }
             }
-            // As transformers' Trainer: every multiple of save_steps, the
-            // last step included.
-            let saved = self.step.is_multiple_of(self.cfg.save_steps);
+            // transformers' DefaultFlowCallback: every save_steps and at
+            // the last step (or at each epoch's end).
+            let saved =
+                self.cfg
+                    .save_strategy
+                    .fires(self.step, total, self.cfg.save_steps, per_epoch);
             if saved {
                 self.save_checkpoint()?;
             }
@@ -613,8 +684,50 @@ impl Trainer {
                 tokens_per_sec,
             });
         }
-        let eval_loss = self.eval_point(&bar)?;
+        let best_dir = if self.cfg.load_best_model_at_end {
+            self.load_best()?
+        } else {
+            None
+        };
+        // transformers: with save_total_limit=1 and a best checkpoint, the
+        // best is the one left at the end.
+        if let (Some((_, best)), Some(1)) = (self.best, self.cfg.save_total_limit) {
+            for (step, dir) in list_checkpoints(&out) {
+                if step != best {
+                    delete_folder(&dir, &*self.fault_hook)?;
+                }
+            }
+        }
+        // The closing evaluation (run_clm.py's --do_eval): the one at the
+        // last step when there was one and the model is still that one.
+        let eval_loss = match (last_eval, &best_dir) {
+            (Some((step, l)), None) if step == self.step => Some(l),
+            (_, None) => self.eval_point(&bar)?,
+            (_, Some(dir)) => {
+                let l = self.evaluate()?;
+                if let Some(l) = l {
+                    bar.println(format!(
+                        "best model: {} (validation loss {l:.4})",
+                        dir.display()
+                    ));
+                }
+                l
+            }
+        };
         bar.finish();
+        let mut hf = self.hf_state();
+        let rows = (self.step - start_step)
+            * self.cfg.batch_size
+            * self.cfg.gradient_accumulation_steps.max(1);
+        hf.log_history.push(train_summary_entry(
+            self.step,
+            self.epoch(),
+            seconds,
+            rows,
+            loss_total / (self.step - start_step).max(1) as f64,
+            hf.total_flos,
+        ));
+        hf.save(&out.join("trainer_state.json"))?;
         self.model.eval();
         let model = &self.model;
         let tokenizer = self.tokenizer.as_ref();
@@ -645,16 +758,29 @@ impl Trainer {
     }
 
     fn eval_point(&mut self, bar: &ProgressBar) -> Result<Option<f64>> {
+        let started = Instant::now();
         let Some(l) = self.evaluate()? else {
             return Ok(None);
         };
+        let runtime = started.elapsed().as_secs_f64();
+        let rows = self.val.as_ref().map_or((0, 0), |v| {
+            let (block, batch) = (self.cfg.block_size, self.eval_batch());
+            let full = v.len() / block;
+            let short = usize::from(v.len() % block >= 2);
+            (full + short, full.div_ceil(batch) + short)
+        });
         self.history.push(LogPoint {
             step: self.step,
+            epoch: self.epoch(),
             loss: None,
+            grad_norm: None,
+            learning_rate: None,
             eval_loss: Some(l),
+            eval_runtime: Some(runtime),
+            eval_rows: Some(rows),
         });
         self.log_line(
-            serde_json::json!({"step": self.step, "eval_loss": l, "eval_perplexity": l.exp()}),
+            serde_json::json!({"step": self.step, "epoch": self.epoch(), "eval_loss": l, "eval_perplexity": l.exp()}),
         )?;
         bar.println(format!(
             "step {:>6}  validation loss {l:.4}  perplexity {:.2}",
@@ -662,6 +788,67 @@ impl Trainer {
             l.exp()
         ));
         Ok(Some(l))
+    }
+
+    fn eval_batch(&self) -> usize {
+        self.cfg.batch_size.max(8)
+    }
+
+    /// Records `eval_loss` at this step as the best when it beats the best
+    /// so far (lower is better), when a best model is tracked.
+    fn track_best(&mut self, eval_loss: f64) {
+        if !(self.cfg.load_best_model_at_end || self.cfg.metric_for_best_model.is_some()) {
+            return;
+        }
+        if self.best.is_none_or(|(b, _)| eval_loss < b) {
+            self.best = Some((eval_loss, self.step));
+        }
+    }
+
+    /// Puts the best checkpoint's weights into the model (transformers'
+    /// `_load_best_model`); returns its folder, or `None` when the model
+    /// already is the best one or no checkpoint was scored.
+    fn load_best(&mut self) -> Result<Option<PathBuf>> {
+        let Some((_, step)) = self.best else {
+            return Ok(None);
+        };
+        if step == self.step {
+            return Ok(None);
+        }
+        let dir = self.cfg.output_dir.join(checkpoint_name(step));
+        super::checkpoint::verify_folder(&dir)?;
+        let best = crate::gpt2::load_model_dir_with(
+            &dir,
+            kiln_nn::state_dict::LoadOptions {
+                copy: true,
+                ..Default::default()
+            },
+            kiln_tensor::DType::F32,
+        )?;
+        self.copy_weights(&best, &dir)?;
+        Ok(Some(dir))
+    }
+
+    fn copy_weights(&self, from: &Gpt2, dir: &Path) -> Result<()> {
+        if from.config != self.model.config {
+            return Err(ModelError::Config {
+                path: dir.join("config.json"),
+                msg: "the checkpoint's model config differs from this run's model".into(),
+            });
+        }
+        for ((name, p), (_, q)) in self
+            .model
+            .named_parameters()
+            .into_iter()
+            .zip(from.named_parameters())
+        {
+            p.set_value(q.value()).map_err(|e| ModelError::Weights {
+                file: dir.join("model.safetensors"),
+                tensor: name.clone(),
+                msg: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 }
 
