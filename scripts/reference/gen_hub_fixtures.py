@@ -20,19 +20,38 @@ documentation.
   fixtures/hub/strided.json
       the "Perplexity of fixed-length models" loop of the transformers docs run
       on fixtures/gpt2/tiny-a over fixed ids, for several (max_length, stride)
+  fixtures/hub/cache/
+      a Hugging Face hub cache as huggingface_hub lays it out: content in
+      blobs/ (named by SHA-256 for LFS files, git SHA-1 otherwise),
+      snapshots/{commit}/ of relative symlinks into blobs/, refs/main holding
+      the commit. Two repositories:
+        models--kiln-test--tiny-gpt2: GPT2LMHeadModel(GPT2Config(n_embd=32,
+          n_layer=2, n_head=2, n_positions=64)) with random weights, saved by
+          save_pretrained with the small tokenizer above as GPT2TokenizerFast
+        datasets--kiln-test--tiny-text: the wikitext-tiny shards as config
+          "tiny-raw"
+  fixtures/hub/cache-expected.json, cache-expected.safetensors
+      that model and tokenizer on a text: `tokenizers`' ids and transformers'
+      logits; and each split's token count under the small tokenizer,
+      concatenated as run_clm.py does
 
     python scripts/reference/gen_hub_fixtures.py
 
 torch 2.15, transformers 5.24, tokenizers 0.23, pyarrow.
 """
+import hashlib
 import json
+import os
 import pathlib
+import shutil
+import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import GPT2LMHeadModel
+from safetensors.torch import save_file
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "fixtures" / "hub"
@@ -160,13 +179,74 @@ def write_strided():
     (OUT / "strided.json").write_text(json.dumps({"model": "fixtures/gpt2/tiny-a", "ids": ids, "cases": cases}, indent=1))
 
 
+LFS_SUFFIXES = (".safetensors", ".parquet", ".bin", ".pt", ".h5", ".msgpack")
+
+
+def blob_name(name, data):
+    """The blob a hub file is cached under: its LFS SHA-256 for large-file
+    types, else its git blob SHA-1 (what the hub reports as the ETag)."""
+    if name.endswith(LFS_SUFFIXES):
+        return hashlib.sha256(data).hexdigest()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def cache_repo(cache, folder, files):
+    """Writes `files` ({path in repo: bytes}) as one snapshot of `folder`."""
+    repo = cache / folder
+    commit = hashlib.sha1(folder.encode()).hexdigest()
+    for name, data in sorted(files.items()):
+        blob = repo / "blobs" / blob_name(name, data)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = repo / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.relpath(blob, link.parent), link)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+
+
+def write_cache():
+    cache = OUT / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    tok = GPT2TokenizerFast(tokenizer_object=small_tokenizer(), bos_token="<|endoftext|>",
+                            eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    torch.manual_seed(21)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_embd=32, n_layer=2,
+                                       n_head=2, bos_token_id=eot, eos_token_id=eot))
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        files = {p.name: p.read_bytes() for p in pathlib.Path(tmp).iterdir() if p.is_file()}
+    cache_repo(cache, "models--kiln-test--tiny-gpt2", files)
+    shards = {f"tiny-raw/{p.name}": p.read_bytes() for p in (OUT / "wikitext-tiny").glob("*.parquet")}
+    shards["README.md"] = b"---\nconfigs:\n- config_name: tiny-raw\n---\n# tiny-text\n"
+    cache_repo(cache, "datasets--kiln-test--tiny-text", shards)
+
+    text = TEXTS[0]
+    ids = tok(text)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0]
+    save_file({"ids": torch.tensor(ids, dtype=torch.int64), "logits": logits.contiguous()},
+              OUT / "cache-expected.safetensors")
+    tokens = {}
+    for split in ["train", "validation", "test"]:
+        rows = pq.read_table(OUT / "wikitext-tiny" / f"{split}-00000-of-00001.parquet")["text"]
+        tokens[split] = sum(len(tok(r.as_py())["input_ids"]) for r in rows)
+    (OUT / "cache-expected.json").write_text(json.dumps(
+        {"model": "kiln-test/tiny-gpt2", "dataset": "kiln-test/tiny-text:tiny-raw",
+         "files": sorted(files), "text": text, "tokens": tokens}, indent=1) + "\n")
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     write_tokenizers()
     write_dataset()
     write_strided()
+    write_cache()
     for f in sorted(OUT.rglob("*")):
-        if f.is_file():
+        if f.is_file() and not f.is_symlink():
             print(f.relative_to(ROOT), f.stat().st_size)
 
 
