@@ -21,6 +21,7 @@
 #![warn(missing_docs)]
 
 mod autocast;
+mod checkpoint;
 mod error;
 mod gradcheck;
 mod ops;
@@ -29,6 +30,7 @@ pub mod trace;
 mod var;
 
 pub use autocast::{autocast_bf16, is_autocast_bf16};
+pub use checkpoint::checkpoint;
 pub use error::{AutogradError, Result};
 pub use gradcheck::{gradcheck, GradMismatch, GradcheckOptions, GradcheckReport};
 pub use tape::{clear_tape, is_grad_enabled, no_grad, tape_len, unbroadcast, NoGradGuard};

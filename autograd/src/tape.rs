@@ -100,6 +100,27 @@ impl Drop for NoGradGuard {
     }
 }
 
+/// Enables recording until dropped (a checkpoint's recomputation runs
+/// inside backward, whatever mode the caller is in); restores the previous
+/// mode.
+pub(crate) struct EnableGradGuard {
+    prev: bool,
+}
+
+impl EnableGradGuard {
+    pub(crate) fn new() -> EnableGradGuard {
+        EnableGradGuard {
+            prev: GRAD_ENABLED.with(|g| g.replace(true)),
+        }
+    }
+}
+
+impl Drop for EnableGradGuard {
+    fn drop(&mut self) {
+        GRAD_ENABLED.with(|g| g.set(self.prev));
+    }
+}
+
 /// Number of nodes on this thread's tape (for tests and tracing).
 pub fn tape_len() -> usize {
     TAPE.with(|t| t.borrow().nodes.len())
@@ -141,7 +162,20 @@ pub(crate) fn record(
     out: Tensor,
     backward: BackwardFn,
 ) -> Result<Var> {
-    push(op, rule, inputs, out, backward, None)
+    push(op, rule, inputs, out, backward, None, false)
+}
+
+/// [`record`] that appends a node whenever recording is on, even if no
+/// input requires grad: a checkpointed segment's parameters are not among
+/// its inputs ([`crate::checkpoint`]).
+pub(crate) fn record_always(
+    op: &'static str,
+    rule: &'static str,
+    inputs: &[&Var],
+    out: Tensor,
+    backward: BackwardFn,
+) -> Result<Var> {
+    push(op, rule, inputs, out, backward, None, true)
 }
 
 /// [`record`] for `out = input.narrow(dim, start, …)`: the gradient is added
@@ -155,7 +189,7 @@ pub(crate) fn record_slice(
     (dim, start): (usize, usize),
     backward: BackwardFn,
 ) -> Result<Var> {
-    push(op, rule, &[input], out, backward, Some((dim, start)))
+    push(op, rule, &[input], out, backward, Some((dim, start)), false)
 }
 
 fn push(
@@ -165,8 +199,9 @@ fn push(
     out: Tensor,
     backward: BackwardFn,
     slice: Option<(usize, usize)>,
+    always: bool,
 ) -> Result<Var> {
-    if !is_grad_enabled() || !inputs.iter().any(|v| v.requires_grad()) {
+    if !is_grad_enabled() || !(always || inputs.iter().any(|v| v.requires_grad())) {
         return Ok(Var::constant(out));
     }
     let ins: Vec<Input> = inputs

@@ -35,7 +35,10 @@ pub fn gpt2_parameters(cfg: &Gpt2Config) -> Option<u128> {
 /// Per block and token, about 18·C (layer-norm outputs, q/k/v, attention
 /// output, the MLP's I-wide hidden layer before and after GELU, residuals)
 /// plus 2·NH·T for the attention scores and probabilities; after the last
-/// block, the logits and their gradient, 2·V per token.
+/// block, the logits and their gradient, 2·V per token. With gradient
+/// checkpointing ([`gpt2_activation_bytes_checkpointed`]) only each block's
+/// input (C per token) stays, plus one block's internals while it is
+/// recomputed.
 pub fn gpt2_activation_bytes(cfg: &Gpt2Config, batch: usize, block: usize) -> u128 {
     let (c, i, nh, v) = (
         cfg.n_embd as u128,
@@ -46,6 +49,18 @@ pub fn gpt2_activation_bytes(cfg: &Gpt2Config, batch: usize, block: usize) -> u1
     let tokens = batch as u128 * block as u128;
     let per_block = tokens * (10 * c + 2 * i + 2 * nh * block as u128);
     4 * (cfg.n_layer as u128 * per_block + tokens * 2 * v)
+}
+
+/// [`gpt2_activation_bytes`] under gradient checkpointing: L block inputs
+/// and one block's internals, besides the logits.
+pub fn gpt2_activation_bytes_checkpointed(cfg: &Gpt2Config, batch: usize, block: usize) -> u128 {
+    let one = Gpt2Config {
+        n_layer: 1,
+        ..cfg.clone()
+    };
+    let tokens = batch as u128 * block as u128;
+    gpt2_activation_bytes(&one, batch, block)
+        + 4 * cfg.n_layer as u128 * tokens * cfg.n_embd as u128
 }
 
 /// Bytes of memory this process can still allocate without swapping: the

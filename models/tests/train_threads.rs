@@ -1,6 +1,7 @@
-//! The same seed gives bit-identical training losses at 1 and at 2 threads:
-//! no kernel splits a reduction in a thread-count–dependent way. Alone in
-//! its file because it changes the global thread count.
+//! The same seed gives bit-identical training losses at 1 and at 2 threads,
+//! with and without gradient checkpointing: no kernel splits a reduction in
+//! a thread-count–dependent way, and a recomputed block is the same block.
+//! Alone in its file because it changes the global thread count.
 
 use std::sync::atomic::AtomicBool;
 
@@ -8,7 +9,7 @@ use kiln_models::gpt2::{Gpt2, Gpt2Config};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::{Sampling, TrainConfig, Trainer};
 
-fn losses(threads: usize) -> Vec<f64> {
+fn losses(threads: usize, gradient_checkpointing: bool) -> Vec<f64> {
     kiln_tensor::parallel::set_num_threads(threads);
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -29,6 +30,7 @@ fn losses(threads: usize) -> Vec<f64> {
         logging_steps: 1,
         save_steps: 1000,
         progress: false,
+        gradient_checkpointing,
         ..Default::default()
     };
     let mut t = Trainer::new(Gpt2::new(Gpt2Config::tiny(), 3).unwrap(), cfg, ids, None).unwrap();
@@ -38,8 +40,10 @@ fn losses(threads: usize) -> Vec<f64> {
 
 #[test]
 fn losses_are_identical_at_one_and_two_threads() {
-    let one = losses(1);
-    let two = losses(2);
+    let one = losses(1, false);
+    let two = losses(2, false);
     assert_eq!(one.len(), 4);
     assert_eq!(one, two);
+    assert_eq!(losses(1, true), one);
+    assert_eq!(losses(2, true), one);
 }

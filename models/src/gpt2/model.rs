@@ -12,7 +12,7 @@
 //! Parameter names are the Hugging Face `GPT2Model` keys (`wte.weight`,
 //! `h.0.attn.c_attn.weight`, `ln_f.bias`, …), so a checkpoint maps one to one.
 
-use kiln_autograd::Var;
+use kiln_autograd::{checkpoint, is_grad_enabled, Var};
 use kiln_nn::{
     join, CausalSelfAttention, Conv1D, Dropout, Embedding, Forward, KvCache, LayerNorm, Mlp, Module,
 };
@@ -185,6 +185,9 @@ pub struct Gpt2 {
     pub h: Vec<Block>,
     /// Final LayerNorm.
     pub ln_f: LayerNorm,
+    /// Recompute each block's internals during backward instead of keeping
+    /// them ([`Gpt2::gradient_checkpointing_enable`]).
+    pub gradient_checkpointing: bool,
 }
 
 /// Optional inputs of a forward pass.
@@ -264,7 +267,24 @@ impl Gpt2 {
             drop,
             h,
             ln_f,
+            gradient_checkpointing: false,
         })
+    }
+
+    /// Gradient checkpointing, as transformers'
+    /// `model.gradient_checkpointing_enable()`: in a recorded forward pass
+    /// (training, no KV cache) each block keeps only its input and is
+    /// recomputed during backward ([`kiln_autograd::checkpoint`]), so the
+    /// activations kept grow by one block input per layer instead of one
+    /// block's internals per layer. Gradients are bit-identical, dropout
+    /// included; backward costs one more forward pass.
+    pub fn gradient_checkpointing_enable(&mut self) {
+        self.gradient_checkpointing = true;
+    }
+
+    /// Turns gradient checkpointing off again.
+    pub fn gradient_checkpointing_disable(&mut self) {
+        self.gradient_checkpointing = false;
     }
 
     /// One empty cache per layer, for [`ForwardOptions::cache`].
@@ -339,9 +359,22 @@ impl Gpt2 {
         let tok = self.wte.forward(ids)?; // (B, T, C)
         let pe = self.wpe.forward(&pos)?; // (B or 1, T, C)
         let mut x = self.drop.forward(&tok.add(&pe)?)?;
+        let checkpointed = self.gradient_checkpointing && cache.is_none() && is_grad_enabled();
         for (i, block) in self.h.iter().enumerate() {
-            let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
-            x = block.forward_with(&x, layer_cache, key_padding)?;
+            x = if checkpointed {
+                // The replay is cloned before the forward runs, so its
+                // dropout generators draw the same masks again.
+                let replay = block.clone();
+                let pad = key_padding.cloned();
+                checkpoint(
+                    std::slice::from_ref(&x),
+                    |xs| block.forward_with(&xs[0], None, key_padding),
+                    move |xs| replay.forward_with(&xs[0], None, pad.as_ref()),
+                )?
+            } else {
+                let layer_cache = cache.as_deref_mut().map(|c| &mut c[i]);
+                block.forward_with(&x, layer_cache, key_padding)?
+            };
         }
         Ok(self.ln_f.forward(&x)?)
     }

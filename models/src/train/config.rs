@@ -124,6 +124,13 @@ pub struct TrainConfig {
     /// layer norms, softmax and the loss stay f32
     /// ([`kiln_autograd::autocast_bf16`]).
     pub bf16: bool,
+    /// Gradient checkpointing (transformers' `gradient_checkpointing=True`,
+    /// [`crate::gpt2::Gpt2::gradient_checkpointing_enable`]): each block is
+    /// recomputed during backward instead of keeping its internals — much
+    /// less activation memory for one more forward pass, with bit-identical
+    /// gradients.
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for TrainConfig {
@@ -154,6 +161,7 @@ impl Default for TrainConfig {
             progress: true,
             overwrite_output_dir: false,
             bf16: false,
+            gradient_checkpointing: false,
         }
     }
 }

@@ -150,6 +150,9 @@ impl Trainer {
             d.set_rng_state(Rng::new(seeder.next_u64()));
         }
         model.train();
+        if cfg.gradient_checkpointing {
+            model.gradient_checkpointing_enable();
+        }
         let (b1, b2, eps) = cfg.adam;
         let opt = AdamW::new(
             decay_groups(
@@ -176,16 +179,20 @@ impl Trainer {
         let n_params: u128 = params.iter().map(|p| p.value().numel() as u128).sum();
         crate::memory::ensure_fits(
             12 * n_params
-                + crate::memory::gpt2_activation_bytes(
-                    &model.config,
-                    cfg.batch_size,
-                    cfg.block_size,
-                ),
+                + if cfg.gradient_checkpointing {
+                    crate::memory::gpt2_activation_bytes_checkpointed
+                } else {
+                    crate::memory::gpt2_activation_bytes
+                }(&model.config, cfg.batch_size, cfg.block_size),
             &format!(
                 "training this model at batch size {} × block size {}",
                 cfg.batch_size, cfg.block_size
             ),
-            "lower --batch-size or --block-size, or train a smaller model",
+            if cfg.gradient_checkpointing {
+                "lower --batch-size or --block-size, or train a smaller model"
+            } else {
+                "pass --gradient-checkpointing, lower --batch-size or --block-size, or train a smaller model"
+            },
         )?;
         let lock = OutputLock::acquire(&cfg.output_dir)?;
         let repairs = repair_output_dir(&cfg.output_dir)?;
