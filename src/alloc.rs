@@ -9,9 +9,13 @@
 //! of a baby-GPT step. Keeping the memory makes the process hold its peak
 //! footprint, which is what a training run needs anyway. Libraries cannot
 //! choose the allocator; programs built on Kiln may do the same.
+//!
+//! It is wrapped in [`kiln_tensor::memory::CountingAlloc`] so that
+//! `kiln train --memory-report` can say what the heap holds.
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: kiln_tensor::memory::CountingAlloc<mimalloc::MiMalloc> =
+    kiln_tensor::memory::CountingAlloc(mimalloc::MiMalloc);
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e` (the same index in
 /// its v2 and v3 headers); the Rust bindings do not name it.

@@ -31,6 +31,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Fine-tune a GPT-2 directory, or train one from scratch.
     Train(Box<cmd::train::TrainArgs>),
+    /// Fold a LoRA adapter into its base model and write the merged model.
+    MergeLora(cmd::merge_lora::MergeLoraArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Some(Command::Generate(args)) => done(cmd::generate::run(&args)),
         Some(Command::Eval(args)) => done(cmd::eval::run(&args)),
         Some(Command::Train(args)) => cmd::train::run(&args),
+        Some(Command::MergeLora(args)) => done(cmd::merge_lora::run(&args)),
         None => cmd::train::run(&cmd::train::TrainArgs::demo()),
     };
     match result {

@@ -289,3 +289,212 @@ fn strategies_best_model_and_resume_from_checkpoint() {
     let (ok, _, err) = run(&tmp.path().join("bad"), &["--eval-strategy", "no"]);
     assert!(!ok && err.contains("would be ignored"), "{err}");
 }
+
+/// `--memory-report` prints the table before and after the first step, the
+/// second with what the counting allocator measured; with
+/// `--gradient-checkpointing` the block activations it keeps shrink.
+#[test]
+fn memory_report_shows_where_the_bytes_go() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sonnets = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+    let report = |out: &str, extra: &[&str]| {
+        let out = tmp.path().join(out);
+        let mut args = vec![
+            "train",
+            "--config",
+            "tiny",
+            "--train",
+            sonnets,
+            "--output-dir",
+            p(&out),
+            "--max-steps",
+            "1",
+            "--block-size",
+            "64",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--memory-report",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = kiln(&args);
+        assert!(ok, "{err}");
+        err
+    };
+    let plain = report("plain", &[]);
+    assert_eq!(plain.matches("memory: ").count(), 2, "{plain}");
+    for row in [
+        "parameters",
+        "gradients",
+        "optimizer state",
+        "activations: 2 blocks ×",
+        "logits + grad",
+        "total (peak heap)",
+        "peak resident set",
+        "--gradient-checkpointing would keep",
+    ] {
+        assert!(plain.contains(row), "{row} missing:\n{plain}");
+    }
+    let after = plain.split("after the first step:").nth(1).unwrap();
+    let measured = |text: &str, row: &str| -> String {
+        let line = text.lines().find(|l| l.contains(row)).unwrap();
+        line.split_whitespace()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    // Measured values exist after the step (a size, not "—").
+    let acts = measured(after, "activations kept by one micro-batch");
+    assert!(
+        acts.ends_with("B") || acts.contains("iB"),
+        "{acts}\n{after}"
+    );
+    assert!(
+        !after
+            .lines()
+            .any(|l| l.contains("total (peak heap)") && l.ends_with('—')),
+        "{after}"
+    );
+    let ckpt = report("ckpt", &["--gradient-checkpointing"]);
+    assert!(
+        ckpt.contains("2 block inputs") && ckpt.contains("one block recomputed"),
+        "{ckpt}"
+    );
+}
+
+/// LoRA end to end: `--lora-r` trains adapters only and writes them in
+/// PEFT's format into every checkpoint and `final/`; a resume from a
+/// checkpoint is exact; `generate` and `eval` take the adapter folder
+/// (merging it into the base it names), and `merge-lora` writes a plain
+/// model that gives the same results.
+#[test]
+fn lora_fine_tune_resume_merge_and_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    save_model_dir(&Gpt2::new(Gpt2Config::tiny(), 5).unwrap(), &base).unwrap();
+    let sonnets = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+    let train = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--model",
+            p(&base),
+            "--train",
+            sonnets,
+            "--output-dir",
+            p(out),
+            "--max-steps",
+            "4",
+            "--save-steps",
+            "2",
+            "--block-size",
+            "32",
+            "--batch-size",
+            "2",
+            "--learning-rate",
+            "1e-2",
+            "--lora-r",
+            "4",
+            "--lora-alpha",
+            "16",
+            "--lora-target-modules",
+            "c_attn,c_proj",
+            "--no-progress",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = kiln(&args);
+        assert!(ok, "{err}");
+        err
+    };
+    let run = tmp.path().join("run");
+    let err = train(&run, &[]);
+    assert!(err.contains("LoRA: rank 4 adapters on 6 layers"), "{err}");
+    for dir in ["checkpoint-2", "checkpoint-4", "final"] {
+        let d = run.join(dir);
+        assert!(d.join("adapter_config.json").is_file(), "{dir}");
+        assert!(d.join("adapter_model.safetensors").is_file(), "{dir}");
+        assert!(
+            !d.join("model.safetensors").exists(),
+            "{dir} holds the whole model"
+        );
+    }
+    let conf: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("final/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(conf["r"], 4);
+    assert_eq!(conf["lora_alpha"], 16);
+    assert_eq!(conf["base_model_name_or_path"], p(&base));
+
+    let resumed = tmp.path().join("resumed");
+    let from = run.join("checkpoint-2");
+    train(&resumed, &["--resume-from-checkpoint", p(&from)]);
+    assert_eq!(
+        std::fs::read(resumed.join("final/adapter_model.safetensors")).unwrap(),
+        std::fs::read(run.join("final/adapter_model.safetensors")).unwrap()
+    );
+
+    let merged = tmp.path().join("merged");
+    let (ok, _, err) = kiln(&[
+        "merge-lora",
+        "--model",
+        p(&base),
+        "--adapter",
+        p(&run.join("final")),
+        "--output-dir",
+        p(&merged),
+    ]);
+    assert!(ok, "{err}");
+    let greedy = |model: &Path| {
+        let (ok, ids, err) = kiln(&[
+            "generate",
+            "--model",
+            p(model),
+            "--prompt",
+            "Shall I",
+            "--max-new-tokens",
+            "8",
+            "--ids",
+        ]);
+        assert!(ok, "{err}");
+        ids
+    };
+    let eval = |model: &Path| {
+        let (ok, json, err) = kiln(&[
+            "eval",
+            "--model",
+            p(model),
+            "--file",
+            sonnets,
+            "--block-size",
+            "32",
+            "--json",
+        ]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    assert_eq!(greedy(&run.join("final")), greedy(&merged));
+    let (adapted, plain, before) = (eval(&run.join("final")), eval(&merged), eval(&base));
+    assert!((adapted - plain).abs() < 1e-5, "{adapted} vs {plain}");
+    assert!(
+        adapted < before,
+        "the adapter did not lower the loss: {before} → {adapted}"
+    );
+    // LoRA needs a pretrained model.
+    let (ok, _, err) = kiln(&[
+        "train",
+        "--config",
+        "tiny",
+        "--train",
+        sonnets,
+        "--output-dir",
+        p(&tmp.path().join("x")),
+        "--lora-r",
+        "4",
+    ]);
+    assert!(
+        !ok && err.contains("--lora-r adapts a pretrained model"),
+        "{err}"
+    );
+}

@@ -307,6 +307,8 @@ impl Module for CausalSelfAttention {
     fn set_training(&mut self, training: bool) {
         self.attn_dropout.set_training(training);
         self.resid_dropout.set_training(training);
+        self.c_attn.set_training(training);
+        self.c_proj.set_training(training);
     }
 }
 

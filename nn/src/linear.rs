@@ -6,6 +6,7 @@ use kiln_autograd::Var;
 use kiln_tensor::{DType, Rng};
 
 use crate::init::{normal, uniform};
+use crate::lora::Lora;
 use crate::module::{join, Forward, Module};
 use crate::{NnError, Result};
 
@@ -101,6 +102,10 @@ pub struct Conv1D {
     pub weight: Var,
     /// `[out_features]`.
     pub bias: Var,
+    /// A LoRA adapter added to the output, if any (its parameters are
+    /// named `lora_A.weight` and `lora_B.weight` under this layer's, as
+    /// PEFT names them).
+    pub lora: Option<Lora>,
 }
 
 impl Conv1D {
@@ -118,6 +123,7 @@ impl Conv1D {
         Ok(Conv1D {
             weight: Var::parameter(normal(&[in_features, out_features], 0.0, std, dtype, rng)?),
             bias: Var::parameter(kiln_tensor::Tensor::zeros(&[out_features], dtype)),
+            lora: None,
         })
     }
 
@@ -136,12 +142,27 @@ impl Module for Conv1D {
     fn visit_params(&self, prefix: &str, f: &mut dyn FnMut(String, &Var)) {
         f(join(prefix, "weight"), &self.weight);
         f(join(prefix, "bias"), &self.bias);
+        if let Some(l) = &self.lora {
+            f(join(prefix, "lora_A.weight"), &l.a);
+            f(join(prefix, "lora_B.weight"), &l.b);
+        }
+    }
+
+    fn set_training(&mut self, training: bool) {
+        if let Some(l) = &mut self.lora {
+            l.dropout.set_training(training);
+        }
     }
 }
 
 impl Forward for Conv1D {
-    /// `x: [..., in] → [..., out]`.
+    /// `x: [..., in] → [..., out]`; with an adapter, plus its low-rank
+    /// update ([`Lora::delta`]).
     fn forward(&self, x: &Var) -> Result<Var> {
-        Ok(x.matmul(&self.weight)?.add(&self.bias)?)
+        let y = x.matmul(&self.weight)?.add(&self.bias)?;
+        match &self.lora {
+            Some(l) => Ok(y.add(&l.delta(x)?)?),
+            None => Ok(y),
+        }
     }
 }

@@ -54,6 +54,8 @@ impl Module for Mlp {
 
     fn set_training(&mut self, training: bool) {
         self.dropout.set_training(training);
+        self.c_fc.set_training(training);
+        self.c_proj.set_training(training);
     }
 }
 

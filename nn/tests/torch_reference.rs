@@ -81,6 +81,7 @@ fn linear_conv1d_embedding_layer_norm() {
     let conv = Conv1D {
         weight: p(&f, "conv1d.weight"),
         bias: p(&f, "conv1d.bias"),
+        lora: None,
     };
     let y = conv.forward(&x).unwrap();
     close("conv1d.out", &y.value(), &f["conv1d.out"], 1e-5);
@@ -167,6 +168,7 @@ fn causal_attention_and_mlp() {
     let conv = |n: &str| Conv1D {
         weight: p(&f, &format!("{n}.weight")),
         bias: p(&f, &format!("{n}.bias")),
+        lora: None,
     };
     let attn = CausalSelfAttention {
         c_attn: conv("attn.c_attn"),

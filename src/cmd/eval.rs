@@ -5,11 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use kiln_models::gpt2::load_model_dir_with;
 use kiln_models::hub::{parse_dataset, Hub};
 use kiln_models::train::{evaluate, evaluate_strided, load_tokens_with};
-
-use super::tokenizer_for;
 
 /// Arguments of `kiln eval`.
 #[derive(Args)]
@@ -60,9 +57,8 @@ pub struct EvalArgs {
 
 /// Runs `kiln eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let dir = super::resolve_model(&args.model, true)?;
-    let model = load_model_dir_with(&dir, super::load_options(args.no_mmap), args.dtype.into())?;
-    let tokenizer = tokenizer_for(&dir)?;
+    let (model, tokenizer) =
+        super::load_for_inference(&args.model, args.no_mmap, args.dtype.into())?;
     let (files, what) = match (&args.dataset, &args.file) {
         (Some(spec), _) => {
             let (id, config) = parse_dataset(spec)?;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_models::gpt2::{generate, load_model_dir_with, GenerationConfig, Sampling};
+use kiln_models::gpt2::{generate, GenerationConfig, Sampling};
 
-use super::{print_json_array, tokenizer_for};
+use super::print_json_array;
 
 /// Arguments of `kiln generate`.
 #[derive(Args)]
@@ -63,9 +63,8 @@ pub struct GenerateArgs {
 
 /// Runs `kiln generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let dir = super::resolve_model(&args.model, true)?;
-    let model = load_model_dir_with(&dir, super::load_options(args.no_mmap), args.dtype.into())?;
-    let tokenizer = tokenizer_for(&dir)?;
+    let (model, tokenizer) =
+        super::load_for_inference(&args.model, args.no_mmap, args.dtype.into())?;
     let mut prompt = tokenizer.encode(&args.prompt);
     if prompt.is_empty() {
         // GPT-2 conditions on <|endoftext|> when there is no text.

@@ -3,6 +3,7 @@
 
 pub mod eval;
 pub mod generate;
+pub mod merge_lora;
 pub mod tokenize;
 pub mod train;
 
@@ -10,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use kiln_models::gpt2::{load_model_dir_with, Gpt2, ADAPTER_CONFIG};
 use kiln_models::hub::{Hub, RepoId, RepoType};
 use kiln_models::tokenizer::{Tokenizer, TokenizerError};
 
@@ -101,4 +103,50 @@ pub fn tokenizer_for(dir: &Path) -> Result<Tokenizer> {
         Err(TokenizerError::NotFound { .. }) => Ok(Tokenizer::gpt2()),
         other => Ok(other?),
     }
+}
+
+/// The model of `--model` for inference, and its tokenizer: a model folder
+/// or hub id ([`resolve_model`]), or a PEFT LoRA adapter folder (a LoRA
+/// run's `final/`), whose base (`base_model_name_or_path`) is loaded and
+/// the adapter merged into it, as `AutoPeftModelForCausalLM` would. The
+/// tokenizer is the folder's own, else the base's, else GPT-2's.
+pub fn load_for_inference(
+    spec: &Path,
+    no_mmap: bool,
+    dtype: kiln_tensor::DType,
+) -> Result<(Gpt2, Tokenizer)> {
+    let dir = resolve_model(spec, true)?;
+    if !dir.join(ADAPTER_CONFIG).is_file() {
+        let model = load_model_dir_with(&dir, load_options(no_mmap), dtype)?;
+        return Ok((model, tokenizer_for(&dir)?));
+    }
+    let (base, mut model) = load_adapter_base(&dir)?;
+    model.load_adapter(&dir, false)?;
+    model.merge_lora()?;
+    let model = if dtype == kiln_tensor::DType::F32 {
+        model
+    } else {
+        model.to_dtype(dtype)?
+    };
+    let tokenizer = match Tokenizer::from_dir(&dir) {
+        Err(TokenizerError::NotFound { .. }) => tokenizer_for(&base)?,
+        other => other?,
+    };
+    Ok((model, tokenizer))
+}
+
+/// The base model an adapter folder names, loaded in f32 (copied, as it
+/// will be changed): (its folder, the model).
+pub fn load_adapter_base(adapter: &Path) -> Result<(PathBuf, Gpt2)> {
+    let cfg = kiln_models::gpt2::LoraConfig::from_peft_file(&adapter.join(ADAPTER_CONFIG))?;
+    let base = cfg.base_model.with_context(|| {
+        format!(
+            "{} names no base_model_name_or_path; merge it with `kiln merge-lora --model BASE --adapter {}`",
+            adapter.join(ADAPTER_CONFIG).display(),
+            adapter.display()
+        )
+    })?;
+    let base = resolve_model(Path::new(&base), true)?;
+    let model = load_model_dir_with(&base, load_options(true), kiln_tensor::DType::F32)?;
+    Ok((base, model))
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use kiln_models::gpt2::{
-    generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, Sampling as TokenSampling,
+    generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, LoraConfig,
+    Sampling as TokenSampling,
 };
 use kiln_models::hub::{parse_dataset, Hub, HubError};
 use kiln_models::tokenizer::Tokenizer;
@@ -189,6 +190,33 @@ pub struct TrainArgs {
     /// bit-identical gradients (transformers' gradient_checkpointing).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// LoRA: train rank-R adapters on --lora-target-modules with every base
+    /// weight frozen (PEFT's LoraConfig r); checkpoints and final/ then
+    /// hold the adapter in PEFT's format.
+    #[arg(long, value_name = "R")]
+    pub lora_r: Option<usize>,
+    /// LoRA scale numerator: updates are scaled by alpha / r (PEFT's
+    /// lora_alpha).
+    #[arg(long, default_value_t = 8.0, requires = "lora_r")]
+    pub lora_alpha: f64,
+    /// Dropout on the adapters' input (PEFT's lora_dropout).
+    #[arg(long, default_value_t = 0.0, requires = "lora_r")]
+    pub lora_dropout: f64,
+    /// The layers that get adapters: c_attn, c_proj (attention's and
+    /// MLP's), c_fc, or a dotted suffix such as attn.c_proj (PEFT's
+    /// target_modules; its default for GPT-2 is c_attn).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "c_attn",
+        requires = "lora_r"
+    )]
+    pub lora_target_modules: Vec<String>,
+    /// Print where the memory goes (weights, gradients, optimizer state,
+    /// activations per block, the measured peak) before and after the first
+    /// step.
+    #[arg(long)]
+    pub memory_report: bool,
     /// Start afresh in an --output-dir that holds an earlier run, deleting
     /// its checkpoints, final model and logs (the cached tokens stay).
     #[arg(long)]
@@ -241,6 +269,11 @@ impl TrainArgs {
             overwrite_output_dir: true,
             bf16: false,
             gradient_checkpointing: false,
+            memory_report: false,
+            lora_r: None,
+            lora_alpha: 8.0,
+            lora_dropout: 0.0,
+            lora_target_modules: vec!["c_attn".into()],
             sample_prompt: Some("ROMEO:\n".into()),
             no_progress: false,
         }
@@ -261,9 +294,28 @@ fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
             if let Some(p) = args.dropout {
                 model.set_dropout(p)?;
             }
+            if let Some(r) = args.lora_r {
+                let cfg = LoraConfig {
+                    r,
+                    alpha: args.lora_alpha,
+                    dropout: args.lora_dropout,
+                    base_model: Some(spec.to_string_lossy().into_owned()),
+                    target_modules: args.lora_target_modules.clone(),
+                };
+                let n = model.add_lora(&cfg, args.seed)?;
+                eprintln!(
+                    "LoRA: rank {r} adapters on {n} layers ({}), base weights frozen",
+                    cfg.target_modules.join(", ")
+                );
+            }
             Ok((model, tokenizer_for(dir)?))
         }
         (None, Some(cfg)) => {
+            if args.lora_r.is_some() {
+                bail!(
+                    "--lora-r adapts a pretrained model: give it with --model DIR|ID, not --config"
+                );
+            }
             let mut config = if Path::new(cfg).is_file() {
                 Gpt2Config::from_file(cfg)?
             } else {
@@ -394,6 +446,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         overwrite_output_dir: args.overwrite_output_dir,
         bf16: args.bf16,
         gradient_checkpointing: args.gradient_checkpointing,
+        memory_report: args.memory_report,
     };
     let params = kiln_nn::Module::num_parameters(&model);
     let mut trainer =

@@ -23,6 +23,7 @@ pub mod dtype;
 mod error;
 pub mod kernels;
 mod layout;
+pub mod memory;
 pub mod ops;
 pub mod parallel;
 mod random;

@@ -2,11 +2,13 @@
 
 mod config;
 mod generate;
+mod lora;
 mod model;
 mod weights;
 
 pub use config::Gpt2Config;
 pub use generate::{generate, GenerationConfig, Sampling};
+pub use lora::{LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 pub use model::{Block, ForwardOptions, Gpt2, Init, ParamSource, RandomInit};
 pub(crate) use weights::write_atomic;
 pub use weights::{load_model_dir, load_model_dir_with, save_model_dir};

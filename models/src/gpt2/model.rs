@@ -105,19 +105,23 @@ impl Block {
         let c_attn = Conv1D {
             weight: p("attn.c_attn.weight", &[c, 3 * c], Init::Normal(std))?,
             bias: p("attn.c_attn.bias", &[3 * c], Init::Zeros)?,
+            lora: None,
         };
         let c_proj = Conv1D {
             weight: p("attn.c_proj.weight", &[c, c], Init::Normal(resid_std))?,
             bias: p("attn.c_proj.bias", &[c], Init::Zeros)?,
+            lora: None,
         };
         let ln_2 = ln(&mut p, "ln_2")?;
         let c_fc = Conv1D {
             weight: p("mlp.c_fc.weight", &[c, inner], Init::Normal(std))?,
             bias: p("mlp.c_fc.bias", &[inner], Init::Zeros)?,
+            lora: None,
         };
         let mlp_proj = Conv1D {
             weight: p("mlp.c_proj.weight", &[inner, c], Init::Normal(resid_std))?,
             bias: p("mlp.c_proj.bias", &[c], Init::Zeros)?,
+            lora: None,
         };
         Ok(Block {
             ln_1,
@@ -188,6 +192,9 @@ pub struct Gpt2 {
     /// Recompute each block's internals during backward instead of keeping
     /// them ([`Gpt2::gradient_checkpointing_enable`]).
     pub gradient_checkpointing: bool,
+    /// The LoRA adapters' configuration, when the model carries adapters
+    /// ([`Gpt2::add_lora`], [`Gpt2::load_adapter`]).
+    pub lora: Option<super::LoraConfig>,
 }
 
 /// Optional inputs of a forward pass.
@@ -268,6 +275,7 @@ impl Gpt2 {
             h,
             ln_f,
             gradient_checkpointing: false,
+            lora: None,
         })
     }
 

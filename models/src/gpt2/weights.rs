@@ -273,8 +273,13 @@ pub fn save_model_dir(model: &Gpt2, dir: impl AsRef<Path>) -> Result<()> {
         error,
     })?;
     let mut dict = StateDict::new();
+    // LoRA adapters are not part of the model's own weights: they go to
+    // their own files (`Gpt2::save_adapter`), or into the weights by
+    // `Gpt2::merge_lora`.
     for (name, p) in model.named_parameters() {
-        dict.insert(format!("transformer.{name}"), p.value());
+        if !super::lora::is_lora_param(&name) {
+            dict.insert(format!("transformer.{name}"), p.value());
+        }
     }
     dict.metadata_mut().insert("format".into(), "pt".into());
     dict.save(dir.join("model.safetensors"))

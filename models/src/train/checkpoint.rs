@@ -47,13 +47,19 @@ pub const MANIFEST: &str = "kiln_manifest.json";
 /// transformers' `trainer_state.json`.
 pub const KILN_STATE: &str = "kiln_state.json";
 
-/// The files every checkpoint holds besides the manifest.
+/// The files every checkpoint holds besides the manifest: the model's
+/// (`config.json`, `model.safetensors`) — or, for a LoRA run, the
+/// adapter's ([`ADAPTER_FILES`]) — and the optimizer's and trainer's.
 pub const CHECKPOINT_FILES: [&str; 4] = [
     "config.json",
     "model.safetensors",
     "optimizer.safetensors",
     "trainer_state.json",
 ];
+
+/// What a LoRA run's checkpoint holds instead of the model files: PEFT's
+/// adapter folder.
+pub const ADAPTER_FILES: [&str; 2] = [crate::gpt2::ADAPTER_CONFIG, crate::gpt2::ADAPTER_WEIGHTS];
 
 /// Where in saving or rotating a fault hook runs; returning an error there
 /// simulates a crash at that instant: nothing after it runs, nothing is
@@ -195,7 +201,17 @@ pub fn check_folder(dir: &Path) -> std::result::Result<(), String> {
         .and_then(|n| n.to_str())
         .is_some_and(|n| checkpoint_step(n).is_some());
     if is_checkpoint {
-        if let Some(f) = CHECKPOINT_FILES.iter().find(|f| !m.files.contains_key(**f)) {
+        let adapter = m.files.contains_key(ADAPTER_FILES[0]);
+        let needed: Vec<&str> = if adapter {
+            ADAPTER_FILES
+                .iter()
+                .chain(&CHECKPOINT_FILES[2..])
+                .copied()
+                .collect()
+        } else {
+            CHECKPOINT_FILES.to_vec()
+        };
+        if let Some(f) = needed.iter().find(|f| !m.files.contains_key(**f)) {
             return Err(format!("the manifest does not list {f}"));
         }
     }
@@ -389,7 +405,7 @@ pub fn save_checkpoint(
     hook: &FaultHook,
 ) -> Result<PathBuf> {
     let write = |dir: &Path| -> Result<()> {
-        save_model_dir(model, dir)?;
+        save_weights(model, dir)?;
         if let Some(tok) = tokenizer {
             tok.save_pretrained(dir, model.config.n_positions)?;
         }
@@ -404,6 +420,20 @@ pub fn save_checkpoint(
         hf_state.save(&dir.join("trainer_state.json"))
     };
     publish_folder(output_dir, &checkpoint_name(state.step), &write, hook)
+}
+
+/// The model's files in a checkpoint or `final/`: the whole model, or for
+/// a LoRA run only its adapter, in PEFT's format (as transformers' Trainer
+/// saves a PEFT model).
+///
+/// # Errors
+/// I/O errors naming the file.
+pub fn save_weights(model: &Gpt2, dir: &Path) -> Result<()> {
+    if model.lora.is_some() {
+        model.save_adapter(dir)
+    } else {
+        save_model_dir(model, dir)
+    }
 }
 
 /// Removes a folder by first renaming it out of its namespace to
@@ -550,8 +580,11 @@ pub fn repair_output_dir(output_dir: &Path) -> Result<Vec<String>> {
 
 /// A loaded checkpoint.
 pub struct Checkpoint {
-    /// The model weights.
-    pub model: Gpt2,
+    /// The model, for a full fine-tune's checkpoint.
+    pub model: Option<Gpt2>,
+    /// The adapter weights by parameter name (`h.0.attn.c_attn.lora_A.weight`),
+    /// for a LoRA run's checkpoint.
+    pub adapter: Option<BTreeMap<String, Tensor>>,
     /// The optimizer state.
     pub optimizer: BTreeMap<String, Tensor>,
     /// The trainer state.
@@ -573,7 +606,23 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
         copy: true,
         ..Default::default()
     };
-    let model = load_model_dir_with(dir, copy, kiln_tensor::DType::F32)?;
+    let (model, adapter) = if dir.join(ADAPTER_FILES[0]).exists() {
+        let path = dir.join(ADAPTER_FILES[1]);
+        let dict = StateDict::load_with(&path, copy).map_err(kiln_nn::NnError::from)?;
+        let weights = dict
+            .iter()
+            .map(|(k, v)| {
+                let name = k.strip_prefix("base_model.model.transformer.").unwrap_or(k);
+                (name.to_string(), v.clone())
+            })
+            .collect();
+        (None, Some(weights))
+    } else {
+        (
+            Some(load_model_dir_with(dir, copy, kiln_tensor::DType::F32)?),
+            None,
+        )
+    };
     let opt_path = dir.join("optimizer.safetensors");
     let dict = StateDict::load_with(&opt_path, copy).map_err(kiln_nn::NnError::from)?;
     let optimizer = dict
@@ -593,6 +642,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
     })?;
     Ok(Checkpoint {
         model,
+        adapter,
         optimizer,
         state,
     })

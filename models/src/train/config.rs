@@ -131,6 +131,10 @@ pub struct TrainConfig {
     /// gradients.
     #[serde(default)]
     pub gradient_checkpointing: bool,
+    /// Print where the memory goes before the first step and after it
+    /// ([`super::Trainer::memory_report`]).
+    #[serde(default)]
+    pub memory_report: bool,
 }
 
 impl Default for TrainConfig {
@@ -162,6 +166,7 @@ impl Default for TrainConfig {
             overwrite_output_dir: false,
             bf16: false,
             gradient_checkpointing: false,
+            memory_report: false,
         }
     }
 }

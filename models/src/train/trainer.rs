@@ -14,18 +14,21 @@ use kiln_nn::Module;
 use kiln_tensor::Rng;
 
 use super::checkpoint::{
-    checkpoint_name, delete_folder, list_checkpoints, load_checkpoint, no_faults, publish_folder,
-    repair_output_dir, rotate_checkpoints, save_checkpoint, FaultHook, LogPoint, TrainerState,
+    delete_folder, list_checkpoints, no_faults, publish_folder, repair_output_dir, FaultHook,
+    LogPoint,
 };
 use super::config::{ScheduleKind, TrainConfig};
 use super::data::{Batch, Batcher};
 use super::eval::evaluate;
-use super::hf_state::{train_summary_entry, HfTrainerState, RunFacts};
+use super::hf_state::train_summary_entry;
 use super::output_lock::OutputLock;
 use super::plot::plot_loss_curve;
-use crate::gpt2::{save_model_dir, ForwardOptions, Gpt2};
+use crate::gpt2::{ForwardOptions, Gpt2};
 use crate::tokenizer::Tokenizer;
 use crate::{ModelError, Result};
+
+mod report;
+mod state;
 
 /// What one optimizer step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,6 +78,7 @@ pub struct Trainer {
     tokens_seen: u64,
     pending_loss: (f64, usize),
     best: Option<(f64, usize)>,
+    measured: Option<report::StepMemory>,
     resume_attempted: bool,
     repairs: Vec<String>,
     _lock: OutputLock,
@@ -156,7 +160,12 @@ impl Trainer {
         let (b1, b2, eps) = cfg.adam;
         let opt = AdamW::new(
             decay_groups(
-                model.named_parameters(),
+                // Only what is trained: with LoRA the frozen base is left out.
+                model
+                    .named_parameters()
+                    .into_iter()
+                    .filter(|(_, p)| p.requires_grad())
+                    .collect(),
                 cfg.learning_rate,
                 cfg.weight_decay,
             ),
@@ -173,9 +182,18 @@ impl Trainer {
             .max_steps
             .unwrap_or(((per_epoch as f64) * cfg.epochs).ceil() as usize)
             .max(1);
-        let params = model.parameters();
+        let params: Vec<Var> = model
+            .parameters()
+            .into_iter()
+            .filter(|p| p.requires_grad())
+            .collect();
+        if params.is_empty() {
+            return Err(ModelError::Input(
+                "the model has no trainable parameters (every weight is frozen)".into(),
+            ));
+        }
         // Weights exist already; gradients and AdamW's two moments add three
-        // copies, and the forward pass its activations.
+        // copies of the trained ones, and the forward pass its activations.
         let n_params: u128 = params.iter().map(|p| p.value().numel() as u128).sum();
         crate::memory::ensure_fits(
             12 * n_params
@@ -208,6 +226,7 @@ impl Trainer {
             steps_per_epoch: per_epoch.max(1),
             history: Vec::new(),
             tokens_seen: 0,
+            measured: None,
             pending_loss: (0.0, 0),
             best: None,
             resume_attempted: false,
@@ -300,6 +319,11 @@ impl Trainer {
         let total: usize = batches.iter().map(|b| b.predicted()).sum();
         let mut loss_sum = 0f64;
         let mut tokens = 0;
+        // The first step's heap, for the memory report (when the program
+        // counts its allocations).
+        let before = kiln_tensor::memory::live_bytes().filter(|_| self.measured.is_none());
+        kiln_tensor::memory::reset_peak();
+        let mut activations = None;
         for b in batches {
             let n = b.predicted();
             if n == 0 {
@@ -312,6 +336,10 @@ impl Trainer {
                 forward()?
             };
             let loss = logits.cross_entropy(&b.targets, kiln_nn::loss::IGNORE_INDEX)?;
+            if let (Some(before), None) = (before, activations) {
+                activations =
+                    kiln_tensor::memory::live_bytes().map(|now| now.saturating_sub(before));
+            }
             let l = loss.value().item::<f32>()? as f64;
             loss_sum += l * n as f64;
             tokens += b.input.numel();
@@ -336,6 +364,15 @@ impl Trainer {
             )));
         }
         self.opt.step()?;
+        if let (Some(before), Some(activations), Some(peak)) =
+            (before, activations, kiln_tensor::memory::peak_bytes())
+        {
+            self.measured = Some(report::StepMemory {
+                before: before as u64,
+                activations: activations as u64,
+                peak: peak as u64,
+            });
+        }
         self.opt.zero_grad();
         self.step += 1;
         self.tokens_seen += tokens as u64;
@@ -361,205 +398,6 @@ impl Trainer {
         self.model.train();
         let (sum, n) = r?;
         Ok(Some(sum / n.max(1) as f64))
-    }
-
-    fn state(&self) -> TrainerState {
-        TrainerState {
-            step: self.step,
-            batcher: self.train.state(),
-            dropout_rngs: self
-                .model
-                .dropouts()
-                .iter()
-                .map(|d| d.rng_state().state())
-                .collect(),
-            history: self.history.clone(),
-            tokens_seen: self.tokens_seen,
-            pending_loss: self.pending_loss,
-            best: self.best,
-        }
-    }
-
-    /// Fractional epochs completed.
-    pub fn epoch(&self) -> f64 {
-        self.step as f64 / self.steps_per_epoch as f64
-    }
-
-    /// The best `metric_for_best_model` value so far and its step.
-    pub fn best(&self) -> Option<(f64, usize)> {
-        self.best
-    }
-
-    /// transformers' `trainer_state.json` for the run so far.
-    pub fn hf_state(&self) -> HfTrainerState {
-        let embeddings: usize = self
-            .model
-            .named_parameters()
-            .iter()
-            .filter(|(n, _)| n.ends_with("wte.weight") || n.ends_with("wpe.weight"))
-            .map(|(_, p)| p.value().numel())
-            .sum();
-        let all: usize = self.params.iter().map(|p| p.value().numel()).sum();
-        let facts = RunFacts {
-            global_step: self.step,
-            max_steps: self.total_steps,
-            steps_per_epoch: self.steps_per_epoch,
-            eval_steps: self.cfg.eval_every(),
-            logging_steps: self.cfg.logging_steps,
-            save_steps: self.cfg.save_steps,
-            batch_size: self.cfg.batch_size,
-            tokens_seen: self.tokens_seen,
-            non_embedding_params: (all - embeddings) as u64,
-            best: self.best,
-            output_dir: self.cfg.output_dir.to_string_lossy().into_owned(),
-            finished: self.step >= self.total_steps,
-        };
-        HfTrainerState::new(&facts, &self.history)
-    }
-
-    /// Saves `checkpoint-<step>/` by the crash-safe protocol of
-    /// [`super::checkpoint`] and rotates old ones. A checkpoint is only
-    /// written when every weight, every optimizer moment and the last
-    /// logged loss are finite, so each one on disk is a good place to
-    /// resume from.
-    ///
-    /// # Errors
-    /// [`ModelError::Input`] naming the first non-finite tensor;
-    /// [`ModelError::Io`] naming the folder. Earlier checkpoints stay
-    /// intact either way.
-    pub fn save_checkpoint(&self) -> Result<PathBuf> {
-        let opt_state = self.opt.state_tensors();
-        let weights = self
-            .model
-            .named_parameters()
-            .into_iter()
-            .map(|(n, p)| (n, p.value()));
-        for (name, t) in weights.chain(opt_state.iter().map(|(n, t)| (n.clone(), t.clone()))) {
-            if !all_finite(&t)? {
-                return Err(ModelError::Input(format!(
-                    "not saving {}: {name} holds NaN or infinite values after step {} (training diverged); try a lower --learning-rate",
-                    super::checkpoint::checkpoint_name(self.step),
-                    self.step
-                )));
-            }
-        }
-        if let Some(bad) = self
-            .history
-            .iter()
-            .rev()
-            .find_map(|p| p.loss)
-            .filter(|l| !l.is_finite())
-        {
-            return Err(ModelError::Input(format!(
-                "not saving {}: the last loss is {bad}",
-                super::checkpoint::checkpoint_name(self.step)
-            )));
-        }
-        let dir = save_checkpoint(
-            &self.cfg.output_dir,
-            &self.model,
-            self.tokenizer.as_ref(),
-            &opt_state,
-            &self.state(),
-            &self.hf_state(),
-            &*self.fault_hook,
-        )?;
-        if let Some(keep) = self.cfg.save_total_limit {
-            let protect = self.best.map(|(_, s)| s);
-            rotate_checkpoints(&self.cfg.output_dir, keep, protect, &*self.fault_hook)?;
-        }
-        Ok(dir)
-    }
-
-    /// Before a fresh start: an output folder holding another run's
-    /// checkpoints is an error, or is cleared with `overwrite_output_dir`.
-    fn claim_output_dir(&self) -> Result<()> {
-        if self.resume_attempted || self.step > 0 {
-            return Ok(());
-        }
-        let out = &self.cfg.output_dir;
-        let old = list_checkpoints(out);
-        let final_dir = out.join("final");
-        if old.is_empty() && !final_dir.exists() {
-            return Ok(());
-        }
-        if !self.cfg.overwrite_output_dir {
-            let what = old
-                .last()
-                .map(|(_, p)| p.display().to_string())
-                .unwrap_or_else(|| final_dir.display().to_string());
-            return Err(ModelError::Input(format!(
-                "{} already holds an earlier run ({what}); pass --resume to continue it, --overwrite-output-dir to delete it and start afresh, or choose another --output-dir",
-                out.display()
-            )));
-        }
-        for (_, p) in &old {
-            delete_folder(p, &*self.fault_hook)?;
-        }
-        if final_dir.exists() {
-            delete_folder(&final_dir, &*self.fault_hook)?;
-        }
-        for f in ["log.jsonl", "loss.svg"] {
-            let path = out.join(f);
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(super::checkpoint::io(&path))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Continues from the newest checkpoint in the output folder (an
-    /// incomplete or corrupt newest one is an error naming it, never a
-    /// silent step back to an older one),
-    /// restoring weights, optimizer moments, data position and generators,
-    /// so the run reproduces the uninterrupted one exactly. Returns the
-    /// checkpoint used, or `None` if there is none.
-    ///
-    /// # Errors
-    /// A corrupt or mismatched checkpoint (naming the file and tensor).
-    pub fn resume(&mut self) -> Result<Option<PathBuf>> {
-        self.resume_attempted = true;
-        let Some(dir) = super::checkpoint::newest_checkpoint(&self.cfg.output_dir)? else {
-            return Ok(None);
-        };
-        self.resume_from(&dir)?;
-        Ok(Some(dir))
-    }
-
-    /// Continues from the checkpoint folder `dir` (transformers'
-    /// `resume_from_checkpoint=PATH`), as [`Trainer::resume`] does from the
-    /// newest one; the run goes on writing into this trainer's output
-    /// folder.
-    ///
-    /// # Errors
-    /// [`ModelError::Config`] when `dir` is not a complete checkpoint;
-    /// otherwise as [`Trainer::resume`].
-    pub fn resume_from(&mut self, dir: &Path) -> Result<()> {
-        self.resume_attempted = true;
-        let ck = load_checkpoint(dir)?;
-        self.copy_weights(&ck.model, dir)?;
-        self.opt.load_state_tensors(&ck.optimizer)?;
-        self.train.set_state(&ck.state.batcher);
-        let drops = self.model.dropouts();
-        if drops.len() != ck.state.dropout_rngs.len() {
-            return Err(ModelError::Config {
-                path: dir.join(super::checkpoint::KILN_STATE),
-                msg: format!(
-                    "{} dropout states for a model with {}",
-                    ck.state.dropout_rngs.len(),
-                    drops.len()
-                ),
-            });
-        }
-        for (d, (s, spare)) in drops.iter().zip(&ck.state.dropout_rngs) {
-            d.set_rng_state(Rng::from_state(*s, *spare));
-        }
-        self.step = ck.state.step;
-        self.history = ck.state.history;
-        self.tokens_seen = ck.state.tokens_seen;
-        self.pending_loss = ck.state.pending_loss;
-        self.best = ck.state.best;
-        Ok(())
     }
 
     fn log_line(&self, value: serde_json::Value) -> Result<()> {
@@ -609,9 +447,16 @@ impl Trainer {
         let mut last_eval = None;
         let mut loss_total = 0f64;
         let mut interrupted = false;
+        if self.cfg.memory_report {
+            bar.suspend(|| eprint!("{}", self.memory_report()));
+        }
         while self.step < self.total_steps {
             let batches = self.next_batches()?;
+            let first = self.step == start_step;
             let s = self.train_step(&batches)?;
+            if first && self.cfg.memory_report {
+                bar.suspend(|| eprint!("after the first step:\n{}", self.memory_report()));
+            }
             tokens_seen += s.tokens;
             loss_total += s.loss;
             last = Some(s.loss);
@@ -742,7 +587,7 @@ impl Trainer {
             &out,
             "final",
             &|dir: &Path| {
-                save_model_dir(model, dir)?;
+                super::checkpoint::save_weights(model, dir)?;
                 if let Some(tok) = tokenizer {
                     tok.save_pretrained(dir, model.config.n_positions)?;
                 }
@@ -799,63 +644,6 @@ impl Trainer {
 
     fn eval_batch(&self) -> usize {
         self.cfg.batch_size.max(8)
-    }
-
-    /// Records `eval_loss` at this step as the best when it beats the best
-    /// so far (lower is better), when a best model is tracked.
-    fn track_best(&mut self, eval_loss: f64) {
-        if !(self.cfg.load_best_model_at_end || self.cfg.metric_for_best_model.is_some()) {
-            return;
-        }
-        if self.best.is_none_or(|(b, _)| eval_loss < b) {
-            self.best = Some((eval_loss, self.step));
-        }
-    }
-
-    /// Puts the best checkpoint's weights into the model (transformers'
-    /// `_load_best_model`); returns its folder, or `None` when the model
-    /// already is the best one or no checkpoint was scored.
-    fn load_best(&mut self) -> Result<Option<PathBuf>> {
-        let Some((_, step)) = self.best else {
-            return Ok(None);
-        };
-        if step == self.step {
-            return Ok(None);
-        }
-        let dir = self.cfg.output_dir.join(checkpoint_name(step));
-        super::checkpoint::verify_folder(&dir)?;
-        let best = crate::gpt2::load_model_dir_with(
-            &dir,
-            kiln_nn::state_dict::LoadOptions {
-                copy: true,
-                ..Default::default()
-            },
-            kiln_tensor::DType::F32,
-        )?;
-        self.copy_weights(&best, &dir)?;
-        Ok(Some(dir))
-    }
-
-    fn copy_weights(&self, from: &Gpt2, dir: &Path) -> Result<()> {
-        if from.config != self.model.config {
-            return Err(ModelError::Config {
-                path: dir.join("config.json"),
-                msg: "the checkpoint's model config differs from this run's model".into(),
-            });
-        }
-        for ((name, p), (_, q)) in self
-            .model
-            .named_parameters()
-            .into_iter()
-            .zip(from.named_parameters())
-        {
-            p.set_value(q.value()).map_err(|e| ModelError::Weights {
-                file: dir.join("model.safetensors"),
-                tensor: name.clone(),
-                msg: e.to_string(),
-            })?;
-        }
-        Ok(())
     }
 }
 

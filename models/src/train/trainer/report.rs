@@ -1,0 +1,75 @@
+//! The trainer's memory report ([`crate::train::MemoryReport`]).
+
+use kiln_nn::optim::Optimizer;
+
+use super::super::memory_report::MemoryReport;
+use super::Trainer;
+
+/// What the first optimizer step measured on the heap.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StepMemory {
+    /// Heap held before the step.
+    pub before: u64,
+    /// Heap the first micro-batch's forward pass added (kept for backward).
+    pub activations: u64,
+    /// The heap's highest point during the step.
+    pub peak: u64,
+}
+
+impl Trainer {
+    /// Where this run's memory goes: estimates from the model's shapes and,
+    /// once the first step has run in a program that counts its heap
+    /// ([`kiln_tensor::memory::CountingAlloc`]), what it measured. Printed
+    /// by `kiln train --memory-report` before and after the first step.
+    pub fn memory_report(&self) -> MemoryReport {
+        let cfg = &self.model.config;
+        let bytes = |t: &kiln_tensor::Tensor| (t.numel() * t.dtype().size_in_bytes()) as u64;
+        let all = kiln_nn::Module::parameters(&self.model);
+        let parameters: u64 = all.iter().map(|p| bytes(&p.value())).sum();
+        let n_all: u64 = all.iter().map(|p| p.value().numel() as u64).sum();
+        // Gradients and optimizer state exist for the trained ones only.
+        let n_params: u64 = self.params.iter().map(|p| p.value().numel() as u64).sum();
+        let state = self.opt.state_tensors();
+        let optimizer_state = if state.is_empty() {
+            8 * n_params
+        } else {
+            state.values().map(bytes).sum()
+        };
+        let (internals, input, head) =
+            crate::memory::gpt2_activation_parts(cfg, self.cfg.batch_size, self.cfg.block_size);
+        let m = self.measured;
+        MemoryReport {
+            title: format!(
+                "{:.1}M parameters ({:.2}M trained), {} layers, batch {} × block {}{}{}",
+                n_all as f64 / 1e6,
+                n_params as f64 / 1e6,
+                cfg.n_layer,
+                self.cfg.batch_size,
+                self.cfg.block_size,
+                if self.cfg.bf16 {
+                    ", bf16 autocast"
+                } else {
+                    ", f32"
+                },
+                if self.model.gradient_checkpointing {
+                    ", gradient checkpointing"
+                } else {
+                    ""
+                }
+            ),
+            parameters,
+            gradients: 4 * n_params,
+            optimizer_state,
+            block_internals: internals as u64,
+            block_input: input as u64,
+            n_layer: cfg.n_layer,
+            checkpointing: self.model.gradient_checkpointing,
+            activations_head: head as u64,
+            activations_measured: m.map(|m| m.activations),
+            peak_heap: m.map(|m| m.peak),
+            before_step: m.map(|m| m.before),
+            peak_rss: kiln_tensor::memory::peak_rss_bytes(),
+            available: crate::memory::available_memory(),
+        }
+    }
+}
