@@ -86,6 +86,7 @@ pub(super) fn read_tensors(
     header: Header,
     file: &str,
     options: LoadOptions,
+    release: Option<&dyn Fn(usize, usize)>,
 ) -> Result<Loaded, StateDictError> {
     let data = bytes
         .get(header.data_start..)
@@ -116,7 +117,13 @@ pub(super) fn read_tensors(
                     },
                 )?
             }
-            None => convert(data, &entry, file, options)?,
+            None => {
+                let t = convert(data, &entry, file, options)?;
+                if let Some(release) = release {
+                    release(header.data_start + entry.start, entry.end - entry.start);
+                }
+                t
+            }
         };
         tensors.insert(entry.name, tensor);
     }
