@@ -206,10 +206,14 @@ impl Trainer {
                 "training this model at batch size {} × block size {}",
                 cfg.batch_size, cfg.block_size
             ),
-            if cfg.gradient_checkpointing {
-                "lower --batch-size or --block-size, or train a smaller model"
-            } else {
-                "pass --gradient-checkpointing, lower --batch-size or --block-size, or train a smaller model"
+            match (cfg.gradient_checkpointing, model.lora.is_some()) {
+                (true, true) => "lower --batch-size or --block-size",
+                (true, false) => {
+                    "fine-tune LoRA adapters instead (--lora-r 8), lower --batch-size or --block-size, or train a smaller model"
+                }
+                (false, _) => {
+                    "pass --gradient-checkpointing, lower --batch-size or --block-size, or fine-tune LoRA adapters (--lora-r 8)"
+                }
             },
         )?;
         let lock = OutputLock::acquire(&cfg.output_dir)?;
