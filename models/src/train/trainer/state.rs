@@ -78,7 +78,7 @@ impl Trainer {
     }
 
     /// Saves `checkpoint-<step>/` by the crash-safe protocol of
-    /// [`super::checkpoint`] and rotates old ones. A checkpoint is only
+    /// [`crate::train::checkpoint`] and rotates old ones. A checkpoint is only
     /// written when every weight, every optimizer moment and the last
     /// logged loss are finite, so each one on disk is a good place to
     /// resume from.
