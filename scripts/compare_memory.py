@@ -4,7 +4,7 @@ run, back to back. Each measurement is a fresh process whose own peak RSS
 (os.wait4's ru_maxrss) is reported, so it is that configuration's alone.
 
     python scripts/compare_memory.py [--config gpt2] [--batch 8] [--block 1024] [--threads 2]
-                                     [--lora-r R [--lora-target-modules c_attn]]
+                                     [--lora-r R [--lora-target-modules c_attn] [--base-dtype bf16]]
 
 Kiln's side is `kiln train --config CONFIG` (random init) on the shipped
 Shakespeare text for two steps (AdamW, f32), run through the release
@@ -32,13 +32,14 @@ TORCH_STEP = r"""
 import json, sys, time, torch
 from transformers import GPT2Config, GPT2LMHeadModel
 name, b, t, threads, ckpt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
-lora_r, targets, base_dir = int(sys.argv[6]), sys.argv[7].split(","), sys.argv[8]
+lora_r, targets, base_dir, dtype = int(sys.argv[6]), sys.argv[7].split(","), sys.argv[8], sys.argv[9]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 cfg = {"gpt2": GPT2Config(), "gpt2-medium": GPT2Config(n_embd=1024, n_layer=24, n_head=16),
        "gpt2-large": GPT2Config(n_embd=1280, n_layer=36, n_head=20),
        "gpt2-xl": GPT2Config(n_embd=1600, n_layer=48, n_head=25)}[name]
-model = GPT2LMHeadModel.from_pretrained(base_dir) if lora_r else GPT2LMHeadModel(cfg)
+model = (GPT2LMHeadModel.from_pretrained(base_dir, dtype=torch.bfloat16 if dtype == "bf16" else torch.float32)
+         if lora_r else GPT2LMHeadModel(cfg))
 model.train()
 if ckpt:
     model.gradient_checkpointing_enable()
@@ -92,7 +93,7 @@ def last_line(text, code):
 def kiln_step(binary, name, b, t, threads, ckpt, lora):
     out = tempfile.mkdtemp()
     model = ["--config", name] if lora is None else ["--model", lora[2], "--lora-r", str(lora[0]),
-                                                      "--lora-target-modules", lora[1]]
+                                                      "--lora-target-modules", lora[1], "--dtype", lora[3]]
     cmd = [binary, "train", *model, "--train", os.path.join(ROOT, "data/shakespeare"),
            "--val-fraction", "0", "--output-dir", out, "--max-steps", "2", "--logging-steps", "1", "--batch-size", str(b),
            "--block-size", str(t), "--save-steps", "1000000", "--no-progress", "--dropout", "0.1"]
@@ -107,9 +108,9 @@ def kiln_step(binary, name, b, t, threads, ckpt, lora):
 
 
 def torch_step(name, b, t, threads, ckpt, lora):
-    r, targets, base = lora if lora else (0, "", "")
+    r, targets, base, dtype = lora if lora else (0, "", "", "f32")
     code, out, err, peak = run([sys.executable, "-c", TORCH_STEP, name, str(b), str(t), str(threads),
-                                "1" if ckpt else "0", str(r), targets, base])
+                                "1" if ckpt else "0", str(r), targets, base, dtype])
     if code != 0:
         return {"error": last_line(err, code)}
     r = json.loads(out.strip().splitlines()[-1])
@@ -125,13 +126,15 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--lora-r", type=int)
     ap.add_argument("--lora-target-modules", default="c_attn")
+    ap.add_argument("--base-dtype", choices=["f32", "bf16"], default="f32",
+                    help="with --lora-r: the frozen base's weights (PEFT: from_pretrained(dtype=...))")
     args = ap.parse_args()
     lora = None
     if args.lora_r:
         base = os.path.join(tempfile.gettempdir(), f"kiln-bench-{args.config}")
         if not os.path.exists(os.path.join(base, "model.safetensors")):
             subprocess.run([sys.executable, "-c", SAVE_BASE, args.config, base], check=True)
-        lora = (args.lora_r, args.lora_target_modules, base)
+        lora = (args.lora_r, args.lora_target_modules, base, args.base_dtype)
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     binary = os.path.join(ROOT, "target/release/kiln")
     rows = []
@@ -143,7 +146,8 @@ def main():
             r = f(args.config, args.batch, args.block, args.threads, ckpt, lora)
         rows.append((side, ckpt, r))
         print(side, "checkpointing" if ckpt else "plain", json.dumps(r), flush=True)
-    what = f", LoRA r={args.lora_r} on {args.lora_target_modules}" if lora else ", full fine-tune"
+    what = (f", LoRA r={args.lora_r} on {args.lora_target_modules}, {args.base_dtype} base" if lora
+            else ", full fine-tune")
     print(f"\n{args.config}{what}, B={args.batch}, T={args.block}, {args.threads} threads")
     print(f"{'':28}{'peak RSS MB':>12}{'step s':>10}")
     for side, ckpt, r in rows:

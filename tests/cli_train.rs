@@ -498,3 +498,66 @@ fn lora_fine_tune_resume_merge_and_use() {
         "{err}"
     );
 }
+
+/// `--dtype bf16` with LoRA keeps the frozen base in bf16 (half its bytes)
+/// while the adapters stay f32; the adapter merges into the f32 base.
+#[test]
+fn lora_on_a_bf16_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    save_model_dir(&Gpt2::new(Gpt2Config::tiny(), 5).unwrap(), &base).unwrap();
+    let sonnets = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+    let out = tmp.path().join("run");
+    let (ok, _, err) = kiln(&[
+        "train",
+        "--model",
+        p(&base),
+        "--train",
+        sonnets,
+        "--output-dir",
+        p(&out),
+        "--max-steps",
+        "3",
+        "--block-size",
+        "32",
+        "--batch-size",
+        "2",
+        "--learning-rate",
+        "1e-2",
+        "--lora-r",
+        "4",
+        "--dtype",
+        "bf16",
+        "--memory-report",
+        "--no-progress",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("frozen weights bf16"), "{err}");
+    let adapter = kiln::nn::StateDict::load(out.join("final/adapter_model.safetensors")).unwrap();
+    assert!(adapter
+        .iter()
+        .all(|(_, t)| t.dtype() == kiln::tensor::DType::F32));
+    let (ok, _, err) = kiln(&[
+        "merge-lora",
+        "--model",
+        p(&base),
+        "--adapter",
+        p(&out.join("final")),
+        "--output-dir",
+        p(&tmp.path().join("merged")),
+    ]);
+    assert!(ok, "{err}");
+    // bf16 weights cannot be trained in place: --dtype needs LoRA.
+    let (ok, _, err) = kiln(&[
+        "train",
+        "--model",
+        p(&base),
+        "--train",
+        sonnets,
+        "--output-dir",
+        p(&tmp.path().join("x")),
+        "--dtype",
+        "bf16",
+    ]);
+    assert!(!ok && err.contains("--lora-r"), "{err}");
+}

@@ -190,6 +190,11 @@ pub struct TrainArgs {
     /// bit-identical gradients (transformers' gradient_checkpointing).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// The frozen base model's weights with LoRA: bf16 halves their memory
+    /// (transformers' `torch_dtype=torch.bfloat16`); the adapters, their
+    /// gradients and AdamW's moments stay f32. Without LoRA only f32.
+    #[arg(long, value_enum, default_value = "f32", requires = "lora_r")]
+    pub dtype: super::DtypeArg,
     /// LoRA: train rank-R adapters on --lora-target-modules with every base
     /// weight frozen (PEFT's LoraConfig r); checkpoints and final/ then
     /// hold the adapter in PEFT's format.
@@ -270,6 +275,7 @@ impl TrainArgs {
             bf16: false,
             gradient_checkpointing: false,
             memory_report: false,
+            dtype: super::DtypeArg::F32,
             lora_r: None,
             lora_alpha: 8.0,
             lora_dropout: 0.0,
@@ -289,8 +295,7 @@ fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
             let dir = &super::resolve_model(spec, !args.no_progress)?;
             // Copied, not mapped: the folder may be another run's, rotated
             // or rewritten while this one trains.
-            let mut model =
-                load_model_dir_with(dir, super::load_options(true), kiln_tensor::DType::F32)?;
+            let mut model = load_model_dir_with(dir, super::load_options(true), args.dtype.into())?;
             if let Some(p) = args.dropout {
                 model.set_dropout(p)?;
             }

@@ -40,9 +40,29 @@ impl Trainer {
         let m = self.measured;
         MemoryReport {
             title: format!(
-                "{:.1}M parameters ({:.2}M trained), {} layers, batch {} × block {}{}{}",
+                "{:.1}M parameters ({} trained{}), {} layers, batch {} × block {}{}{}",
                 n_all as f64 / 1e6,
-                n_params as f64 / 1e6,
+                if n_params >= 100_000 {
+                    format!("{:.2}M", n_params as f64 / 1e6)
+                } else {
+                    n_params.to_string()
+                },
+                match all
+                    .iter()
+                    .map(|p| p.value().dtype())
+                    .max_by_key(|d| d.size_in_bytes())
+                {
+                    Some(d) if all.iter().any(|p| p.value().dtype() != d) => {
+                        format!(
+                            ", frozen weights {}",
+                            all.iter()
+                                .map(|p| p.value().dtype())
+                                .min_by_key(|d| d.size_in_bytes())
+                                .unwrap_or(d)
+                        )
+                    }
+                    _ => String::new(),
+                },
                 cfg.n_layer,
                 self.cfg.batch_size,
                 self.cfg.block_size,
