@@ -22,6 +22,7 @@ PEFT's get_peft_model and AdamW over the trainable parameters.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -100,9 +101,12 @@ def kiln_step(binary, name, b, t, threads, ckpt, lora):
     if ckpt:
         cmd.append("--gradient-checkpointing")
     code, _, err, peak = run(cmd, dict(os.environ, KILN_NUM_THREADS=str(threads)))
+    log_path = os.path.join(out, "log.jsonl")
+    log = [json.loads(line) for line in open(log_path)] if code == 0 else []
+    # The run's final model (gigabytes for the big configs) is not needed.
+    shutil.rmtree(out, ignore_errors=True)
     if code != 0:
         return {"error": last_line(err, code)}
-    log = [json.loads(line) for line in open(os.path.join(out, "log.jsonl"))]
     elapsed = [e["elapsed_s"] for e in log if "elapsed_s" in e]
     return {"step_s": elapsed[1] - elapsed[0], "peak_rss_mb": peak}
 
