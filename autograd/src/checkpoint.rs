@@ -88,7 +88,7 @@ where
             })
             .collect();
         let y = {
-            let _grad = crate::tape::EnableGradGuard::new();
+            let _grad = crate::tape::GradMode::set(true);
             let run = || recompute(&replicas);
             if bf16 { autocast_bf16(run) } else { run() }.map_err(|e| AutogradError::Invalid {
                 op: "checkpoint (recomputing the segment)",

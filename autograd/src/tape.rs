@@ -77,14 +77,15 @@ pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
 /// Disables recording until dropped; restores the previous mode.
 #[derive(Debug)]
 pub struct NoGradGuard {
-    prev: bool,
+    _mode: GradMode,
 }
 
 impl NoGradGuard {
     /// Starts a no-grad scope.
     pub fn new() -> NoGradGuard {
-        let prev = GRAD_ENABLED.with(|g| g.replace(false));
-        NoGradGuard { prev }
+        NoGradGuard {
+            _mode: GradMode::set(false),
+        }
     }
 }
 
@@ -94,28 +95,23 @@ impl Default for NoGradGuard {
     }
 }
 
-impl Drop for NoGradGuard {
-    fn drop(&mut self) {
-        GRAD_ENABLED.with(|g| g.set(self.prev));
-    }
-}
-
-/// Enables recording until dropped (a checkpoint's recomputation runs
-/// inside backward, whatever mode the caller is in); restores the previous
-/// mode.
-pub(crate) struct EnableGradGuard {
+/// Sets whether ops are recorded until dropped, then restores the previous
+/// mode: behind [`NoGradGuard`], and turned on for a checkpoint's
+/// recomputation, which runs inside backward whatever mode the caller is in.
+#[derive(Debug)]
+pub(crate) struct GradMode {
     prev: bool,
 }
 
-impl EnableGradGuard {
-    pub(crate) fn new() -> EnableGradGuard {
-        EnableGradGuard {
-            prev: GRAD_ENABLED.with(|g| g.replace(true)),
+impl GradMode {
+    pub(crate) fn set(on: bool) -> GradMode {
+        GradMode {
+            prev: GRAD_ENABLED.with(|g| g.replace(on)),
         }
     }
 }
 
-impl Drop for EnableGradGuard {
+impl Drop for GradMode {
     fn drop(&mut self) {
         GRAD_ENABLED.with(|g| g.set(self.prev));
     }
