@@ -40,38 +40,67 @@ pub fn gpt2_parameters(cfg: &Gpt2Config) -> Option<u128> {
 /// gradient, 2·V per token. Measured with `kiln train --memory-report` on
 /// gpt2 at T = 512 and 1024, this is 15–25 % above what the tape really
 /// holds, erring on the side that refuses a run rather than letting it
-/// swap. With gradient checkpointing
-/// ([`gpt2_activation_bytes_checkpointed`]) only each block's input (C per
-/// token) stays, plus one block's internals while it is recomputed.
-pub fn gpt2_activation_bytes(cfg: &Gpt2Config, batch: usize, block: usize) -> u128 {
-    let (internals, _, head) = gpt2_activation_parts(cfg, batch, block);
-    cfg.n_layer as u128 * internals + head
+/// swap. With `checkpointing` (gradient checkpointing) only each block's
+/// input (C per token) stays, plus one block's internals while it is
+/// recomputed.
+pub fn gpt2_activation_bytes(
+    cfg: &Gpt2Config,
+    batch: usize,
+    block: usize,
+    checkpointing: bool,
+) -> u128 {
+    ActivationEstimate::gpt2(cfg, batch, block).total(checkpointing)
 }
 
-/// The parts of [`gpt2_activation_bytes`]: (one block's internals, one
-/// block's input, the head: logits and their gradient), in bytes.
-pub fn gpt2_activation_parts(cfg: &Gpt2Config, batch: usize, block: usize) -> (u128, u128, u128) {
-    let (c, i, nh, v) = (
-        cfg.n_embd as u128,
-        cfg.n_inner.unwrap_or(4 * cfg.n_embd) as u128,
-        cfg.n_head as u128,
-        cfg.vocab_size as u128,
-    );
-    let tokens = batch as u128 * block as u128;
-    let attention = if cfg.attn_pdrop > 0.0 { 3 } else { 1 } * nh * block as u128;
-    let residual_dropout = if cfg.resid_pdrop > 0.0 { 4 * c } else { 0 };
-    (
-        4 * tokens * (10 * c + 2 * i + attention + residual_dropout),
-        4 * tokens * c,
-        4 * tokens * 2 * v,
-    )
+/// The parts of [`gpt2_activation_bytes`], in bytes per micro-batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActivationEstimate {
+    /// What one block's internals keep for backward.
+    pub block_internals: u128,
+    /// One block's input: all a block keeps under gradient checkpointing.
+    pub block_input: u128,
+    /// The rest of the network: the logits and their gradient.
+    pub head: u128,
+    /// Blocks in the model.
+    pub n_layer: usize,
 }
 
-/// [`gpt2_activation_bytes`] under gradient checkpointing: L block inputs
-/// and one block's internals, besides the logits.
-pub fn gpt2_activation_bytes_checkpointed(cfg: &Gpt2Config, batch: usize, block: usize) -> u128 {
-    let (internals, input, head) = gpt2_activation_parts(cfg, batch, block);
-    cfg.n_layer as u128 * input + internals + head
+impl ActivationEstimate {
+    /// The estimate for GPT-2 `cfg` at `batch` rows of `block` tokens.
+    pub fn gpt2(cfg: &Gpt2Config, batch: usize, block: usize) -> ActivationEstimate {
+        let (c, i, nh, v) = (
+            cfg.n_embd as u128,
+            cfg.n_inner.unwrap_or(4 * cfg.n_embd) as u128,
+            cfg.n_head as u128,
+            cfg.vocab_size as u128,
+        );
+        let tokens = batch as u128 * block as u128;
+        let attention = if cfg.attn_pdrop > 0.0 { 3 } else { 1 } * nh * block as u128;
+        let residual_dropout = if cfg.resid_pdrop > 0.0 { 4 * c } else { 0 };
+        ActivationEstimate {
+            block_internals: 4 * tokens * (10 * c + 2 * i + attention + residual_dropout),
+            block_input: 4 * tokens * c,
+            head: 4 * tokens * 2 * v,
+            n_layer: cfg.n_layer,
+        }
+    }
+
+    /// What the blocks keep: every block's internals, or with gradient
+    /// checkpointing every block's input plus one block's internals (while
+    /// it is recomputed).
+    pub fn blocks(&self, checkpointing: bool) -> u128 {
+        let l = self.n_layer as u128;
+        if checkpointing {
+            l * self.block_input + self.block_internals
+        } else {
+            l * self.block_internals
+        }
+    }
+
+    /// The blocks and the head.
+    pub fn total(&self, checkpointing: bool) -> u128 {
+        self.blocks(checkpointing) + self.head
+    }
 }
 
 /// Bytes of memory this process can still allocate without swapping: the

@@ -23,7 +23,7 @@ pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 
 /// The key prefix PEFT gives a causal-LM adapter's tensors.
-const PEFT_PREFIX: &str = "base_model.model.transformer.";
+pub const PEFT_PREFIX: &str = "base_model.model.transformer.";
 
 /// Which layers get a LoRA adapter, and its shape: PEFT's `LoraConfig`
 /// fields (`r`, `lora_alpha`, `lora_dropout`, `target_modules`) with PEFT's
@@ -304,7 +304,6 @@ impl Gpt2 {
             tensor,
             msg,
         };
-        let mut used = 0;
         let mut rng = Rng::new(0);
         self.attach(
             &cfg,
@@ -324,7 +323,6 @@ impl Gpt2 {
                 };
                 let a = get("lora_A", [cfg.r, conv.in_features()])?;
                 let b = get("lora_B", [conv.out_features(), cfg.r])?;
-                used += 2;
                 Ok(Lora::from_weights(
                     a,
                     b,
@@ -335,16 +333,21 @@ impl Gpt2 {
             },
             &mut rng,
         )?;
-        if let Some(extra) = dict.keys().find(|k| {
-            let name = k.strip_prefix(PEFT_PREFIX).unwrap_or(k);
-            !self.named_parameters().iter().any(|(n, _)| n == name)
-        }) {
+        let adapted: std::collections::BTreeSet<String> = self
+            .named_parameters()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| is_lora_param(n))
+            .collect();
+        if let Some(extra) = dict
+            .keys()
+            .find(|k| !adapted.contains(k.strip_prefix(PEFT_PREFIX).unwrap_or(k)))
+        {
             return Err(weight_err(
                 extra.to_string(),
                 "belongs to no layer the config targets".into(),
             ));
         }
-        debug_assert_eq!(used, dict.len());
         for (name, p) in self.named_parameters() {
             if is_lora_param(&name) {
                 p.set_requires_grad(trainable)?;

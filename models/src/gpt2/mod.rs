@@ -8,7 +8,7 @@ mod weights;
 
 pub use config::Gpt2Config;
 pub use generate::{generate, GenerationConfig, Sampling};
-pub use lora::{LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+pub use lora::{is_lora_param, LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX};
 pub use model::{Block, ForwardOptions, Gpt2, Init, ParamSource, RandomInit};
 pub(crate) use weights::write_atomic;
 pub use weights::{load_model_dir, load_model_dir_with, save_model_dir};

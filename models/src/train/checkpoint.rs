@@ -612,7 +612,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
         let weights = dict
             .iter()
             .map(|(k, v)| {
-                let name = k.strip_prefix("base_model.model.transformer.").unwrap_or(k);
+                let name = k.strip_prefix(crate::gpt2::PEFT_PREFIX).unwrap_or(k);
                 (name.to_string(), v.clone())
             })
             .collect();

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::memory::ActivationEstimate;
+
 /// Bytes of each part of a training step's memory. Estimates come from the
 /// model's shapes ([`crate::memory`]); measured figures need the program
 /// to count its heap ([`kiln_tensor::memory::CountingAlloc`], as the
@@ -18,19 +20,10 @@ pub struct MemoryReport {
     /// AdamW's two moments per weight (measured from its state once it
     /// exists, else 2 × 4 bytes per weight).
     pub optimizer_state: u64,
-    /// Activations one block's internals keep for backward, per
-    /// micro-batch (estimate).
-    pub block_internals: u64,
-    /// One block's input, per micro-batch: all a block keeps under
-    /// gradient checkpointing.
-    pub block_input: u64,
-    /// Blocks in the model.
-    pub n_layer: usize,
+    /// Activations kept for backward, per micro-batch (estimate).
+    pub activations: ActivationEstimate,
     /// Whether gradient checkpointing is on.
     pub checkpointing: bool,
-    /// Activations of the rest of the network: embeddings, the final
-    /// layer norm, the logits and their gradient (estimate).
-    pub activations_head: u64,
     /// What a micro-batch's forward pass left on the heap for backward
     /// (measured: heap after the loss minus heap before the forward).
     pub activations_measured: Option<u64>,
@@ -45,30 +38,16 @@ pub struct MemoryReport {
 }
 
 impl MemoryReport {
-    /// Estimated activations the blocks keep for backward: every block's
-    /// internals, or with checkpointing every block's input plus one
-    /// block's internals (while it is recomputed).
-    pub fn block_activations(&self) -> u64 {
-        let l = self.n_layer as u64;
-        if self.checkpointing {
-            l * self.block_input + self.block_internals
-        } else {
-            l * self.block_internals
-        }
-    }
-
     /// The estimated total: weights, gradients, optimizer state and
     /// activations.
-    pub fn estimate(&self) -> u64 {
-        self.parameters
-            + self.gradients
-            + self.optimizer_state
-            + self.block_activations()
-            + self.activations_head
+    pub fn estimate(&self) -> u128 {
+        (self.parameters + self.gradients + self.optimizer_state) as u128
+            + self.activations.total(self.checkpointing)
     }
 }
 
-fn size(bytes: u64) -> String {
+fn size(bytes: impl Into<u128>) -> String {
+    let bytes: u128 = bytes.into();
     let b = bytes as f64;
     if b >= (1u64 << 30) as f64 {
         format!("{:.2} GiB", b / (1u64 << 30) as f64)
@@ -103,39 +82,39 @@ impl fmt::Display for MemoryReport {
             size(self.optimizer_state),
             "".into(),
         )?;
-        let l = self.n_layer;
+        let a = &self.activations;
+        let l = a.n_layer;
         if self.checkpointing {
             row(
                 f,
-                &format!("activations: {l} block inputs × {}", size(self.block_input)),
-                size(l as u64 * self.block_input),
+                &format!("activations: {l} block inputs × {}", size(a.block_input)),
+                size(l as u128 * a.block_input),
                 "".into(),
             )?;
             row(
                 f,
                 "one block recomputed in backward",
-                size(self.block_internals),
+                size(a.block_internals),
                 "".into(),
             )?;
         } else {
             row(
                 f,
-                &format!("activations: {l} blocks × {}", size(self.block_internals)),
-                size(l as u64 * self.block_internals),
+                &format!("activations: {l} blocks × {}", size(a.block_internals)),
+                size(a.blocks(false)),
                 "".into(),
             )?;
         }
         row(
             f,
             "activations: embeddings, ln_f, logits + grad",
-            size(self.activations_head),
+            size(a.head),
             "".into(),
         )?;
-        let blocks = self.block_activations();
         row(
             f,
             "activations kept by one micro-batch",
-            size(blocks + self.activations_head),
+            size(a.total(self.checkpointing)),
             opt(self.activations_measured),
         )?;
         if let (Some(peak), Some(before), Some(acts)) =
@@ -166,13 +145,12 @@ impl fmt::Display for MemoryReport {
         if let Some(avail) = self.available {
             writeln!(f, "  memory the machine has available now: {}", size(avail))?;
         }
-        if !self.checkpointing && self.n_layer > 1 {
-            let with = self.n_layer as u64 * self.block_input + self.block_internals;
+        if !self.checkpointing && l > 1 {
             writeln!(
                 f,
                 "  --gradient-checkpointing would keep {} of block activations instead of {}",
-                size(with),
-                size(blocks)
+                size(a.blocks(true)),
+                size(a.blocks(false))
             )?;
         }
         Ok(())

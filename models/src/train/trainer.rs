@@ -197,11 +197,12 @@ impl Trainer {
         let n_params: u128 = params.iter().map(|p| p.value().numel() as u128).sum();
         crate::memory::ensure_fits(
             12 * n_params
-                + if cfg.gradient_checkpointing {
-                    crate::memory::gpt2_activation_bytes_checkpointed
-                } else {
-                    crate::memory::gpt2_activation_bytes
-                }(&model.config, cfg.batch_size, cfg.block_size),
+                + crate::memory::gpt2_activation_bytes(
+                    &model.config,
+                    cfg.batch_size,
+                    cfg.block_size,
+                    cfg.gradient_checkpointing,
+                ),
             &format!(
                 "training this model at batch size {} × block size {}",
                 cfg.batch_size, cfg.block_size
@@ -326,7 +327,9 @@ impl Trainer {
         // The first step's heap, for the memory report (when the program
         // counts its allocations).
         let before = kiln_tensor::memory::live_bytes().filter(|_| self.measured.is_none());
-        kiln_tensor::memory::reset_peak();
+        if before.is_some() {
+            kiln_tensor::memory::reset_peak();
+        }
         let mut activations = None;
         for b in batches {
             let n = b.predicted();

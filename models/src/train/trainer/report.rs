@@ -35,9 +35,16 @@ impl Trainer {
         } else {
             state.values().map(bytes).sum()
         };
-        let (internals, input, head) =
-            crate::memory::gpt2_activation_parts(cfg, self.cfg.batch_size, self.cfg.block_size);
         let m = self.measured;
+        // A bf16 base under f32 adapters (`--dtype bf16` with LoRA).
+        let dtypes = || all.iter().map(|p| p.value().dtype());
+        let frozen_dtype = match (
+            dtypes().min_by_key(|d| d.size_in_bytes()),
+            dtypes().max_by_key(|d| d.size_in_bytes()),
+        ) {
+            (Some(small), Some(large)) if small != large => format!(", frozen weights {small}"),
+            _ => String::new(),
+        };
         MemoryReport {
             title: format!(
                 "{:.1}M parameters ({} trained{}), {} layers, batch {} × block {}{}{}",
@@ -47,22 +54,7 @@ impl Trainer {
                 } else {
                     n_params.to_string()
                 },
-                match all
-                    .iter()
-                    .map(|p| p.value().dtype())
-                    .max_by_key(|d| d.size_in_bytes())
-                {
-                    Some(d) if all.iter().any(|p| p.value().dtype() != d) => {
-                        format!(
-                            ", frozen weights {}",
-                            all.iter()
-                                .map(|p| p.value().dtype())
-                                .min_by_key(|d| d.size_in_bytes())
-                                .unwrap_or(d)
-                        )
-                    }
-                    _ => String::new(),
-                },
+                frozen_dtype,
                 cfg.n_layer,
                 self.cfg.batch_size,
                 self.cfg.block_size,
@@ -80,11 +72,12 @@ impl Trainer {
             parameters,
             gradients: 4 * n_params,
             optimizer_state,
-            block_internals: internals as u64,
-            block_input: input as u64,
-            n_layer: cfg.n_layer,
+            activations: crate::memory::ActivationEstimate::gpt2(
+                cfg,
+                self.cfg.batch_size,
+                self.cfg.block_size,
+            ),
             checkpointing: self.model.gradient_checkpointing,
-            activations_head: head as u64,
             activations_measured: m.map(|m| m.activations),
             peak_heap: m.map(|m| m.peak),
             before_step: m.map(|m| m.before),

@@ -294,7 +294,7 @@ impl Trainer {
             .model
             .named_parameters()
             .into_iter()
-            .filter(|(n, _)| n.contains(".lora_"))
+            .filter(|(n, _)| crate::gpt2::is_lora_param(n))
             .collect();
         if mine.len() != adapter.len() {
             return Err(ModelError::Weights {
