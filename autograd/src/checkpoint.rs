@@ -119,19 +119,11 @@ where
 
 #[cfg(test)]
 mod tests {
+    use kiln_tensor::testing::f32_bits;
     use kiln_tensor::{DType, Rng, Tensor};
 
     use super::*;
     use crate::no_grad;
-
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.contiguous()
-            .as_slice::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
-    }
 
     /// A two-layer segment with a random mask drawn from `rng`.
     fn segment(x: &Var, w1: &Var, w2: &Var, rng: &mut Rng) -> crate::Result<Var> {
@@ -171,7 +163,7 @@ mod tests {
         y.mul(&y).unwrap().sum_all().unwrap().backward().unwrap();
         [&x, &w1, &w2]
             .iter()
-            .map(|v| bits(&v.grad().unwrap()))
+            .map(|v| f32_bits(&v.grad().unwrap()))
             .collect()
     }
 
@@ -218,7 +210,10 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        assert_eq!(bits(&w.grad().unwrap()), bits(&plain.grad().unwrap()));
+        assert_eq!(
+            f32_bits(&w.grad().unwrap()),
+            f32_bits(&plain.grad().unwrap())
+        );
     }
 
     #[test]

@@ -9,16 +9,8 @@ use kiln_autograd::autocast_bf16;
 use kiln_models::gpt2::{ForwardOptions, Gpt2, Gpt2Config};
 use kiln_models::train::{Sampling, TrainConfig, Trainer};
 use kiln_nn::Module;
+use kiln_tensor::testing::f32_bits;
 use kiln_tensor::{DType, Rng, Tensor};
-
-fn bits(t: &Tensor) -> Vec<u32> {
-    t.contiguous()
-        .as_slice::<f32>()
-        .unwrap()
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
-}
 
 fn model() -> Gpt2 {
     let mut cfg = Gpt2Config::tiny();
@@ -46,7 +38,12 @@ fn gradients(checkpointing: bool, bf16: bool) -> Vec<(String, Vec<u32>)> {
     loss.unwrap().backward().unwrap();
     m.named_parameters()
         .into_iter()
-        .map(|(n, p)| (n, bits(&p.grad().expect("every parameter has a gradient"))))
+        .map(|(n, p)| {
+            (
+                n,
+                f32_bits(&p.grad().expect("every parameter has a gradient")),
+            )
+        })
         .collect()
 }
 
@@ -87,7 +84,7 @@ fn trained(checkpointing: bool) -> (Vec<f64>, Vec<Vec<u32>>) {
         .model
         .parameters()
         .iter()
-        .map(|p| bits(&p.value()))
+        .map(|p| f32_bits(&p.value()))
         .collect();
     (losses, weights)
 }

@@ -3,18 +3,14 @@
 //! has PEFT's keys, shapes and config and loads back to the same logits; and
 //! twenty LoRA steps match PEFT + torch AdamW step for step.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use kiln_models::gpt2::{load_model_dir, ForwardOptions, Gpt2, LoraConfig};
-use kiln_models::train::{Batch, ScheduleKind, TrainConfig, Trainer};
+use common::{parity_batch, parity_config, parity_trainer, root};
+use kiln_models::gpt2::{is_lora_param, load_model_dir, ForwardOptions, Gpt2, LoraConfig};
 use kiln_nn::state_dict::StateDict;
 use kiln_nn::Module;
 use kiln_tensor::testing::{check_close, load_safetensors};
 use kiln_tensor::Tensor;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 fn base() -> Gpt2 {
     let mut m = load_model_dir(root().join("fixtures/gpt2/tiny-a")).unwrap();
@@ -89,20 +85,6 @@ fn a_peft_adapter_gives_peft_logits_merged_or_not() {
     check_close(&logits(&loaded, &r["ids"]), &r["merged_logits"], 0.0, 1e-4).unwrap();
 }
 
-fn lm_batch(x: &Tensor) -> Batch {
-    let (b, t) = (x.shape()[0], x.shape()[1]);
-    let v = x.to_vec::<i64>().unwrap();
-    let mut targets = Vec::with_capacity(b * t);
-    for r in 0..b {
-        targets.extend_from_slice(&v[r * t + 1..(r + 1) * t]);
-        targets.push(-100);
-    }
-    Batch {
-        input: x.clone(),
-        targets: Tensor::from_vec(targets, &[b, t]).unwrap(),
-    }
-}
-
 #[test]
 fn twenty_lora_steps_match_peft_and_torch_adamw() {
     let r = load_safetensors(root().join("fixtures/lora/reference.safetensors")).unwrap();
@@ -110,45 +92,24 @@ fn twenty_lora_steps_match_peft_and_torch_adamw() {
     let mut m = base();
     m.load_adapter(&root().join("fixtures/lora/adapter"), true)
         .unwrap();
-    let trainable: usize = m
-        .parameters()
-        .iter()
-        .filter(|p| p.requires_grad())
-        .map(|p| p.value().numel())
-        .sum();
-    // A: 4 per layer × 32 inputs; 4 layers (c_attn, attn.c_proj, mlp.c_proj × 2 blocks … see B).
-    assert!(trainable > 0 && trainable_b(&m) > 0 && trainable < 20_000);
+    // Only the adapters train: PEFT's 12 tensors.
+    let peft =
+        StateDict::load(root().join("fixtures/lora/adapter/adapter_model.safetensors")).unwrap();
+    let names = m.named_parameters();
+    assert_eq!(
+        names.iter().filter(|(n, _)| is_lora_param(n)).count(),
+        peft.len()
+    );
+    for (n, p) in &names {
+        assert_eq!(p.requires_grad(), is_lora_param(n), "{n}");
+    }
+    let frozen = base_weights(&m);
     let out = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig {
-        output_dir: out.path().into(),
-        learning_rate: 3e-2,
-        weight_decay: 0.01,
-        warmup_steps: 3,
-        schedule: ScheduleKind::Linear,
-        max_steps: Some(20),
-        batch_size: 2,
-        block_size: 16,
-        progress: false,
-        ..Default::default()
-    };
-    let frozen: Vec<Vec<f32>> = m
-        .named_parameters()
-        .iter()
-        .filter(|(n, _)| !n.contains("lora_"))
-        .map(|(_, p)| p.value().to_vec::<f32>().unwrap())
-        .collect();
-    let data: Vec<u32> = (0..100).map(|i| i % 50).collect();
-    let mut trainer = Trainer::new(m, cfg, data, None).unwrap();
+    let mut trainer = parity_trainer(m, parity_config(out.path(), 3e-2));
     let losses = r["losses"].to_vec::<f64>().unwrap();
     let norms = r["grad_norms"].to_vec::<f64>().unwrap();
     for step in 0..20 {
-        let x = parity["batches"]
-            .narrow(0, step, 1)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .contiguous();
-        let s = trainer.train_step(&[lm_batch(&x)]).unwrap();
+        let s = trainer.train_step(&[parity_batch(&parity, step)]).unwrap();
         let rel = (s.loss - losses[step]).abs() / losses[step];
         assert!(
             rel <= 1e-4,
@@ -165,22 +126,16 @@ fn twenty_lora_steps_match_peft_and_torch_adamw() {
         );
     }
     // The base did not move.
-    let after: Vec<Vec<f32>> = trainer
-        .model
-        .named_parameters()
-        .iter()
-        .filter(|(n, _)| !n.contains("lora_"))
-        .map(|(_, p)| p.value().to_vec::<f32>().unwrap())
-        .collect();
-    assert!(after == frozen);
+    assert!(base_weights(&trainer.model) == frozen);
 }
 
-fn trainable_b(m: &Gpt2) -> usize {
+/// Every weight but the adapters', as values.
+fn base_weights(m: &Gpt2) -> Vec<Vec<f32>> {
     m.named_parameters()
         .iter()
-        .filter(|(n, _)| n.contains("lora_B"))
-        .map(|(_, p)| p.value().numel())
-        .sum()
+        .filter(|(n, _)| !is_lora_param(n))
+        .map(|(_, p)| p.value().to_vec::<f32>().unwrap())
+        .collect()
 }
 
 #[test]

@@ -1,35 +1,19 @@
 //! The trainer: parity with transformers + torch AdamW, exact resume,
 //! crash-safe checkpoints, divergence and bad-input handling.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
+
+use common::{parity_batch, parity_config, parity_trainer, root};
 
 use kiln_models::gpt2::{load_model_dir, Gpt2, Gpt2Config};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::checkpoint::{list_checkpoints, FaultPoint};
-use kiln_models::train::{Batch, IntervalStrategy, Sampling, ScheduleKind, TrainConfig, Trainer};
+use kiln_models::train::{IntervalStrategy, Sampling, ScheduleKind, TrainConfig, Trainer};
 use kiln_tensor::testing::load_safetensors;
 use kiln_tensor::Tensor;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Transformers' labels = inputs, shifted inside the model: targets are the
-/// next tokens, the last position predicts nothing.
-fn lm_batch(x: &Tensor) -> Batch {
-    let (b, t) = (x.shape()[0], x.shape()[1]);
-    let v = x.to_vec::<i64>().unwrap();
-    let mut targets = Vec::with_capacity(b * t);
-    for r in 0..b {
-        targets.extend_from_slice(&v[r * t + 1..(r + 1) * t]);
-        targets.push(-100);
-    }
-    Batch {
-        input: x.clone(),
-        targets: Tensor::from_vec(targets, &[b, t]).unwrap(),
-    }
-}
 
 #[test]
 fn twenty_steps_match_transformers_and_torch_adamw() {
@@ -40,30 +24,11 @@ fn twenty_steps_match_transformers_and_torch_adamw() {
     let mut model = load_model_dir(root().join("fixtures/gpt2/tiny-a")).unwrap();
     model.set_dropout(0.0).unwrap();
     let out = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig {
-        output_dir: out.path().into(),
-        learning_rate: 3e-3,
-        weight_decay: 0.01,
-        warmup_steps: 3,
-        schedule: ScheduleKind::Linear,
-        max_steps: Some(20),
-        batch_size: 2,
-        block_size: 16,
-        progress: false,
-        ..Default::default()
-    };
-    let data: Vec<u32> = (0..100).map(|i| i % 50).collect();
-    let mut trainer = Trainer::new(model, cfg, data, None).unwrap();
+    let mut trainer = parity_trainer(model, parity_config(out.path(), 3e-3));
     let losses = f["losses"].to_vec::<f64>().unwrap();
     let norms = f["grad_norms"].to_vec::<f64>().unwrap();
     for step in 0..20 {
-        let x = f["batches"]
-            .narrow(0, step, 1)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .contiguous();
-        let s = trainer.train_step(&[lm_batch(&x)]).unwrap();
+        let s = trainer.train_step(&[parity_batch(&f, step)]).unwrap();
         let rel = (s.loss - losses[step]).abs() / losses[step];
         assert!(
             rel <= 1e-4,
@@ -106,29 +71,13 @@ fn twenty_bf16_steps_match_torch_autocast() {
     model.set_dropout(0.0).unwrap();
     let out = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
-        output_dir: out.path().into(),
-        learning_rate: 3e-3,
-        weight_decay: 0.01,
-        warmup_steps: 3,
-        schedule: ScheduleKind::Linear,
-        max_steps: Some(20),
-        batch_size: 2,
-        block_size: 16,
-        progress: false,
         bf16: true,
-        ..Default::default()
+        ..parity_config(out.path(), 3e-3)
     };
-    let data: Vec<u32> = (0..100).map(|i| i % 50).collect();
-    let mut trainer = Trainer::new(model, cfg, data, None).unwrap();
+    let mut trainer = parity_trainer(model, cfg);
     let mut f32_run_differs = false;
     for step in 0..20 {
-        let x = f["batches"]
-            .narrow(0, step, 1)
-            .unwrap()
-            .squeeze(0)
-            .unwrap()
-            .contiguous();
-        let s = trainer.train_step(&[lm_batch(&x)]).unwrap();
+        let s = trainer.train_step(&[parity_batch(&f, step)]).unwrap();
         let rel = (s.loss - losses[step]).abs() / losses[step];
         assert!(
             rel <= tol,

@@ -108,6 +108,20 @@ fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
     idx
 }
 
+/// The bit patterns of an f32 tensor's elements, in row-major order: for
+/// asserting that two computations are bit-identical (NaNs included).
+///
+/// # Panics
+/// If `t` is not f32.
+pub fn f32_bits(t: &Tensor) -> Vec<u32> {
+    t.contiguous()
+        .as_slice::<f32>()
+        .expect("an f32 tensor")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
 /// Reads every tensor of a safetensors file into memory (f32, f64, f16,
 /// bf16, i64 and bool are supported), keyed by name. Meant for test
 /// fixtures; kiln-nn's state dicts are the checked, memory-mapped loader.
