@@ -25,7 +25,9 @@ import peft
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import save_file
-from transformers import GPT2LMHeadModel, get_linear_schedule_with_warmup
+from transformers import GPT2LMHeadModel
+
+from gen_train_fixtures import parity_batches, parity_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "fixtures" / "lora"
@@ -54,10 +56,7 @@ def main():
     (OUT / "adapter/adapter_config.json").write_text(json.dumps(conf, indent=2, sort_keys=True))
     (OUT / "adapter/README.md").unlink(missing_ok=True)
 
-    g = torch.Generator().manual_seed(11)  # the batches of gen_train_fixtures.py
-    start = torch.randint(0, 50, (20, 2, 1), generator=g)
-    stride = torch.randint(1, 4, (20, 2, 1), generator=g)
-    batches = (start + stride * torch.arange(16)) % 50
+    batches = parity_batches()
     ids = batches[0]
 
     loaded = PeftModel.from_pretrained(base(), OUT / "adapter")
@@ -69,22 +68,8 @@ def main():
 
     model = PeftModel.from_pretrained(base(), OUT / "adapter", is_trainable=True)
     model.train()
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    assert named and all("lora_" in n for n, _ in named)
-    decay = [p for n, p in named if p.dim() >= 2]
-    no_decay = [p for n, p in named if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=3e-2)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=20)
-    losses, norms = [], []
-    for step in range(20):
-        x = batches[step]
-        loss = model(x, labels=x).loss
-        loss.backward()
-        norms.append(torch.nn.utils.clip_grad_norm_([p for _, p in named], 1.0).item())
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    assert all("lora_" in n for n, p in model.named_parameters() if p.requires_grad)
+    losses, norms = parity_run(model, batches, 3e-2)
     save_file({"ids": ids.contiguous(), "logits": logits.contiguous(), "merged_logits": merged_logits.contiguous(),
                "losses": torch.tensor(losses, dtype=torch.float64),
                "grad_norms": torch.tensor(norms, dtype=torch.float64)},

@@ -15,7 +15,9 @@ import pathlib
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import GPT2LMHeadModel, get_linear_schedule_with_warmup
+from transformers import GPT2LMHeadModel
+
+from gen_train_fixtures import parity_run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 OUT = ROOT / "fixtures" / "train"
@@ -25,22 +27,7 @@ def main():
     batches = load_file(OUT / "parity.safetensors")["batches"]
     model = GPT2LMHeadModel.from_pretrained(ROOT / "fixtures/gpt2/tiny-a", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     model.train()
-    named = list(model.named_parameters())
-    decay = [p for n, p in named if p.dim() >= 2]
-    no_decay = [p for n, p in named if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=3e-3)
-    sched = get_linear_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=20)
-    losses, norms = [], []
-    for step in range(20):
-        x = batches[step]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(x, labels=x).loss
-        loss.backward()
-        norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0).item())
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        losses.append(loss.item())
+    losses, norms = parity_run(model, batches, 3e-3, autocast=True)
     save_file({"losses": torch.tensor(losses, dtype=torch.float64),
                "grad_norms": torch.tensor(norms, dtype=torch.float64)}, str(OUT / "parity_bf16.safetensors"),
               metadata={"torch": torch.__version__})
