@@ -19,6 +19,15 @@ fn kiln(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// The shipped sonnets, the training text of these tests.
+const SONNETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+
+/// A tiny GPT-2 (GPT-2's vocabulary) saved as a Hugging Face folder in
+/// `dir`, as a base model to fine-tune.
+fn tiny_model(dir: &Path) {
+    save_model_dir(&Gpt2::new(Gpt2Config::tiny(), 5).unwrap(), dir).unwrap();
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -27,12 +36,8 @@ fn p(path: &Path) -> &str {
 fn fine_tune_then_eval_and_generate() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
-    save_model_dir(&Gpt2::new(Gpt2Config::tiny(), 5).unwrap(), &model).unwrap();
-    let sonnets = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/data/shakespeare/sonnets.txt"
-    ))
-    .unwrap();
+    tiny_model(&model);
+    let sonnets = std::fs::read_to_string(SONNETS).unwrap();
     let (train, val) = (tmp.path().join("train.txt"), tmp.path().join("val.txt"));
     std::fs::write(&train, &sonnets[..12_000]).unwrap();
     std::fs::write(&val, &sonnets[12_000..16_000]).unwrap();
@@ -209,7 +214,7 @@ fn trainer_bad_input_is_one_clear_line() {
 #[test]
 fn strategies_best_model_and_resume_from_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
-    let sonnets = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+    let sonnets = SONNETS;
     let run = |out: &Path, extra: &[&str]| {
         let mut args = vec![
             "train",
@@ -296,7 +301,7 @@ fn strategies_best_model_and_resume_from_checkpoint() {
 #[test]
 fn memory_report_shows_where_the_bytes_go() {
     let tmp = tempfile::tempdir().unwrap();
-    let sonnets = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+    let sonnets = SONNETS;
     let report = |out: &str, extra: &[&str]| {
         let out = tmp.path().join(out);
         let mut args = vec![
@@ -372,8 +377,8 @@ fn memory_report_shows_where_the_bytes_go() {
 fn lora_fine_tune_resume_merge_and_use() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    save_model_dir(&Gpt2::new(Gpt2Config::tiny(), 5).unwrap(), &base).unwrap();
-    let sonnets = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+    tiny_model(&base);
+    let sonnets = SONNETS;
     let train = |out: &Path, extra: &[&str]| {
         let mut args = vec![
             "train",
@@ -505,8 +510,8 @@ fn lora_fine_tune_resume_merge_and_use() {
 fn lora_on_a_bf16_base() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    save_model_dir(&Gpt2::new(Gpt2Config::tiny(), 5).unwrap(), &base).unwrap();
-    let sonnets = concat!(env!("CARGO_MANIFEST_DIR"), "/data/shakespeare/sonnets.txt");
+    tiny_model(&base);
+    let sonnets = SONNETS;
     let out = tmp.path().join("run");
     let (ok, _, err) = kiln(&[
         "train",
