@@ -20,6 +20,7 @@
 #![warn(missing_docs)]
 
 pub use kiln_autograd as autograd;
+pub use kiln_distributed as distributed;
 pub use kiln_models as models;
 pub use kiln_nn as nn;
 pub use kiln_tensor as tensor;

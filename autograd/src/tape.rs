@@ -332,6 +332,7 @@ impl Var {
             std::mem::take(&mut t.nodes)
         });
         nodes.truncate(root + 1);
+        let mut leaves = LeafGrads::count(&nodes, root);
         let mut grads: Vec<Option<Tensor>> = (0..nodes.len()).map(|_| None).collect();
         grads[root] = Some(grad);
         let mut steps = Vec::new();
@@ -349,11 +350,15 @@ impl Var {
                 let in_grads = rule(&g)?;
                 for ((input, shape), ig) in node.inputs.iter().zip(&node.input_shapes).zip(in_grads)
                 {
-                    let Some(ig) = ig else { continue };
-                    match input {
-                        Input::Const => {}
-                        Input::Node(j) => accumulate(&mut grads[*j], unbroadcast(ig, shape)?)?,
-                        Input::Leaf(l) => l.accumulate(unbroadcast(ig, shape)?)?,
+                    match (input, ig) {
+                        (Input::Node(j), Some(ig)) => {
+                            accumulate(&mut grads[*j], unbroadcast(ig, shape)?)?
+                        }
+                        (Input::Leaf(l), ig) => {
+                            let ig = ig.map(|g| unbroadcast(g, shape)).transpose()?;
+                            leaves.add(l, ig)?;
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -367,7 +372,91 @@ impl Var {
             // Free this node's saved tensors and links now.
             node.inputs.clear();
         }
+        leaves.flush_rest()?;
         LAST_BACKWARD.with(|b| *b.borrow_mut() = steps);
+        Ok(())
+    }
+}
+
+/// One backward pass's gradients for the leaves, summed per leaf before
+/// they reach `param.grad`: as PyTorch's engine sums a leaf's incoming
+/// gradients in its input buffer and calls `AccumulateGrad` once per pass.
+///
+/// So a parameter used twice (GPT-2's tied `wte`) gains `g_pass = g_a + g_b`
+/// and after two passes holds `g_pass1 + g_pass2`, not `((g_a1 + g_b1) +
+/// g_a2) + g_b2`: accumulating micro-batches in one process adds the same
+/// per-pass sums, in the same order, as data-parallel ranks reducing theirs
+/// (kiln-distributed), which makes the two bit-identical. A leaf's sum goes
+/// to its gradient as soon as the last node that uses it has run, so a
+/// parameter used once is never buffered.
+struct LeafGrads {
+    /// Per leaf (by `Arc` address): its slot, the pass's sum so far, and
+    /// the uses not yet played back.
+    slots: std::collections::HashMap<*const Leaf, usize>,
+    pending: Vec<(Arc<Leaf>, Option<Tensor>, usize)>,
+}
+
+impl LeafGrads {
+    /// Counts each leaf's uses by the nodes `..=root` that backward reaches.
+    fn count(nodes: &[Node], root: usize) -> LeafGrads {
+        let mut reached = vec![false; root + 1];
+        reached[root] = true;
+        let mut out = LeafGrads {
+            slots: std::collections::HashMap::new(),
+            pending: Vec::new(),
+        };
+        for i in (0..=root).rev() {
+            if !reached[i] {
+                continue;
+            }
+            for input in &nodes[i].inputs {
+                match input {
+                    Input::Node(j) => reached[*j] = true,
+                    Input::Leaf(l) => {
+                        let next = out.pending.len();
+                        let k = *out.slots.entry(Arc::as_ptr(l)).or_insert(next);
+                        if k == next {
+                            out.pending.push((l.clone(), None, 0));
+                        }
+                        out.pending[k].2 += 1;
+                    }
+                    Input::Const => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// One use of `leaf` played back, with its gradient (if the rule gave
+    /// one); after the last use the pass's sum is added to the leaf.
+    fn add(&mut self, leaf: &Arc<Leaf>, g: Option<Tensor>) -> Result<()> {
+        let Some(&k) = self.slots.get(&Arc::as_ptr(leaf)) else {
+            return match g {
+                Some(g) => leaf.accumulate(g),
+                None => Ok(()),
+            };
+        };
+        let (_, sum, left) = &mut self.pending[k];
+        if let Some(g) = g {
+            accumulate(sum, g)?;
+        }
+        *left = left.saturating_sub(1);
+        if *left == 0 {
+            if let Some(sum) = sum.take() {
+                leaf.accumulate(sum)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves whose remaining uses were never reached (a rule returned no
+    /// gradient for a node upstream of them).
+    fn flush_rest(self) -> Result<()> {
+        for (leaf, sum, _) in self.pending {
+            if let Some(sum) = sum {
+                leaf.accumulate(sum)?;
+            }
+        }
         Ok(())
     }
 }

@@ -23,6 +23,36 @@ fn gradients_accumulate_until_zeroed() {
     assert!(w.grad().is_none());
 }
 
+/// A leaf used twice in one pass gains that pass's sum in one addition, as
+/// PyTorch's `AccumulateGrad` does: after two passes it holds
+/// `(a1 + b1) + (a2 + b2)`, not `((a1 + b1) + a2) + b2`. f32 values are
+/// chosen so that the two orders round differently.
+#[test]
+fn a_pass_adds_its_summed_gradient_to_a_leaf_once() {
+    let w = Var::parameter(Tensor::from_vec(vec![0f32], &[1]).unwrap());
+    let scales = [(1.0f64, 1e-8f64), (3e-8, 3e-8)];
+    for (a, b) in scales {
+        let y = w
+            .mul_scalar(a)
+            .unwrap()
+            .add(&w.mul_scalar(b).unwrap())
+            .unwrap();
+        y.sum_all().unwrap().backward().unwrap();
+    }
+    let got = w.grad().unwrap().to_vec::<f32>().unwrap()[0];
+    // Each use's gradient is its scale, rounded to f32; the engine sums
+    // the uses of a pass in the order backward reaches them (b, then a).
+    let per_pass: Vec<f32> = scales.iter().map(|&(a, b)| b as f32 + a as f32).collect();
+    assert_eq!(got.to_bits(), (per_pass[0] + per_pass[1]).to_bits());
+    let sequential =
+        ((scales[0].1 as f32 + scales[0].0 as f32) + scales[1].1 as f32) + scales[1].0 as f32;
+    assert_ne!(
+        got.to_bits(),
+        sequential.to_bits(),
+        "the test must tell the orders apart"
+    );
+}
+
 #[test]
 fn no_grad_records_nothing() {
     let w = param(vec![1.0], &[1]);

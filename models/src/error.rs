@@ -44,6 +44,9 @@ pub enum ModelError {
     /// A tokenizer error.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
+    /// A data-parallel (multi-rank) error.
+    #[error(transparent)]
+    Distributed(#[from] kiln_distributed::DistributedError),
     /// Resolving or downloading a hub model or dataset failed (boxed: it
     /// is large and rare).
     #[error(transparent)]

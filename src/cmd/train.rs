@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
+use kiln_distributed::World;
 use kiln_models::gpt2::{
     generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, LoraConfig,
     Sampling as TokenSampling,
@@ -289,10 +290,10 @@ impl TrainArgs {
 /// Optimizer steps of the demo run.
 pub const DEMO_STEPS: usize = 450;
 
-fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
+fn model_and_tokenizer(args: &TrainArgs, main: bool) -> Result<(Gpt2, Tokenizer)> {
     match (&args.model, &args.config) {
         (Some(spec), _) => {
-            let dir = &super::resolve_model(spec, !args.no_progress)?;
+            let dir = &super::resolve_model(spec, !args.no_progress && main)?;
             // Copied, not mapped: the folder may be another run's, rotated
             // or rewritten while this one trains.
             let mut model = load_model_dir_with(dir, super::load_options(true), args.dtype.into())?;
@@ -308,10 +309,12 @@ fn model_and_tokenizer(args: &TrainArgs) -> Result<(Gpt2, Tokenizer)> {
                     target_modules: args.lora_target_modules.clone(),
                 };
                 let n = model.add_lora(&cfg, args.seed)?;
-                eprintln!(
-                    "LoRA: rank {r} adapters on {n} layers ({}), base weights frozen",
-                    cfg.target_modules.join(", ")
-                );
+                if main {
+                    eprintln!(
+                        "LoRA: rank {r} adapters on {n} layers ({}), base weights frozen",
+                        cfg.target_modules.join(", ")
+                    );
+                }
             }
             Ok((model, tokenizer_for(dir)?))
         }
@@ -362,11 +365,38 @@ fn stop_on_signals() -> Result<(Arc<AtomicBool>, Arc<AtomicUsize>)> {
 
 /// Runs `kiln train` (or the demo); the exit status is non-zero when a
 /// signal interrupted the run (after its checkpoint was saved).
+///
+/// Under `mpirun` (built with `--features mpi`) each process is one rank of
+/// a data-parallel run ([`Trainer::new_in`]); a rank that fails prints one
+/// line naming itself and ends every rank (`MPI_Abort`), so none waits for
+/// it forever.
 pub fn run(args: &TrainArgs) -> Result<ExitCode> {
+    let world = World::from_env()?;
+    if world.size() == 1 {
+        return train(args, world);
+    }
+    let keep = world.clone();
+    match train(args, world) {
+        Ok(code) => Ok(code),
+        Err(err) => {
+            eprintln!("error: rank {} of {}: {err:#}", keep.rank(), keep.size());
+            keep.abort(1)
+        }
+    }
+}
+
+fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
+    let main = world.is_main();
     // Before anything is written there (the token cache included): one run
-    // per output folder.
-    let _lock = OutputLock::acquire(&args.output_dir)?;
-    let (model, tokenizer) = model_and_tokenizer(args)?;
+    // per output folder. Rank 0 alone downloads, tokenises and caches; the
+    // other ranks then find everything in the caches.
+    let _lock = if main {
+        Some(OutputLock::acquire(&args.output_dir)?)
+    } else {
+        world.barrier();
+        None
+    };
+    let (model, tokenizer) = model_and_tokenizer(args, main)?;
     let block = args
         .block_size
         .unwrap_or(model.config.n_positions.min(1024));
@@ -381,7 +411,7 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         Some(spec) => {
             let (id, config) = parse_dataset(spec)?;
             let mut hub = Hub::from_env();
-            hub.progress = !args.no_progress;
+            hub.progress = !args.no_progress && main;
             let train = hub.dataset_split(&id, config.as_deref(), "train")?;
             let val = match hub.dataset_split(&id, config.as_deref(), "validation") {
                 Ok(files) => files,
@@ -413,6 +443,9 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
     } else {
         Some(tokens(&val_files, "val.tokens")?)
     };
+    if main {
+        world.barrier();
+    }
     let cfg = TrainConfig {
         output_dir: args.output_dir.clone(),
         learning_rate: args.learning_rate,
@@ -454,37 +487,63 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode> {
         memory_report: args.memory_report,
     };
     let params = kiln_nn::Module::num_parameters(&model);
-    let mut trainer =
-        Trainer::new(model, cfg, train_ids.clone(), val_ids)?.with_tokenizer(tokenizer.clone());
+    let ranks = world.size();
+    let mut trainer = Trainer::new_in(world, model, cfg, train_ids.clone(), val_ids)?
+        .with_tokenizer(tokenizer.clone());
+    // Rank 0 speaks for the run.
+    let say = |line: String| {
+        if main {
+            eprintln!("{line}");
+        }
+    };
     for note in trainer.repairs() {
         eprintln!("{note} (left by an interrupted run)");
     }
     if let Some(Some(dir)) = &args.resume_from_checkpoint {
         trainer.resume_from(dir)?;
-        eprintln!("resuming from {} (step {})", dir.display(), trainer.step());
+        say(format!(
+            "resuming from {} (step {})",
+            dir.display(),
+            trainer.step()
+        ));
     } else if args.resume || args.resume_from_checkpoint.is_some() {
         match trainer.resume()? {
-            Some(dir) => eprintln!("resuming from {} (step {})", dir.display(), trainer.step()),
-            None => eprintln!(
+            Some(dir) => say(format!(
+                "resuming from {} (step {})",
+                dir.display(),
+                trainer.step()
+            )),
+            None => say(format!(
                 "no checkpoint in {}; starting from scratch",
                 args.output_dir.display()
-            ),
+            )),
         }
     }
-    eprintln!(
-        "training {:.2}M parameters on {} tokens: {} steps of {}×{} tokens, {} thread(s)",
+    say(format!(
+        "training {:.2}M parameters on {} tokens: {} steps of {}×{} tokens, {} thread(s){}",
         params as f64 / 1e6,
         train_ids.len(),
         trainer.total_steps(),
-        args.batch_size * args.gradient_accumulation_steps,
+        args.batch_size * args.gradient_accumulation_steps * ranks,
         block,
-        kiln_tensor::parallel::num_threads()
-    );
+        kiln_tensor::parallel::num_threads(),
+        if ranks > 1 {
+            format!(" on each of {ranks} ranks")
+        } else {
+            String::new()
+        }
+    ));
     let (stop, signal) = stop_on_signals()?;
     let summary = trainer.run(&stop)?;
     if summary.interrupted {
-        eprintln!("stopped at step {}; resume with --resume", summary.steps);
+        say(format!(
+            "stopped at step {}; resume with --resume",
+            summary.steps
+        ));
         return Ok(interrupted_status(signal.load(Ordering::SeqCst)));
+    }
+    if !main {
+        return Ok(ExitCode::SUCCESS);
     }
     let final_dir = summary
         .final_dir

@@ -136,7 +136,10 @@ pub struct TrainerState {
     pub step: usize,
     /// Training data position.
     pub batcher: BatcherState,
-    /// Dropout generator states, in `Gpt2::dropouts` order.
+    /// Dropout generator states of checkpoints before dropout was seeded
+    /// per micro-batch (read and ignored; now always empty: each
+    /// micro-batch's masks follow from the seed and its index).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dropout_rngs: Vec<([u64; 4], Option<u64>)>,
     /// Loss history so far.
     pub history: Vec<LogPoint>,

@@ -9,26 +9,27 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_autograd::Var;
-use kiln_nn::optim::{clip_grad_norm, decay_groups, AdamConfig, AdamW, LrSchedule, Optimizer};
+use kiln_distributed::{GradReducer, World};
+use kiln_nn::optim::{decay_groups, AdamConfig, AdamW, LrSchedule};
 use kiln_nn::Module;
-use kiln_tensor::Rng;
 
 use super::checkpoint::{
     delete_folder, list_checkpoints, no_faults, publish_folder, repair_output_dir, FaultHook,
     LogPoint,
 };
 use super::config::{ScheduleKind, TrainConfig};
-use super::data::{Batch, Batcher};
+use super::data::Batcher;
 use super::eval::evaluate;
 use super::hf_state::train_summary_entry;
 use super::output_lock::OutputLock;
 use super::plot::plot_loss_curve;
-use crate::gpt2::{ForwardOptions, Gpt2};
+use crate::gpt2::Gpt2;
 use crate::tokenizer::Tokenizer;
 use crate::{ModelError, Result};
 
 mod report;
 mod state;
+mod step;
 
 /// What one optimizer step measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,13 +49,15 @@ pub struct StepStats {
 pub struct TrainSummary {
     /// Optimizer steps completed in total.
     pub steps: usize,
-    /// Final validation loss, if there was validation data.
+    /// Final validation loss, if there was validation data (rank 0 only:
+    /// the other ranks do not evaluate).
     pub eval_loss: Option<f64>,
     /// Training loss of the last step.
     pub last_loss: Option<f64>,
     /// Whether the run stopped early on a signal (a checkpoint was saved).
     pub interrupted: bool,
-    /// The final model folder (when the run completed).
+    /// The final model folder (when the run completed; rank 0 only, the
+    /// one that writes it).
     pub final_dir: Option<PathBuf>,
     /// Wall time of this run (seconds).
     pub seconds: f64,
@@ -81,7 +84,9 @@ pub struct Trainer {
     measured: Option<report::StepMemory>,
     resume_attempted: bool,
     repairs: Vec<String>,
-    _lock: OutputLock,
+    world: World,
+    reducer: GradReducer,
+    _lock: Option<OutputLock>,
     tokenizer: Option<Tokenizer>,
     /// Runs at each [`super::checkpoint::FaultPoint`] of saving and
     /// rotating; tests return an error there to simulate a crash.
@@ -103,6 +108,31 @@ impl Trainer {
     /// memory (with the estimate), or an output folder another process is
     /// training in.
     pub fn new(
+        model: Gpt2,
+        cfg: TrainConfig,
+        train: Vec<u32>,
+        val: Option<Vec<u32>>,
+    ) -> Result<Trainer> {
+        Trainer::new_in(World::single(), model, cfg, train, val)
+    }
+
+    /// A trainer for one rank of `world` (data-parallel training,
+    /// `mpirun -np N kiln train …`): every rank builds one with the same
+    /// model, configuration and data. Each step, rank `r` trains on its
+    /// share of the step's micro-batches and the gradients are summed
+    /// across ranks in rank order ([`kiln_distributed::GradReducer`]), so
+    /// N ranks produce exactly the weights, losses and checkpoints of one
+    /// process with `gradient_accumulation_steps × N`. Rank 0 alone takes
+    /// the output folder's lock, logs, evaluates, shows progress and writes
+    /// checkpoints and the final model; the others meet it at a barrier
+    /// after each save. As DDP does, rank 0's weights are broadcast to
+    /// every rank here.
+    ///
+    /// # Errors
+    /// As [`Trainer::new`]; ranks that disagree on the model are an error
+    /// ([`kiln_distributed::DistributedError::Mismatch`]).
+    pub fn new_in(
+        world: World,
         mut model: Gpt2,
         cfg: TrainConfig,
         train: Vec<u32>,
@@ -148,11 +178,6 @@ impl Trainer {
             cfg.sampling,
             cfg.seed,
         )?;
-        // Dropout masks come from generators seeded from the run's seed.
-        let mut seeder = Rng::new(cfg.seed ^ 0xD80_9C0D);
-        for d in model.dropouts() {
-            d.set_rng_state(Rng::new(seeder.next_u64()));
-        }
         model.train();
         if cfg.gradient_checkpointing {
             model.gradient_checkpointing_enable();
@@ -177,7 +202,7 @@ impl Trainer {
         );
         let per_epoch = batcher
             .batches_per_epoch()
-            .div_ceil(cfg.gradient_accumulation_steps.max(1));
+            .div_ceil(cfg.gradient_accumulation_steps.max(1) * world.size());
         let total_steps = cfg
             .max_steps
             .unwrap_or(((per_epoch as f64) * cfg.epochs).ceil() as usize)
@@ -217,8 +242,15 @@ impl Trainer {
                 }
             },
         )?;
-        let lock = OutputLock::acquire(&cfg.output_dir)?;
-        let repairs = repair_output_dir(&cfg.output_dir)?;
+        let (lock, repairs) = if world.is_main() {
+            let lock = OutputLock::acquire(&cfg.output_dir)?;
+            (Some(lock), repair_output_dir(&cfg.output_dir)?)
+        } else {
+            (None, Vec::new())
+        };
+        // Every rank may read the folder (to resume) once it is repaired.
+        world.barrier();
+        kiln_distributed::broadcast_parameters(&world, &params)?;
         Ok(Trainer {
             model,
             cfg,
@@ -236,6 +268,8 @@ impl Trainer {
             best: None,
             resume_attempted: false,
             repairs,
+            world,
+            reducer: GradReducer::new(),
             _lock: lock,
             tokenizer: None,
             fault_hook: Box::new(no_faults),
@@ -299,98 +333,6 @@ impl Trainer {
         }
     }
 
-    /// The micro-batches of the next optimizer step, from the training data
-    /// (as [`Trainer::run`] draws them).
-    ///
-    /// # Errors
-    /// Tensor construction errors (not expected).
-    pub fn next_batches(&mut self) -> Result<Vec<Batch>> {
-        (0..self.cfg.gradient_accumulation_steps.max(1))
-            .map(|_| self.train.next_batch())
-            .collect()
-    }
-
-    /// One optimizer step over `batches` (gradient accumulation): the loss
-    /// is the mean over all their predicted tokens, as transformers computes
-    /// it. Stops with an error, without updating, if the loss or gradient
-    /// norm is not finite.
-    ///
-    /// # Errors
-    /// [`ModelError::Input`] naming the step when training diverges; model
-    /// errors otherwise.
-    pub fn train_step(&mut self, batches: &[Batch]) -> Result<StepStats> {
-        let lr = self.schedule().lr_at(self.step, self.cfg.learning_rate);
-        self.opt.set_lr(lr);
-        let total: usize = batches.iter().map(|b| b.predicted()).sum();
-        let mut loss_sum = 0f64;
-        let mut tokens = 0;
-        // The first step's heap, for the memory report (when the program
-        // counts its allocations).
-        let before = kiln_tensor::memory::live_bytes().filter(|_| self.measured.is_none());
-        if before.is_some() {
-            kiln_tensor::memory::reset_peak();
-        }
-        let mut activations = None;
-        for b in batches {
-            let n = b.predicted();
-            if n == 0 {
-                continue;
-            }
-            let forward = || self.model.forward(&b.input, ForwardOptions::default());
-            let logits = if self.cfg.bf16 {
-                kiln_autograd::autocast_bf16(forward)?
-            } else {
-                forward()?
-            };
-            let loss = logits.cross_entropy(&b.targets, kiln_nn::loss::IGNORE_INDEX)?;
-            if let (Some(before), None) = (before, activations) {
-                activations =
-                    kiln_tensor::memory::live_bytes().map(|now| now.saturating_sub(before));
-            }
-            let l = loss.value().item::<f32>()? as f64;
-            loss_sum += l * n as f64;
-            tokens += b.input.numel();
-            // Weight each micro-batch by its share of the step's tokens.
-            loss.mul_scalar(n as f64 / total as f64)?.backward()?;
-        }
-        let loss = loss_sum / total.max(1) as f64;
-        let grad_norm = if self.cfg.max_grad_norm > 0.0 {
-            clip_grad_norm(&self.params, self.cfg.max_grad_norm)?
-        } else {
-            clip_grad_norm(&self.params, f64::INFINITY)?
-        };
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            self.opt.zero_grad();
-            let last = list_checkpoints(&self.cfg.output_dir)
-                .pop()
-                .map(|(_, p)| p.display().to_string());
-            return Err(ModelError::Input(format!(
-                "training diverged at step {}: loss {loss}, gradient norm {grad_norm}; no update was applied. Last good checkpoint: {}. Try a lower --learning-rate.",
-                self.step + 1,
-                last.unwrap_or_else(|| "none".into())
-            )));
-        }
-        self.opt.step()?;
-        if let (Some(before), Some(activations), Some(peak)) =
-            (before, activations, kiln_tensor::memory::peak_bytes())
-        {
-            self.measured = Some(report::StepMemory {
-                before: before as u64,
-                activations: activations as u64,
-                peak: peak as u64,
-            });
-        }
-        self.opt.zero_grad();
-        self.step += 1;
-        self.tokens_seen += tokens as u64;
-        Ok(StepStats {
-            loss,
-            grad_norm,
-            lr,
-            tokens,
-        })
-    }
-
     /// Validation loss (mean NLL per predicted token) in eval mode, or
     /// `None` without validation data.
     ///
@@ -408,6 +350,9 @@ impl Trainer {
     }
 
     fn log_line(&self, value: serde_json::Value) -> Result<()> {
+        if !self.world.is_main() {
+            return Ok(());
+        }
         let path = self.cfg.output_dir.join("log.jsonl");
         let io = |error| ModelError::Io {
             path: path.clone(),
@@ -431,13 +376,18 @@ impl Trainer {
     /// errors naming the path, model errors.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<TrainSummary> {
         let out = self.cfg.output_dir.clone();
-        self.claim_output_dir()?;
-        let bar = if self.cfg.progress {
+        let main = self.world.is_main();
+        self.agree_on_start()?;
+        if main {
+            self.claim_output_dir()?;
+        }
+        let show = self.cfg.progress && main;
+        let bar = if show {
             ProgressBar::new(self.total_steps as u64)
         } else {
             ProgressBar::hidden()
         };
-        if self.cfg.progress {
+        if show {
             bar.set_draw_target(ProgressDrawTarget::stderr());
         }
         bar.set_style(
@@ -454,14 +404,15 @@ impl Trainer {
         let mut last_eval = None;
         let mut loss_total = 0f64;
         let mut interrupted = false;
-        if self.cfg.memory_report {
+        let memory_report = self.cfg.memory_report && main;
+        if memory_report {
             bar.suspend(|| eprint!("{}", self.memory_report()));
         }
         while self.step < self.total_steps {
             let batches = self.next_batches()?;
             let first = self.step == start_step;
             let s = self.train_step(&batches)?;
-            if first && self.cfg.memory_report {
+            if first && memory_report {
                 bar.suspend(|| eprint!("after the first step:\n{}", self.memory_report()));
             }
             tokens_seen += s.tokens;
@@ -514,17 +465,17 @@ impl Trainer {
                     .save_strategy
                     .fires(self.step, total, self.cfg.save_steps, per_epoch);
             if saved {
-                self.save_checkpoint()?;
+                self.save_on_main()?;
             }
-            if stop.load(Ordering::SeqCst) {
-                let dir = if saved {
-                    super::checkpoint::list_checkpoints(&out)
-                        .pop()
-                        .map(|(_, d)| d)
-                        .unwrap_or_default()
-                } else {
-                    self.save_checkpoint()?
-                };
+            // Every rank stops at the same step, whichever got the signal.
+            if self.world.any(stop.load(Ordering::SeqCst)) {
+                if !saved {
+                    self.save_on_main()?;
+                }
+                let dir = super::checkpoint::list_checkpoints(&out)
+                    .pop()
+                    .map(|(_, d)| d)
+                    .unwrap_or_default();
                 bar.abandon_with_message(format!("interrupted: saved {}", dir.display()));
                 interrupted = true;
                 break;
@@ -532,7 +483,11 @@ impl Trainer {
         }
         let seconds = start.elapsed().as_secs_f64();
         let tokens_per_sec = tokens_seen as f64 / seconds.max(1e-9);
-        if interrupted {
+        if interrupted || !main {
+            // The other ranks end here; rank 0 writes the final files.
+            if !interrupted {
+                self.world.barrier();
+            }
             return Ok(TrainSummary {
                 steps: self.step,
                 eval_loss: None,
@@ -543,6 +498,34 @@ impl Trainer {
                 tokens_per_sec,
             });
         }
+        let summary = self.finish(&bar, start_step, seconds, last_eval, loss_total);
+        // Rank 0 is done writing (or failed, and aborts the others).
+        if summary.is_ok() {
+            self.world.barrier();
+        }
+        let (eval_loss, final_dir) = summary?;
+        Ok(TrainSummary {
+            steps: self.step,
+            eval_loss,
+            last_loss: last,
+            interrupted,
+            final_dir: Some(final_dir),
+            seconds,
+            tokens_per_sec,
+        })
+    }
+
+    /// Rank 0's end of a completed run: the best model, the closing
+    /// evaluation, `trainer_state.json`, `final/` and the loss curve.
+    fn finish(
+        &mut self,
+        bar: &ProgressBar,
+        start_step: usize,
+        seconds: f64,
+        last_eval: Option<(usize, f64)>,
+        loss_total: f64,
+    ) -> Result<(Option<f64>, PathBuf)> {
+        let out = self.cfg.output_dir.clone();
         let best_dir = if self.cfg.load_best_model_at_end {
             self.load_best()?
         } else {
@@ -561,7 +544,7 @@ impl Trainer {
         // last step when there was one and the model is still that one.
         let eval_loss = match (last_eval, &best_dir) {
             (Some((step, l)), None) if step == self.step => Some(l),
-            (_, None) => self.eval_point(&bar)?,
+            (_, None) => self.eval_point(bar)?,
             (_, Some(dir)) => {
                 let l = self.evaluate()?;
                 if let Some(l) = l {
@@ -575,9 +558,7 @@ impl Trainer {
         };
         bar.finish();
         let mut hf = self.hf_state();
-        let rows = (self.step - start_step)
-            * self.cfg.batch_size
-            * self.cfg.gradient_accumulation_steps.max(1);
+        let rows = (self.step - start_step) * self.cfg.batch_size * self.micro_batches_per_step();
         hf.log_history.push(train_summary_entry(
             self.step,
             self.epoch(),
@@ -605,18 +586,38 @@ impl Trainer {
         self.model.train();
         let final_dir = final_dir?;
         plot_loss_curve(&self.history, &out.join("loss.svg"))?;
-        Ok(TrainSummary {
-            steps: self.step,
-            eval_loss,
-            last_loss: last,
-            interrupted,
-            final_dir: Some(final_dir),
-            seconds,
-            tokens_per_sec,
-        })
+        Ok((eval_loss, final_dir))
+    }
+
+    /// Rank 0 saves a checkpoint; every rank waits until it is complete.
+    fn save_on_main(&mut self) -> Result<()> {
+        if self.world.is_main() {
+            self.save_checkpoint()?;
+        }
+        self.world.barrier();
+        Ok(())
+    }
+
+    /// Every rank must start from the same step: a rank that found no
+    /// checkpoint (an output folder not shared with rank 0) would train
+    /// other data with other weights.
+    fn agree_on_start(&self) -> Result<()> {
+        let steps = self.world.all_gather_f64(&[self.step as f64])?;
+        match steps.iter().position(|&s| s != steps[0]) {
+            None => Ok(()),
+            Some(rank) => Err(ModelError::Input(format!(
+                "rank {rank} starts at step {} but rank 0 at step {}: every rank must see the same --output-dir (a shared filesystem) to resume",
+                steps[rank], steps[0]
+            ))),
+        }
     }
 
     fn eval_point(&mut self, bar: &ProgressBar) -> Result<Option<f64>> {
+        // Rank 0 alone evaluates; the others go on to the next step and
+        // wait for it in its all-reduce.
+        if !self.world.is_main() {
+            return Ok(None);
+        }
         let started = Instant::now();
         let Some(l) = self.evaluate()? else {
             return Ok(None);

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use kiln_nn::optim::Optimizer;
 use kiln_nn::Module;
-use kiln_tensor::Rng;
 
 use super::super::checkpoint::{
     checkpoint_name, delete_folder, list_checkpoints, load_checkpoint, rotate_checkpoints,
@@ -21,12 +20,7 @@ impl Trainer {
         TrainerState {
             step: self.step,
             batcher: self.train.state(),
-            dropout_rngs: self
-                .model
-                .dropouts()
-                .iter()
-                .map(|d| d.rng_state().state())
-                .collect(),
+            dropout_rngs: Vec::new(),
             history: self.history.clone(),
             tokens_seen: self.tokens_seen,
             pending_loss: self.pending_loss,
@@ -171,7 +165,8 @@ impl Trainer {
     /// Continues from the newest checkpoint in the output folder (an
     /// incomplete or corrupt newest one is an error naming it, never a
     /// silent step back to an older one),
-    /// restoring weights, optimizer moments, data position and generators,
+    /// restoring weights, optimizer moments and data position (dropout masks
+    /// follow from the seed and the step),
     /// so the run reproduces the uninterrupted one exactly. Returns the
     /// checkpoint used, or `None` if there is none.
     ///
@@ -204,20 +199,6 @@ impl Trainer {
         }
         self.opt.load_state_tensors(&ck.optimizer)?;
         self.train.set_state(&ck.state.batcher);
-        let drops = self.model.dropouts();
-        if drops.len() != ck.state.dropout_rngs.len() {
-            return Err(ModelError::Config {
-                path: dir.join(crate::train::checkpoint::KILN_STATE),
-                msg: format!(
-                    "{} dropout states for a model with {}",
-                    ck.state.dropout_rngs.len(),
-                    drops.len()
-                ),
-            });
-        }
-        for (d, (s, spare)) in drops.iter().zip(&ck.state.dropout_rngs) {
-            d.set_rng_state(Rng::from_state(*s, *spare));
-        }
         self.step = ck.state.step;
         self.history = ck.state.history;
         self.tokens_seen = ck.state.tokens_seen;
