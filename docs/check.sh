@@ -67,7 +67,7 @@ for f in $chapters; do
             next
         }
         open && /\{\{#(rustdoc_)?include/ { has_include = 1 }
-    ' "$md" | while IFS= read -r line; do echo "docs/check.sh: $line" >&2; echo x; done | grep -q x && fail=1
+    ' "$md" | while IFS= read -r line; do echo "docs/check.sh: $line" >&2; echo x; done | grep x >/dev/null && fail=1
 
     # 4: includes (an escaped \{{#include}} is prose, not a directive).
     while IFS= read -r inc; do
@@ -122,7 +122,7 @@ for f in $chapters; do
             echo "docs/check.sh: $md: quoted line not found in $path: $line" >&2
             echo x
         fi
-    done | grep -q x && fail=1
+    done | grep x >/dev/null && fail=1
 done
 
 [ "$fail" = 0 ] || { echo "docs/check.sh: the book is out of step with the code" >&2; exit 1; }

@@ -34,4 +34,4 @@ pub use checkpoint::checkpoint;
 pub use error::{AutogradError, Result};
 pub use gradcheck::{gradcheck, GradMismatch, GradcheckOptions, GradcheckReport};
 pub use tape::{clear_tape, is_grad_enabled, no_grad, tape_len, unbroadcast, NoGradGuard};
-pub use var::{Leaf, Var};
+pub use var::{GradHookHandle, Leaf, Var};

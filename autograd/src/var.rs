@@ -9,27 +9,55 @@
 //! - a **constant**: data that needs no gradient (inputs, detached values,
 //!   anything computed under [`no_grad`](crate::no_grad)).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use kiln_tensor::{DType, Tensor};
 
 use crate::{AutogradError, Result};
 
+/// A function run after a backward pass adds its gradient to a leaf.
+type GradHook = Arc<dyn Fn() + Send + Sync>;
+
 /// Shared state of a leaf: its current value and accumulated gradient.
-#[derive(Debug)]
 pub struct Leaf {
     value: RwLock<Tensor>,
     grad: Mutex<Option<Tensor>>,
     requires_grad: AtomicBool,
+    hooks: Mutex<Vec<(u64, GradHook)>>,
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leaf")
+            .field("value", &self.value)
+            .field("grad", &self.grad)
+            .field("requires_grad", &self.requires_grad)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Leaf {
+    /// Adds one backward pass's gradient, then runs the leaf's hooks
+    /// ([`Var::register_post_accumulate_grad_hook`]).
     pub(crate) fn accumulate(&self, g: Tensor) -> Result<()> {
-        let mut slot = self.grad.lock().unwrap_or_else(|e| e.into_inner());
-        match &mut *slot {
-            None => *slot = Some(g.contiguous()),
-            Some(prev) => prev.add_assign(&g)?,
+        {
+            let mut slot = self.grad.lock().unwrap_or_else(|e| e.into_inner());
+            match &mut *slot {
+                None => *slot = Some(g.contiguous()),
+                Some(prev) => prev.add_assign(&g)?,
+            }
+        }
+        // Cloned out of the lock: a hook may register or drop hooks.
+        let hooks: Vec<GradHook> = self
+            .hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect();
+        for h in hooks {
+            h();
         }
         Ok(())
     }
@@ -64,6 +92,7 @@ impl Var {
                 value: RwLock::new(value),
                 grad: Mutex::new(None),
                 requires_grad: AtomicBool::new(true),
+                hooks: Mutex::new(Vec::new()),
             })),
         }
     }
@@ -133,6 +162,37 @@ impl Var {
             Kind::Leaf(l) => l.grad.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             _ => None,
         }
+    }
+
+    /// Runs `hook` after every backward pass that adds to this leaf's
+    /// gradient, once the pass's whole contribution is in `.grad`
+    /// (PyTorch's `param.register_post_accumulate_grad_hook`): a
+    /// data-parallel reducer sends a gradient as soon as it is complete,
+    /// while backward goes on with the layers below. The hook runs on the
+    /// thread running backward; dropping the handle removes it.
+    ///
+    /// # Errors
+    /// [`AutogradError::Invalid`] if this is not a leaf.
+    pub fn register_post_accumulate_grad_hook(
+        &self,
+        hook: impl Fn() + Send + Sync + 'static,
+    ) -> Result<GradHookHandle> {
+        let Kind::Leaf(l) = &self.kind else {
+            return Err(AutogradError::Invalid {
+                op: "register_post_accumulate_grad_hook",
+                msg: "only leaves (parameters) accumulate gradients".into(),
+            });
+        };
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        l.hooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, Arc::new(hook)));
+        Ok(GradHookHandle {
+            leaf: Arc::downgrade(l),
+            id,
+        })
     }
 
     /// Clears a leaf's gradient (`param.grad = None`).
@@ -231,5 +291,24 @@ impl Var {
 impl From<Tensor> for Var {
     fn from(t: Tensor) -> Var {
         Var::constant(t)
+    }
+}
+
+/// Keeps a hook from [`Var::register_post_accumulate_grad_hook`]
+/// registered; dropping it removes the hook (PyTorch's `handle.remove()`).
+#[derive(Debug)]
+pub struct GradHookHandle {
+    leaf: Weak<Leaf>,
+    id: u64,
+}
+
+impl Drop for GradHookHandle {
+    fn drop(&mut self) {
+        if let Some(l) = self.leaf.upgrade() {
+            l.hooks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|(id, _)| *id != self.id);
+        }
     }
 }

@@ -53,6 +53,43 @@ fn a_pass_adds_its_summed_gradient_to_a_leaf_once() {
     );
 }
 
+/// The hook runs once per pass, after the pass's whole gradient (both uses
+/// of the leaf) is in `.grad`, and no more once its handle is dropped.
+#[test]
+fn post_accumulate_hooks_see_the_pass_gradient_once() {
+    use std::sync::{Arc, Mutex};
+    let w = param(vec![1.0, 2.0], &[2]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let handle = {
+        let (w2, seen) = (w.clone(), seen.clone());
+        w.register_post_accumulate_grad_hook(move || {
+            let g = w2.grad().unwrap().to_vec::<f64>().unwrap();
+            seen.lock().unwrap().push(g);
+        })
+        .unwrap()
+    };
+    let pass = || {
+        let y = w
+            .mul_scalar(2.0)
+            .unwrap()
+            .add(&w.mul_scalar(3.0).unwrap())
+            .unwrap();
+        y.sum_all().unwrap().backward().unwrap();
+    };
+    pass();
+    pass();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![vec![5.0, 5.0], vec![10.0, 10.0]]
+    );
+    drop(handle);
+    pass();
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert!(Var::constant(Tensor::ones(&[1], DType::F64))
+        .register_post_accumulate_grad_hook(|| {})
+        .is_err());
+}
+
 #[test]
 fn no_grad_records_nothing() {
     let w = param(vec![1.0], &[1]);

@@ -40,6 +40,7 @@
 //! | [`GradReducer::all_reduce`] | DDP's gradient all-reduce, in a fixed order |
 //! | [`World::abort`] | `MPI_Abort`: one rank's failure ends every rank |
 
+mod bucket;
 mod error;
 #[cfg(feature = "mpi")]
 mod mpi_backend;

@@ -14,13 +14,26 @@
 //! NCCL ring does. `MPI_Allreduce` would be as cheap but adds in an order
 //! the implementation chooses (it may depend on message sizes and the
 //! process layout), so its result is not reproducible across world sizes.
+//!
+//! Overlap ([`GradReducer::overlapped`]): as torch DDP does, a bucket can
+//! be reduced while backward is still computing the gradients of the layers
+//! below it. A post-accumulate hook on each parameter counts the bucket's
+//! finished gradients; a communication thread reduces buckets strictly in
+//! bucket order (the same collectives in the same order on every rank,
+//! whenever each rank's backward finishes them), and
+//! [`GradReducer::all_reduce`] sends what is left and waits. The sums are
+//! the same bits either way.
 
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
-use kiln_autograd::Var;
-use kiln_tensor::{DType, Tensor};
+use kiln_autograd::{GradHookHandle, Var};
 
+use crate::bucket::{reduce_bucket, Plan};
 use crate::{DistributedError, Result, World};
+
+pub use crate::bucket::{chunk_bounds, sum_in_rank_order};
 
 /// torch DDP's default bucket size (`bucket_cap_mb=25`).
 pub const DEFAULT_BUCKET_BYTES: usize = 25 << 20;
@@ -34,23 +47,27 @@ pub struct ReduceStats {
     pub elements: u64,
     /// Bytes this rank sent to other ranks, summed over calls.
     pub bytes_sent: u64,
-    /// Seconds spent inside collectives (moving data and waiting for
-    /// slower ranks), summed over calls.
+    /// Seconds the training loop spent inside [`GradReducer::all_reduce`]
+    /// (moving data, and waiting for slower ranks or for buckets still in
+    /// flight), summed over calls. With overlap, communication during
+    /// backward is not counted: it is hidden.
     pub seconds: f64,
 }
 
 /// Sums gradients across the ranks of a [`World`] in rank order; see the
-/// module docs. Buckets bound the extra memory (three buffers of one
-/// bucket each) and the size of each message.
+/// module docs. Buckets bound the extra memory (about three buffers of one
+/// bucket) and the size of each message.
 ///
-/// PyTorch: what `DistributedDataParallel` does after `loss.backward()`,
+/// PyTorch: what `DistributedDataParallel` does in `loss.backward()`,
 /// without its division by the world size: Kiln scales each micro-batch's
 /// loss by its share of the step's tokens before backward, so the sum is
 /// already the step's gradient.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct GradReducer {
     bucket_elems: usize,
     stats: ReduceStats,
+    plan: Option<Plan>,
+    overlap: Option<Overlap>,
 }
 
 impl Default for GradReducer {
@@ -59,48 +76,9 @@ impl Default for GradReducer {
     }
 }
 
-/// The chunk boundaries of `len` elements over `ranks` ranks: chunk `k` is
-/// `bounds[k]..bounds[k + 1]`, sizes differing by at most one.
-pub fn chunk_bounds(len: usize, ranks: usize) -> Vec<usize> {
-    (0..=ranks).map(|k| k * len / ranks.max(1)).collect()
-}
-
-/// Sums rank copies of one chunk in rank order: `recv` holds `ranks`
-/// copies of `out.len()` elements back to back; `segments` cover `out`
-/// with `(start, end, present)`, where `present[r]` says whether rank `r`
-/// had a gradient for the parameter there (a rank that had none adds
-/// nothing, as a skipped micro-batch adds nothing in one process).
-pub fn sum_in_rank_order(recv: &[f32], segments: &[(usize, usize, Vec<bool>)], out: &mut [f32]) {
-    let width = out.len();
-    for (a, b, present) in segments {
-        let mut ranks = present
-            .iter()
-            .enumerate()
-            .filter(|(_, &p)| p)
-            .map(|(r, _)| r);
-        let Some(first) = ranks.next() else {
-            out[*a..*b].fill(0.0);
-            continue;
-        };
-        out[*a..*b].copy_from_slice(&recv[first * width + a..first * width + b]);
-        for r in ranks {
-            let copy = &recv[r * width + a..r * width + b];
-            for (o, &g) in out[*a..*b].iter_mut().zip(copy) {
-                *o += g;
-            }
-        }
-    }
-}
-
-/// One parameter's place in a bucket.
-struct Slot {
-    param: usize,
-    offset: usize,
-    len: usize,
-}
-
 impl GradReducer {
-    /// A reducer with buckets of [`DEFAULT_BUCKET_BYTES`].
+    /// A reducer with buckets of [`DEFAULT_BUCKET_BYTES`] that reduces
+    /// after backward.
     pub fn new() -> GradReducer {
         GradReducer::default()
     }
@@ -110,7 +88,33 @@ impl GradReducer {
         GradReducer {
             bucket_elems: (bytes / 4).max(1),
             stats: ReduceStats::default(),
+            plan: None,
+            overlap: None,
         }
+    }
+
+    /// A reducer for exactly `params` that reduces each bucket as soon as
+    /// backward has finished its gradients (module docs), on a
+    /// communication thread. Call [`GradReducer::arm`] before the backward
+    /// pass that completes the step's gradients (the last micro-batch's);
+    /// without it every bucket waits for [`GradReducer::all_reduce`]. In a
+    /// world of one rank it is [`GradReducer::with_bucket_bytes`].
+    ///
+    /// A parameter must receive its gradient once per armed backward pass:
+    /// one shared by two checkpointed segments gets two, which is an error
+    /// at `all_reduce` (as DDP's "marked ready twice").
+    ///
+    /// # Errors
+    /// [`DistributedError::Mismatch`] when the ranks' parameter lists differ.
+    pub fn overlapped(world: &World, params: &[Var], bucket_bytes: usize) -> Result<GradReducer> {
+        let mut r = GradReducer::with_bucket_bytes(bucket_bytes);
+        if world.size() == 1 {
+            return Ok(r);
+        }
+        r.check_structure(world, params)?;
+        let plan = r.plan.clone().expect("planned by check_structure");
+        r.overlap = Some(Overlap::start(world.clone(), params, plan)?);
+        Ok(r)
     }
 
     /// What the reducer has done so far.
@@ -118,32 +122,35 @@ impl GradReducer {
         self.stats
     }
 
-    /// Replaces every rank's `params` gradients by their sum over ranks
-    /// (rank order, module docs) and returns `scalars` summed over ranks
-    /// the same way (`0 + s0 + s1 + …`: a step's loss parts, token
-    /// counts). Every rank must call it with the same parameters in the
-    /// same order. A parameter no rank has a gradient for keeps none.
-    ///
-    /// # Errors
-    /// [`DistributedError::Mismatch`] when ranks pass different parameter
-    /// lists or numbers of scalars; [`DistributedError::Parameter`] for a
-    /// gradient that is not f32.
-    pub fn all_reduce(
-        &mut self,
-        world: &World,
-        params: &[Var],
-        scalars: &[f64],
-    ) -> Result<Vec<f64>> {
-        let started = Instant::now();
-        let grads: Vec<Option<Tensor>> = params.iter().map(Var::grad).collect();
-        let total: usize = params.iter().map(|p| p.value().numel()).sum();
-        let mut local = vec![params.len() as f64, total as f64];
-        local.extend_from_slice(scalars);
-        local.extend(grads.iter().map(|g| f64::from(u8::from(g.is_some()))));
-        let all = world.all_gather_f64(&local)?;
-        let (n, width) = (world.size(), local.len());
-        for r in 1..n {
-            let theirs = &all[r * width..r * width + 2];
+    /// Whether buckets are reduced during backward.
+    pub fn is_overlapped(&self) -> bool {
+        self.overlap.is_some()
+    }
+
+    /// Marks the next backward pass as the one that completes this step's
+    /// gradients: its buckets go out as they are ready. No-op unless
+    /// [`GradReducer::overlapped`].
+    pub fn arm(&self) {
+        if let Some(o) = &self.overlap {
+            let mut st = o.shared.lock().unwrap_or_else(|e| e.into_inner());
+            st.armed = true;
+            st.marked.fill(false);
+            st.ready.fill(0);
+        }
+    }
+
+    /// Plans the buckets and checks, once, that every rank has the same
+    /// parameter list.
+    fn check_structure(&mut self, world: &World, params: &[Var]) -> Result<()> {
+        if let Some(p) = &self.plan {
+            if p.bucket_of.len() == params.len() {
+                return Ok(());
+            }
+        }
+        let plan = Plan::new(params, self.bucket_elems);
+        let all = world.all_gather_f64(&[params.len() as f64, plan.elements as f64])?;
+        for r in 1..world.size() {
+            let theirs = &all[2 * r..2 * r + 2];
             if theirs != &all[..2] {
                 return Err(DistributedError::Mismatch {
                     rank: r,
@@ -155,99 +162,196 @@ impl GradReducer {
                 });
             }
         }
-        let sums = (0..scalars.len())
-            .map(|k| (0..n).fold(0.0, |acc, r| acc + all[r * width + 2 + k]))
-            .collect();
-        self.stats.calls += 1;
-        if n == 1 {
-            self.stats.seconds += started.elapsed().as_secs_f64();
-            return Ok(sums);
-        }
-        let present = |p: usize| -> Vec<bool> {
-            (0..n)
-                .map(|r| all[r * width + 2 + scalars.len() + p] != 0.0)
-                .collect()
-        };
-        let mut bucket: Vec<Slot> = Vec::new();
-        let mut filled = 0;
-        for (i, p) in params.iter().enumerate() {
-            if !present(i).contains(&true) {
-                continue;
-            }
-            let len = p.value().numel();
-            bucket.push(Slot {
-                param: i,
-                offset: filled,
-                len,
-            });
-            filled += len;
-            if filled >= self.bucket_elems {
-                self.reduce_bucket(world, params, &grads, &bucket, filled, &present)?;
-                bucket.clear();
-                filled = 0;
-            }
-        }
-        if !bucket.is_empty() {
-            self.reduce_bucket(world, params, &grads, &bucket, filled, &present)?;
-        }
-        self.stats.seconds += started.elapsed().as_secs_f64();
-        Ok(sums)
+        self.plan = Some(plan);
+        Ok(())
     }
 
-    fn reduce_bucket(
+    /// Replaces every rank's `params` gradients by their sum over ranks
+    /// (rank order, module docs) and returns `scalars` summed over ranks
+    /// the same way (`0 + s0 + s1 + …`: a step's loss parts, token
+    /// counts). Every rank must call it with the same parameters in the
+    /// same order. A parameter no rank has a gradient for keeps none.
+    ///
+    /// # Errors
+    /// [`DistributedError::Mismatch`] when ranks pass different parameter
+    /// lists or numbers of scalars; [`DistributedError::Parameter`] for a
+    /// gradient that is not f32, or (overlapped) one that arrived twice.
+    pub fn all_reduce(
         &mut self,
         world: &World,
         params: &[Var],
-        grads: &[Option<Tensor>],
-        bucket: &[Slot],
-        len: usize,
-        present: &dyn Fn(usize) -> Vec<bool>,
-    ) -> Result<()> {
-        let (n, me) = (world.size(), world.rank());
-        let mut send = vec![0f32; len];
-        for s in bucket {
-            if let Some(g) = &grads[s.param] {
-                if g.dtype() != DType::F32 {
-                    return Err(DistributedError::Parameter {
-                        index: s.param,
-                        shape: g.shape().to_vec(),
-                        msg: format!(
-                            "its gradient is {:?}; gradients are reduced as f32",
-                            g.dtype()
-                        ),
-                    });
+        scalars: &[f64],
+    ) -> Result<Vec<f64>> {
+        let started = Instant::now();
+        self.stats.calls += 1;
+        if world.size() == 1 {
+            self.stats.seconds += started.elapsed().as_secs_f64();
+            return Ok(scalars.iter().map(|&s| 0.0 + s).collect());
+        }
+        self.check_structure(world, params)?;
+        let plan = self.plan.as_ref().expect("planned");
+        let sent = match &self.overlap {
+            Some(o) => o.finish()?,
+            None => {
+                let mut sent = 0;
+                for (slots, len) in &plan.buckets {
+                    sent += reduce_bucket(world, params, slots, *len)?;
                 }
-                send[s.offset..s.offset + s.len].copy_from_slice(g.contiguous().as_slice::<f32>()?);
+                sent
             }
-        }
-        let bounds = chunk_bounds(len, n);
-        let counts: Vec<usize> = bounds.windows(2).map(|w| w[1] - w[0]).collect();
-        let (lo, hi) = (bounds[me], bounds[me + 1]);
-        let mut recv = vec![0f32; n * (hi - lo)];
-        world.all_to_all_f32(&send, &counts, &mut recv);
-        // The parameters overlapping this rank's chunk, in chunk coordinates.
-        let segments: Vec<(usize, usize, Vec<bool>)> = bucket
-            .iter()
-            .filter(|s| s.offset < hi && s.offset + s.len > lo)
-            .map(|s| {
-                let a = s.offset.max(lo) - lo;
-                let b = (s.offset + s.len).min(hi) - lo;
-                (a, b, present(s.param))
-            })
+        };
+        let all = world.all_gather_f64(scalars)?;
+        let k = scalars.len();
+        let sums = (0..k)
+            .map(|i| (0..world.size()).fold(0.0, |acc, r| acc + all[r * k + i]))
             .collect();
-        let mut mine = vec![0f32; hi - lo];
-        sum_in_rank_order(&recv, &segments, &mut mine);
-        drop(recv);
-        world.all_gather_f32(&mine, &counts, &mut send);
-        for s in bucket {
-            let shape = params[s.param].shape();
-            let g = Tensor::from_vec(send[s.offset..s.offset + s.len].to_vec(), &shape)?;
-            params[s.param].set_grad(Some(g))?;
+        self.stats.elements += plan.elements as u64;
+        self.stats.bytes_sent += sent;
+        self.stats.seconds += started.elapsed().as_secs_f64();
+        Ok(sums)
+    }
+}
+
+/// Per-step bookkeeping shared with the parameters' hooks.
+#[derive(Debug)]
+struct Step {
+    armed: bool,
+    marked: Vec<bool>,
+    ready: Vec<usize>,
+    twice: Option<usize>,
+}
+
+enum Job {
+    Ready(usize),
+    Flush,
+    Stop,
+}
+
+/// The overlapped reducer's communication thread and hooks.
+struct Overlap {
+    shared: Arc<Mutex<Step>>,
+    jobs: mpsc::Sender<Job>,
+    done: mpsc::Receiver<Result<u64>>,
+    thread: Option<JoinHandle<()>>,
+    _hooks: Vec<GradHookHandle>,
+}
+
+impl std::fmt::Debug for Overlap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlap").finish_non_exhaustive()
+    }
+}
+
+impl Overlap {
+    fn start(world: World, params: &[Var], plan: Plan) -> Result<Overlap> {
+        let buckets = plan.buckets.len();
+        let shared = Arc::new(Mutex::new(Step {
+            armed: false,
+            marked: vec![false; params.len()],
+            ready: vec![0; buckets],
+            twice: None,
+        }));
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let (done_tx, done) = mpsc::channel();
+        let mut hooks = Vec::with_capacity(params.len());
+        for (i, p) in params.iter().enumerate() {
+            let b = plan.bucket_of[i];
+            let size = plan.buckets[b].0.len();
+            let (shared, jobs) = (shared.clone(), jobs.clone());
+            hooks.push(p.register_post_accumulate_grad_hook(move || {
+                let mut st = shared.lock().unwrap_or_else(|e| e.into_inner());
+                if !st.armed {
+                    return;
+                }
+                if std::mem::replace(&mut st.marked[i], true) {
+                    st.twice.get_or_insert(i);
+                    return;
+                }
+                st.ready[b] += 1;
+                if st.ready[b] == size {
+                    let _ = jobs.send(Job::Ready(b));
+                }
+            })?);
         }
-        let sent = (len - (hi - lo)) + (n - 1) * (hi - lo);
-        self.stats.elements += len as u64;
-        self.stats.bytes_sent += 4 * sent as u64;
-        Ok(())
+        let params = params.to_vec();
+        let thread = std::thread::Builder::new()
+            .name("kiln-allreduce".into())
+            .spawn(move || {
+                let mut ready = vec![false; buckets];
+                let (mut next, mut sent, mut failed) = (0, 0u64, None);
+                // A step ends at its flush, after which every bucket below
+                // `next` has been reduced exactly once.
+                let mut flushed = false;
+                for job in rx {
+                    match job {
+                        Job::Ready(b) => ready[b] = true,
+                        Job::Flush => {
+                            ready.fill(true);
+                            flushed = true;
+                        }
+                        Job::Stop => return,
+                    }
+                    // Strictly in bucket order: every rank issues the same
+                    // collectives in the same order.
+                    while next < buckets && ready[next] {
+                        let (slots, len) = &plan.buckets[next];
+                        if failed.is_none() {
+                            match reduce_bucket(&world, &params, slots, *len) {
+                                Ok(s) => sent += s,
+                                Err(e) => failed = Some(e),
+                            }
+                        }
+                        next += 1;
+                    }
+                    if next == buckets && flushed {
+                        let r = failed.take().map_or(Ok(sent), Err);
+                        if done_tx.send(r).is_err() {
+                            return;
+                        }
+                        ready.fill(false);
+                        (next, sent, flushed) = (0, 0, false);
+                    }
+                }
+            })
+            .map_err(|e| {
+                DistributedError::Init(format!("cannot start the all-reduce thread: {e}"))
+            })?;
+        Ok(Overlap {
+            shared,
+            jobs,
+            done,
+            thread: Some(thread),
+            _hooks: hooks,
+        })
+    }
+
+    /// Sends the buckets not yet sent and waits for all of them.
+    fn finish(&self) -> Result<u64> {
+        let twice = {
+            let mut st = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            st.armed = false;
+            st.twice.take()
+        };
+        let gone = || DistributedError::Init("the all-reduce thread stopped".into());
+        self.jobs.send(Job::Flush).map_err(|_| gone())?;
+        let sent = self.done.recv().map_err(|_| gone())??;
+        if let Some(index) = twice {
+            return Err(DistributedError::Parameter {
+                index,
+                shape: Vec::new(),
+                msg: "its gradient arrived twice in one backward pass (shared by two checkpointed segments?), so its bucket went out early; use GradReducer::new, which reduces after backward".into(),
+            });
+        }
+        Ok(sent)
+    }
+}
+
+impl Drop for Overlap {
+    fn drop(&mut self) {
+        let _ = self.jobs.send(Job::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -263,7 +367,7 @@ pub fn broadcast_parameters(world: &World, params: &[Var]) -> Result<()> {
     }
     for (i, p) in params.iter().enumerate() {
         let v = p.value();
-        if v.dtype() != DType::F32 {
+        if v.dtype() != kiln_tensor::DType::F32 {
             return Err(DistributedError::Parameter {
                 index: i,
                 shape: v.shape().to_vec(),
@@ -272,7 +376,7 @@ pub fn broadcast_parameters(world: &World, params: &[Var]) -> Result<()> {
         }
         let mut buf = v.contiguous().to_vec::<f32>()?;
         world.broadcast_f32(&mut buf);
-        p.set_value(Tensor::from_vec(buf, v.shape())?)?;
+        p.set_value(kiln_tensor::Tensor::from_vec(buf, v.shape())?)?;
     }
     Ok(())
 }
@@ -280,41 +384,7 @@ pub fn broadcast_parameters(world: &World, params: &[Var]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunks_cover_the_bucket_in_order() {
-        for (len, n) in [(10, 3), (2, 3), (0, 2), (7, 1)] {
-            let b = chunk_bounds(len, n);
-            assert_eq!((b[0], b[n], b.len()), (0, len, n + 1));
-            assert!(b
-                .windows(2)
-                .all(|w| w[1] >= w[0] && w[1] - w[0] <= len.div_ceil(n)));
-        }
-    }
-
-    /// The owner's sum is the sequential one-process accumulation: the first
-    /// present rank's value as is, then each later present rank added.
-    #[test]
-    fn ranks_are_added_in_order_and_absent_ranks_skipped() {
-        // Three ranks, a chunk of 3 elements: two parameters' segments.
-        let recv = [
-            1.0f32, 1e-8, -0.0, // rank 0
-            3e-8, 2.0, 5.0, // rank 1
-            3e-8, 3.0, -0.0, // rank 2
-        ];
-        let segments = vec![
-            (0, 2, vec![true, true, true]),
-            (2, 3, vec![false, true, true]),
-        ];
-        let mut out = [9f32; 3];
-        sum_in_rank_order(&recv, &segments, &mut out);
-        let seq = |xs: &[f32]| xs[1..].iter().fold(xs[0], |a, &b| a + b);
-        assert_eq!(out[0].to_bits(), seq(&[1.0, 3e-8, 3e-8]).to_bits());
-        assert_eq!(out[1].to_bits(), seq(&[1e-8, 2.0, 3.0]).to_bits());
-        // -0.0 from rank 2 added to 5.0; rank 0's -0.0 is not part of it.
-        assert_eq!(out[2], 5.0);
-        assert_eq!(out[0], 1.0, "1 + 3e-8 rounds back to 1 at each step");
-    }
+    use kiln_tensor::Tensor;
 
     #[test]
     fn one_rank_keeps_its_gradients_and_sums_its_scalars() {
@@ -326,7 +396,9 @@ mod tests {
             .unwrap()
             .backward()
             .unwrap();
-        let mut r = GradReducer::new();
+        let mut r = GradReducer::overlapped(&w, std::slice::from_ref(&p), 64).unwrap();
+        assert!(!r.is_overlapped(), "one rank has nothing to overlap");
+        r.arm();
         assert_eq!(
             r.all_reduce(&w, std::slice::from_ref(&p), &[2.5, 1.0])
                 .unwrap(),

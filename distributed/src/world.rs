@@ -19,7 +19,7 @@ pub struct World {
     rank: usize,
     size: usize,
     #[cfg(feature = "mpi")]
-    mpi: Option<std::rc::Rc<crate::mpi_backend::Mpi>>,
+    mpi: Option<std::sync::Arc<crate::mpi_backend::Mpi>>,
 }
 
 impl std::fmt::Debug for World {
@@ -70,7 +70,7 @@ impl World {
             Ok(World {
                 rank: mpi.rank(),
                 size: mpi.size(),
-                mpi: Some(std::rc::Rc::new(mpi)),
+                mpi: Some(std::sync::Arc::new(mpi)),
             })
         }
         #[cfg(not(feature = "mpi"))]

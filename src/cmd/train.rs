@@ -223,6 +223,13 @@ pub struct TrainArgs {
     /// step.
     #[arg(long)]
     pub memory_report: bool,
+    /// Under mpirun: the gradient bucket size in MiB (DDP's default 25).
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ddp_bucket_cap_mb: u64,
+    /// Under mpirun: reduce gradients after backward instead of bucket by
+    /// bucket during it (same weights; for measuring what overlap buys).
+    #[arg(long)]
+    pub no_ddp_overlap: bool,
     /// Start afresh in an --output-dir that holds an earlier run, deleting
     /// its checkpoints, final model and logs (the cached tokens stay).
     #[arg(long)]
@@ -276,6 +283,8 @@ impl TrainArgs {
             bf16: false,
             gradient_checkpointing: false,
             memory_report: false,
+            ddp_bucket_cap_mb: 25,
+            no_ddp_overlap: false,
             dtype: super::DtypeArg::F32,
             lora_r: None,
             lora_alpha: 8.0,
@@ -485,6 +494,8 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
         bf16: args.bf16,
         gradient_checkpointing: args.gradient_checkpointing,
         memory_report: args.memory_report,
+        ddp_bucket_cap_mb: args.ddp_bucket_cap_mb as usize,
+        ddp_overlap: !args.no_ddp_overlap,
     };
     let params = kiln_nn::Module::num_parameters(&model);
     let ranks = world.size();

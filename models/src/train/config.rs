@@ -135,6 +135,23 @@ pub struct TrainConfig {
     /// ([`super::Trainer::memory_report`]).
     #[serde(default)]
     pub memory_report: bool,
+    /// Data-parallel runs: gradient bucket size in MiB (transformers'
+    /// `ddp_bucket_cap_mb`; DDP's default 25).
+    #[serde(default = "default_bucket_mb")]
+    pub ddp_bucket_cap_mb: usize,
+    /// Data-parallel runs: reduce each bucket while backward computes the
+    /// layers below it (as DDP does) rather than after backward. The
+    /// weights are the same bits either way.
+    #[serde(default = "default_true")]
+    pub ddp_overlap: bool,
+}
+
+fn default_bucket_mb() -> usize {
+    25
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -167,6 +184,8 @@ impl Default for TrainConfig {
             bf16: false,
             gradient_checkpointing: false,
             memory_report: false,
+            ddp_bucket_cap_mb: default_bucket_mb(),
+            ddp_overlap: true,
         }
     }
 }

@@ -86,6 +86,7 @@ pub struct Trainer {
     repairs: Vec<String>,
     world: World,
     reducer: GradReducer,
+    logged_comm: kiln_distributed::ReduceStats,
     _lock: Option<OutputLock>,
     tokenizer: Option<Tokenizer>,
     /// Runs at each [`super::checkpoint::FaultPoint`] of saving and
@@ -251,6 +252,12 @@ impl Trainer {
         // Every rank may read the folder (to resume) once it is repaired.
         world.barrier();
         kiln_distributed::broadcast_parameters(&world, &params)?;
+        let bucket = cfg.ddp_bucket_cap_mb.max(1) << 20;
+        let reducer = if cfg.ddp_overlap {
+            GradReducer::overlapped(&world, &params, bucket)?
+        } else {
+            GradReducer::with_bucket_bytes(bucket)
+        };
         Ok(Trainer {
             model,
             cfg,
@@ -269,7 +276,8 @@ impl Trainer {
             resume_attempted: false,
             repairs,
             world,
-            reducer: GradReducer::new(),
+            reducer,
+            logged_comm: Default::default(),
             _lock: lock,
             tokenizer: None,
             fault_hook: Box::new(no_faults),
@@ -442,10 +450,20 @@ impl Trainer {
                     s.grad_norm,
                     s.lr,
                 ));
-                self.log_line(serde_json::json!({
+                let mut line = serde_json::json!({
                     "step": self.step, "epoch": self.epoch(), "loss": loss, "lr": s.lr, "grad_norm": s.grad_norm,
                     "tokens_per_sec": tps, "elapsed_s": elapsed, "eta_s": eta,
-                }))?;
+                });
+                if self.world.size() > 1 {
+                    // Since the previous line: time in the gradient
+                    // all-reduce (waiting for slower ranks included) and
+                    // bytes this rank sent.
+                    let (now, then) = (self.reducer.stats(), self.logged_comm);
+                    line["allreduce_s"] = (now.seconds - then.seconds).into();
+                    line["allreduce_bytes"] = (now.bytes_sent - then.bytes_sent).into();
+                    self.logged_comm = now;
+                }
+                self.log_line(line)?;
             }
             let (total, per_epoch) = (self.total_steps, self.steps_per_epoch);
             if self

@@ -84,10 +84,16 @@ impl Trainer {
             kiln_tensor::memory::reset_peak();
         }
         let mut activations = None;
+        let last = first + per_rank - 1;
         for (k, b) in batches.iter().enumerate().skip(first).take(per_rank) {
             let n = b.predicted();
             if n == 0 {
                 continue;
+            }
+            if k == last {
+                // This backward completes the rank's gradients: with
+                // overlap, buckets go out as backward finishes them.
+                self.reducer.arm();
             }
             self.seed_dropouts((self.step * batches.len() + k) as u64);
             let forward = || self.model.forward(&b.input, ForwardOptions::default());
