@@ -22,6 +22,7 @@
 
 mod autocast;
 mod checkpoint;
+mod custom;
 mod error;
 mod gradcheck;
 mod ops;
@@ -31,6 +32,7 @@ mod var;
 
 pub use autocast::{autocast_bf16, is_autocast_bf16};
 pub use checkpoint::checkpoint;
+pub use custom::custom_op;
 pub use error::{AutogradError, Result};
 pub use gradcheck::{gradcheck, GradMismatch, GradcheckOptions, GradcheckReport};
 pub use tape::{clear_tape, is_grad_enabled, no_grad, tape_len, unbroadcast, NoGradGuard};

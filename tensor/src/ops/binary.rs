@@ -142,6 +142,31 @@ macro_rules! binary_op {
 }
 
 impl Tensor {
+    /// `f(a, b)` for every pair of elements of `self` and `other`, both
+    /// `T` tensors (`f32` or `f64`), broadcast together as NumPy does: a
+    /// new contiguous tensor of the broadcast shape. With [`Tensor::map`],
+    /// what a custom op's backward needs (`g · f'(x)` in one pass).
+    ///
+    /// ```
+    /// use kiln_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![1f64, 2.0, 3.0], &[3])?;
+    /// let g = Tensor::from_vec(vec![0.5f64], &[1])?; // broadcast
+    /// let y = x.zip_map(&g, |x: f64, g: f64| g * 2.0 * x)?;
+    /// assert_eq!(y.to_vec::<f64>()?, vec![1.0, 2.0, 3.0]);
+    /// # Ok::<(), kiln_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::DType`] when either tensor does not hold `T`;
+    /// [`TensorError::Broadcast`] when the shapes do not broadcast.
+    pub fn zip_map<T: FloatElement>(
+        &self,
+        other: &Tensor,
+        f: impl Fn(T, T) -> T + Sync,
+    ) -> Result<Tensor> {
+        zip_map("zip_map", self, other, f)
+    }
+
     binary_op!(
         /// `lhs + rhs` (`torch.add`).
         add, Some(Binary::Add), |a, b| a + b);

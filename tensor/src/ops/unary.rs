@@ -104,6 +104,27 @@ macro_rules! unary_op {
 }
 
 impl Tensor {
+    /// Applies `f` to every element of a `T` tensor (`T` = `f32` or
+    /// `f64`, the tensor's dtype), in parallel, in the tensor's own dtype:
+    /// a new contiguous tensor of the same shape. The building block of a
+    /// custom elementwise op's forward and backward
+    /// (`kiln_autograd::custom_op`).
+    /// PyTorch: `x.apply_(f)` on a copy, or `torch.func` over elements.
+    ///
+    /// ```
+    /// use kiln_tensor::Tensor;
+    /// let x = Tensor::from_vec(vec![0f32, 1.0, 2.0], &[3])?;
+    /// let y = x.map(|v: f32| v * v + 1.0)?;
+    /// assert_eq!(y.to_vec::<f32>()?, vec![1.0, 2.0, 5.0]);
+    /// # Ok::<(), kiln_tensor::TensorError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`TensorError::DType`] when the tensor does not hold `T`.
+    pub fn map<T: FloatElement>(&self, f: impl Fn(T) -> T + Sync) -> Result<Tensor> {
+        map(self, "map", f)
+    }
+
     unary_op!(
         /// `-x` (`torch.neg`).
         neg, |x| -x);
