@@ -19,7 +19,8 @@
 #      contains TODO(lead) is exempt (it names work still to land);
 #   6. every link to another chapter (`[x](autodiff.md#the-trace)`) names an
 #      existing chapter and, after `#`, one of its headings;
-#   7. a block introduced by <!-- verbatim: PATH --> is quoted from PATH:
+#   7. a block introduced by <!-- verbatim: PATH --> (in a chapter or the
+#      README) is quoted from PATH:
 #      each of its lines must occur in that file (blank lines and elisions,
 #      a line that is just "…" or "// …", are skipped);
 #   8. `mdbook build` reports no error or warning.
@@ -30,6 +31,29 @@ fail=0
 err() {
     echo "docs/check.sh: $*" >&2
     fail=1
+}
+
+# 7: verbatim quotes in a markdown file (a chapter, or the README).
+verbatim() {
+    local md=$1
+    awk '
+        /<!-- verbatim: / { path = $0; sub(/.*<!-- verbatim: /, "", path); sub(/ -->.*/, "", path); want = 1; next }
+        want && /^[ \t]*```/ { if (inblock) { want = 0; inblock = 0 } else { inblock = 1 }; next }
+        want && inblock {
+            line = $0; gsub(/^[ \t]+|[ \t]+$/, "", line)
+            # blank lines and elisions ("…", "// …") are not quoted text
+            if (line != "" && line !~ /^(\/\/ )?(…|\.\.\.)$/) print path "\t" line
+        }
+    ' "$md" | while IFS=$'\t' read -r path line; do
+        if [ ! -f "$path" ]; then
+            echo "docs/check.sh: $md: verbatim source $path does not exist" >&2
+            echo x
+        elif ! grep -qF -- "$line" "$path"; then
+            echo "docs/check.sh: $md: quoted line not found in $path: $line" >&2
+            echo x
+        fi
+    done | grep x >/dev/null && fail=1
+    return 0
 }
 
 chapters=$(cd "$src" && ls -- *.md | grep -v '^SUMMARY\.md$')
@@ -105,25 +129,10 @@ for f in $chapters; do
         fi
     done < <(grep -o '](\([a-z0-9_-]*\.md\)\(#[a-z0-9_-]*\)\?)' "$md" | sed 's/^](//; s/)$//' || true)
 
-    # 7: verbatim quotes.
-    awk '
-        /<!-- verbatim: / { path = $0; sub(/.*<!-- verbatim: /, "", path); sub(/ -->.*/, "", path); want = 1; next }
-        want && /^[ \t]*```/ { if (inblock) { want = 0; inblock = 0 } else { inblock = 1 }; next }
-        want && inblock {
-            line = $0; gsub(/^[ \t]+|[ \t]+$/, "", line)
-            # blank lines and elisions ("…", "// …") are not quoted text
-            if (line != "" && line !~ /^(\/\/ )?(…|\.\.\.)$/) print path "\t" line
-        }
-    ' "$md" | while IFS=$'\t' read -r path line; do
-        if [ ! -f "$path" ]; then
-            echo "docs/check.sh: $md: verbatim source $path does not exist" >&2
-            echo x
-        elif ! grep -qF -- "$line" "$path"; then
-            echo "docs/check.sh: $md: quoted line not found in $path: $line" >&2
-            echo x
-        fi
-    done | grep x >/dev/null && fail=1
+    verbatim "$md"
 done
+
+verbatim README.md
 
 [ "$fail" = 0 ] || { echo "docs/check.sh: the book is out of step with the code" >&2; exit 1; }
 echo "docs/check.sh: static checks passed ($(echo "$chapters" | wc -w) chapters)"

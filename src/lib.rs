@@ -2,7 +2,8 @@
 //!
 //! This crate re-exports the layers, each depending only on the ones before
 //! it: [`tensor`] (strided CPU tensors and their kernels), [`autograd`] (the
-//! tape), [`nn`] (modules, optimizers, state dicts) and [`models`] (GPT-2,
+//! tape), [`nn`] (modules, optimizers, state dicts), [`distributed`]
+//! (data-parallel ranks and the gradient all-reduce) and [`models`] (GPT-2,
 //! its tokenizer, generation and training).
 //!
 //! ```
@@ -19,10 +20,15 @@
 //! (`cargo run --release --example tensor_basics`).
 #![warn(missing_docs)]
 
+#[doc(inline)]
 pub use kiln_autograd as autograd;
+#[doc(inline)]
 pub use kiln_distributed as distributed;
+#[doc(inline)]
 pub use kiln_models as models;
+#[doc(inline)]
 pub use kiln_nn as nn;
+#[doc(inline)]
 pub use kiln_tensor as tensor;
 
 /// The book's chapters (`docs/src/*.md`) as doctests: every ` ```rust ` block
