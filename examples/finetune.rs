@@ -20,7 +20,7 @@ use std::sync::atomic::AtomicBool;
 
 use kiln::models::gpt2::{load_model_dir, Gpt2, Gpt2Config};
 use kiln::models::tokenizer::Tokenizer;
-use kiln::models::train::{load_tokens, Sampling, ScheduleKind, TrainConfig, Trainer};
+use kiln::models::train::{load_tokens, BatchSampling, ScheduleKind, TrainConfig, Trainer};
 use kiln::nn::Module;
 
 /// Optimizer steps of the whole run, and where the "interrupted" run stops.
@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
         max_steps: Some(STEPS),
         batch_size: 4,
         block_size: 32,
-        sampling: Sampling::Random,
+        sampling: BatchSampling::Random,
         logging_steps: 2,
         save_steps: CHECKPOINT_EVERY,
         seed: 0,

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use kiln::models::gpt2::{generate, load_model_dir, GenerationConfig, Sampling};
+use kiln::models::gpt2::{generate, load_model_dir, GenerationConfig, TokenSampling};
 use kiln::models::tokenizer::Tokenizer;
 use kiln::nn::Module;
 use kiln::tensor::testing::load_safetensors;
@@ -64,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         let expected = ids_of(&reference["a.greedy"])?;
         let cfg = GenerationConfig {
             max_new_tokens: expected.len(),
-            sampling: Sampling::Greedy,
+            sampling: TokenSampling::Greedy,
             eos_token_id: Some(c.eos_token_id),
             ..Default::default()
         };
@@ -102,7 +102,7 @@ fn main() -> anyhow::Result<()> {
     }
     let cfg = GenerationConfig {
         max_new_tokens: 40,
-        sampling: Sampling::Sample {
+        sampling: TokenSampling::Sample {
             temperature: 0.8,
             top_k: Some(40),
             top_p: Some(0.95),

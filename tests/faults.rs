@@ -15,7 +15,7 @@ use kiln::models::tokenizer::Tokenizer;
 use kiln::models::train::checkpoint::{
     checkpoint_step, list_checkpoints, load_checkpoint, verify_folder, FaultPoint,
 };
-use kiln::models::train::{Sampling, ScheduleKind, TrainConfig, Trainer};
+use kiln::models::train::{BatchSampling, ScheduleKind, TrainConfig, Trainer};
 
 fn kiln(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -114,7 +114,7 @@ fn lib_config(out: &Path) -> TrainConfig {
         max_steps: Some(8),
         batch_size: 2,
         block_size: 16,
-        sampling: Sampling::Random,
+        sampling: BatchSampling::Random,
         save_steps: 100,
         logging_steps: 1,
         progress: false,

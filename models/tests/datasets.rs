@@ -103,7 +103,8 @@ fn strided_perplexity_equals_the_transformers_docs_loop() {
     let model = load_model_dir(root().join("fixtures/gpt2/tiny-a")).unwrap();
     assert!(f.cases.len() >= 2);
     for c in &f.cases {
-        let (sum, n) = evaluate_strided(&model, &f.ids, c.max_length, c.stride).unwrap();
+        let r = evaluate_strided(&model, &f.ids, c.max_length, c.stride).unwrap();
+        let (sum, n) = (r.nll_sum, r.tokens);
         assert_eq!(
             n, c.n_tokens,
             "max_length {} stride {}",

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use kiln_autograd::autocast_bf16;
 use kiln_models::gpt2::{ForwardOptions, Gpt2, Gpt2Config};
-use kiln_models::train::{Sampling, TrainConfig, Trainer};
+use kiln_models::train::{BatchSampling, TrainConfig, Trainer};
 use kiln_nn::Module;
 use kiln_tensor::testing::f32_bits;
 use kiln_tensor::{DType, Rng, Tensor};
@@ -70,7 +70,7 @@ fn trained(checkpointing: bool) -> (Vec<f64>, Vec<Vec<u32>>) {
         batch_size: 2,
         gradient_accumulation_steps: 2,
         block_size: 32,
-        sampling: Sampling::Random,
+        sampling: BatchSampling::Random,
         logging_steps: 1,
         save_steps: 1000,
         progress: false,

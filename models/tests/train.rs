@@ -11,7 +11,7 @@ use common::{parity_batch, parity_config, parity_trainer, root};
 use kiln_models::gpt2::{load_model_dir, Gpt2, Gpt2Config};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::checkpoint::{list_checkpoints, FaultPoint};
-use kiln_models::train::{IntervalStrategy, Sampling, ScheduleKind, TrainConfig, Trainer};
+use kiln_models::train::{BatchSampling, IntervalStrategy, ScheduleKind, TrainConfig, Trainer};
 use kiln_tensor::testing::load_safetensors;
 use kiln_tensor::Tensor;
 
@@ -105,7 +105,7 @@ fn small_config(out: &Path, steps: usize, save_steps: usize) -> TrainConfig {
         max_steps: Some(steps),
         batch_size: 2,
         block_size: 16,
-        sampling: Sampling::Random,
+        sampling: BatchSampling::Random,
         save_steps,
         save_total_limit: Some(2),
         logging_steps: 1,

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use kiln_models::gpt2::{Gpt2, Gpt2Config};
 use kiln_models::tokenizer::Tokenizer;
-use kiln_models::train::{Sampling, TrainConfig, Trainer};
+use kiln_models::train::{BatchSampling, TrainConfig, Trainer};
 
 fn losses(threads: usize, gradient_checkpointing: bool) -> Vec<f64> {
     kiln_tensor::parallel::set_num_threads(threads);
@@ -26,7 +26,7 @@ fn losses(threads: usize, gradient_checkpointing: bool) -> Vec<f64> {
         max_steps: Some(4),
         batch_size: 4,
         block_size: 32,
-        sampling: Sampling::Random,
+        sampling: BatchSampling::Random,
         logging_steps: 1,
         save_steps: 1000,
         progress: false,

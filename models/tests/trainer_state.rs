@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use kiln_models::gpt2::{load_model_dir, Gpt2, Gpt2Config};
 use kiln_models::train::checkpoint::{checkpoints_to_delete, list_checkpoints};
 use kiln_models::train::{
-    HfTrainerState, IntervalStrategy, Sampling, ScheduleKind, TrainConfig, Trainer,
+    BatchSampling, HfTrainerState, IntervalStrategy, ScheduleKind, TrainConfig, Trainer,
 };
 use kiln_nn::Module;
 use serde_json::Value;
@@ -70,7 +70,7 @@ fn config(out: &Path, args: &Value) -> TrainConfig {
         epochs: args["num_train_epochs"].as_f64().unwrap_or(3.0),
         batch_size: 4,
         block_size: 16,
-        sampling: Sampling::Sequential,
+        sampling: BatchSampling::Sequential,
         logging_steps: 1,
         eval_strategy: strategy("eval_strategy", IntervalStrategy::No),
         eval_steps: n("eval_steps"),

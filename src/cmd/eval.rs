@@ -85,11 +85,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
             ids.len()
         );
     }
-    let (sum, count) = match args.stride {
+    let r = match args.stride {
         Some(stride) => evaluate_strided(&model, &ids, block, stride)?,
         None => evaluate(&model, &ids, block, args.batch_size)?,
     };
-    let loss = sum / count as f64;
+    let (loss, count) = (r.mean(), r.tokens);
     let ppl = loss.exp();
     if !loss.is_finite() {
         eprintln!("warning: the loss is {loss}: the model's weights or logits are not finite");

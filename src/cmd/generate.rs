@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kiln_models::gpt2::{generate, GenerationConfig, Sampling};
+use kiln_models::gpt2::{generate, GenerationConfig, TokenSampling};
 
 use super::print_json_array;
 
@@ -87,13 +87,13 @@ pub fn run(args: &GenerateArgs) -> Result<()> {
         );
     }
     let sampling = if args.temperature.is_some() || args.top_k.is_some() || args.top_p.is_some() {
-        Sampling::Sample {
+        TokenSampling::Sample {
             temperature: args.temperature.unwrap_or(1.0),
             top_k: args.top_k,
             top_p: args.top_p,
         }
     } else {
-        Sampling::Greedy
+        TokenSampling::Greedy
     };
     let cfg = GenerationConfig {
         max_new_tokens: args.max_new_tokens,

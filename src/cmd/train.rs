@@ -10,13 +10,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use kiln_distributed::World;
 use kiln_models::gpt2::{
-    generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, LoraConfig,
-    Sampling as TokenSampling,
+    generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, LoraConfig, TokenSampling,
 };
 use kiln_models::hub::{parse_dataset, Hub, HubError};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::{
-    collect_files, load_tokens_with, IntervalStrategy, OutputLock, Sampling, ScheduleKind,
+    collect_files, load_tokens_with, BatchSampling, IntervalStrategy, OutputLock, ScheduleKind,
     TrainConfig, Trainer,
 };
 
@@ -473,8 +472,8 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
         max_grad_norm: args.max_grad_norm,
         block_size: block,
         sampling: match args.sampling {
-            SamplingArg::Random => Sampling::Random,
-            SamplingArg::Sequential => Sampling::Sequential,
+            SamplingArg::Random => BatchSampling::Random,
+            SamplingArg::Sequential => BatchSampling::Sequential,
         },
         eval_strategy: match (args.eval_strategy, args.eval_steps) {
             (Some(s), _) => s.into(),

@@ -19,6 +19,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod display;
 pub mod dtype;
 mod error;
 pub mod kernels;

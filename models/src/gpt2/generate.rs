@@ -18,7 +18,7 @@ use crate::{ModelError, Result};
 
 /// How the next token is chosen from the logits.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sampling {
+pub enum TokenSampling {
     /// Always the most likely token (ties: the lowest id).
     Greedy,
     /// A random draw from the (reshaped) distribution.
@@ -40,7 +40,7 @@ pub struct GenerationConfig {
     /// Most tokens to add after the prompt.
     pub max_new_tokens: usize,
     /// Greedy or sampling.
-    pub sampling: Sampling,
+    pub sampling: TokenSampling,
     /// Above 1, discourages tokens already present (CTRL's penalty:
     /// positive logits divided, negative multiplied). 1 disables it; it
     /// must be positive and finite.
@@ -58,7 +58,7 @@ impl Default for GenerationConfig {
     fn default() -> Self {
         GenerationConfig {
             max_new_tokens: 50,
-            sampling: Sampling::Greedy,
+            sampling: TokenSampling::Greedy,
             repetition_penalty: 1.0,
             seed: 0,
             eos_token_id: Some(50256),
@@ -81,7 +81,7 @@ fn choose(logits: &mut [f32], seen: &[u32], cfg: &GenerationConfig, rng: &mut Rn
         }
     }
     let (temperature, top_k, top_p) = match cfg.sampling {
-        Sampling::Greedy => {
+        TokenSampling::Greedy => {
             let mut best = 0;
             for (i, &v) in logits.iter().enumerate() {
                 if v > logits[best] {
@@ -90,7 +90,7 @@ fn choose(logits: &mut [f32], seen: &[u32], cfg: &GenerationConfig, rng: &mut Rn
             }
             return best as u32;
         }
-        Sampling::Sample {
+        TokenSampling::Sample {
             temperature,
             top_k,
             top_p,
@@ -181,7 +181,7 @@ fn generate_inner(
             "repetition penalty must be a positive number (1 disables it), got {p}"
         )));
     }
-    if let Sampling::Sample {
+    if let TokenSampling::Sample {
         temperature, top_p, ..
     } = cfg.sampling
     {
@@ -327,7 +327,7 @@ mod tests {
     fn top_k_one_is_greedy() {
         let mut rng = Rng::new(0);
         let cfg = GenerationConfig {
-            sampling: Sampling::Sample {
+            sampling: TokenSampling::Sample {
                 temperature: 1.0,
                 top_k: Some(1),
                 top_p: None,
@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn top_p_keeps_the_nucleus() {
         let cfg = GenerationConfig {
-            sampling: Sampling::Sample {
+            sampling: TokenSampling::Sample {
                 temperature: 1.0,
                 top_k: None,
                 top_p: Some(0.5),

@@ -7,7 +7,7 @@ mod model;
 mod weights;
 
 pub use config::Gpt2Config;
-pub use generate::{generate, GenerationConfig, Sampling};
+pub use generate::{generate, GenerationConfig, TokenSampling};
 pub use lora::{is_lora_param, LoraConfig, ADAPTER_CONFIG, ADAPTER_WEIGHTS, PEFT_PREFIX};
 pub use model::{Block, ForwardOptions, Gpt2, Init, ParamSource, RandomInit};
 pub(crate) use weights::write_atomic;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::data::Sampling;
+use super::data::BatchSampling;
 use crate::{ModelError, Result};
 
 /// Which learning-rate schedule to use after warmup.
@@ -74,7 +74,7 @@ pub struct TrainConfig {
     /// Tokens per row.
     pub block_size: usize,
     /// Random windows (nanoGPT) or consecutive blocks (transformers).
-    pub sampling: Sampling,
+    pub sampling: BatchSampling,
     /// When to evaluate on the validation data during training
     /// (transformers' `eval_strategy`, default `no`). The trainer also
     /// evaluates once after the last step whenever there is validation
@@ -169,7 +169,7 @@ impl Default for TrainConfig {
             gradient_accumulation_steps: 1,
             max_grad_norm: 1.0,
             block_size: 1024,
-            sampling: Sampling::Sequential,
+            sampling: BatchSampling::Sequential,
             eval_strategy: IntervalStrategy::No,
             eval_steps: None,
             logging_steps: 10,

@@ -232,7 +232,7 @@ impl Batch {
 
 /// How batches are cut from the token stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sampling {
+pub enum BatchSampling {
     /// nanoGPT: `B` windows at random offsets each step, targets = the next
     /// tokens (every position predicts).
     Random,
@@ -259,7 +259,7 @@ pub struct Batcher {
     ids: Vec<u32>,
     batch: usize,
     block: usize,
-    mode: Sampling,
+    mode: BatchSampling,
     rng: Rng,
     order: Vec<usize>,
     epoch: u64,
@@ -276,12 +276,12 @@ impl Batcher {
         ids: Vec<u32>,
         batch: usize,
         block: usize,
-        mode: Sampling,
+        mode: BatchSampling,
         seed: u64,
     ) -> Result<Batcher> {
         let need = match mode {
-            Sampling::Random => block + 1,
-            Sampling::Sequential => block,
+            BatchSampling::Random => block + 1,
+            BatchSampling::Sequential => block,
         };
         if ids.len() < need || block < 2 {
             return Err(ModelError::Input(format!(
@@ -316,7 +316,7 @@ impl Batcher {
     }
 
     fn shuffle(&mut self) {
-        if self.mode != Sampling::Sequential {
+        if self.mode != BatchSampling::Sequential {
             return;
         }
         // A fresh permutation per epoch, from (seed, epoch) alone.
@@ -360,7 +360,7 @@ impl Batcher {
         let mut input = Vec::with_capacity(b * t);
         let mut targets = Vec::with_capacity(b * t);
         let rows = match self.mode {
-            Sampling::Random => {
+            BatchSampling::Random => {
                 for _ in 0..b {
                     let o = self.rng.below((self.ids.len() - t) as u64) as usize;
                     input.extend(self.ids[o..o + t].iter().map(|&i| i as i64));
@@ -368,7 +368,7 @@ impl Batcher {
                 }
                 b
             }
-            Sampling::Sequential => {
+            BatchSampling::Sequential => {
                 if self.cursor >= self.order.len() {
                     self.epoch += 1;
                     self.cursor = 0;
@@ -400,7 +400,7 @@ mod tests {
     #[test]
     fn sequential_epoch_visits_every_block_once() {
         let ids: Vec<u32> = (0..40).collect();
-        let mut b = Batcher::new(ids, 3, 4, Sampling::Sequential, 1).unwrap();
+        let mut b = Batcher::new(ids, 3, 4, BatchSampling::Sequential, 1).unwrap();
         let mut starts = Vec::new();
         for _ in 0..b.batches_per_epoch() {
             let batch = b.next_batch().unwrap();
@@ -420,7 +420,7 @@ mod tests {
     #[test]
     fn state_round_trip_replays_batches() {
         let ids: Vec<u32> = (0..500).map(|i| i % 97).collect();
-        for mode in [Sampling::Random, Sampling::Sequential] {
+        for mode in [BatchSampling::Random, BatchSampling::Sequential] {
             let mut a = Batcher::new(ids.clone(), 2, 8, mode, 5).unwrap();
             for _ in 0..7 {
                 a.next_batch().unwrap();
@@ -440,7 +440,7 @@ mod tests {
 
     #[test]
     fn too_short_text_is_a_clear_error() {
-        let e = Batcher::new(vec![1, 2, 3], 2, 8, Sampling::Random, 0)
+        let e = Batcher::new(vec![1, 2, 3], 2, 8, BatchSampling::Random, 0)
             .unwrap_err()
             .to_string();
         assert!(e.contains("3 tokens") && e.contains("block of 8"), "{e}");

@@ -6,16 +6,39 @@ use kiln_tensor::Tensor;
 use crate::gpt2::Gpt2;
 use crate::Result;
 
+/// What an evaluation measured: the summed negative log-likelihood and the
+/// number of tokens it was summed over.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalLoss {
+    /// Σ −log p(token) over the predicted tokens (nats).
+    pub nll_sum: f64,
+    /// Tokens predicted.
+    pub tokens: usize,
+}
+
+impl EvalLoss {
+    /// The mean loss per predicted token (transformers' `eval_loss`);
+    /// NaN when nothing was predicted.
+    pub fn mean(&self) -> f64 {
+        self.nll_sum / self.tokens as f64
+    }
+
+    /// `exp(mean)`, the perplexity.
+    pub fn perplexity(&self) -> f64 {
+        self.mean().exp()
+    }
+}
+
 /// Mean negative log-likelihood over every predicted token of `ids`, cut
 /// into consecutive, non-overlapping windows of `block` tokens (the last may
-/// be shorter; a window of L tokens predicts L − 1). Returns (sum of NLL,
-/// predicted tokens). Runs without recording gradients; the model's mode is
+/// be shorter; a window of L tokens predicts L − 1): [`EvalLoss::mean`]
+/// of the result. Runs without recording gradients; the model's mode is
 /// the caller's business (use eval mode for deterministic results).
 ///
 /// # Errors
 /// Model input errors (ids outside the vocabulary, block longer than the
 /// context).
-pub fn evaluate(model: &Gpt2, ids: &[u32], block: usize, batch: usize) -> Result<(f64, usize)> {
+pub fn evaluate(model: &Gpt2, ids: &[u32], block: usize, batch: usize) -> Result<EvalLoss> {
     let windows: Vec<&[u32]> = ids.chunks(block.max(2)).filter(|w| w.len() >= 2).collect();
     let (full, short): (Vec<&[u32]>, Vec<&[u32]>) = windows.iter().partition(|w| w.len() == block);
     let mut total = 0f64;
@@ -36,7 +59,10 @@ pub fn evaluate(model: &Gpt2, ids: &[u32], block: usize, batch: usize) -> Result
         }
         Ok(())
     })?;
-    Ok((total, count))
+    Ok(EvalLoss {
+        nll_sum: total,
+        tokens: count,
+    })
 }
 
 /// The sliding-window perplexity of the transformers documentation
@@ -74,7 +100,7 @@ pub fn evaluate_strided(
     ids: &[u32],
     max_length: usize,
     stride: usize,
-) -> Result<(f64, usize)> {
+) -> Result<EvalLoss> {
     if stride == 0 {
         return Err(crate::ModelError::Input(
             "--stride must be at least 1".into(),
@@ -122,5 +148,8 @@ pub fn evaluate_strided(
         }
         Ok(())
     })?;
-    Ok((nll_sum, n_tokens))
+    Ok(EvalLoss {
+        nll_sum,
+        tokens: n_tokens,
+    })
 }

@@ -12,8 +12,8 @@ pub mod sources;
 mod trainer;
 
 pub use config::{IntervalStrategy, ScheduleKind, TrainConfig};
-pub use data::{collect_files, load_tokens, load_tokens_with, Batch, Batcher, Sampling};
-pub use eval::{evaluate, evaluate_strided};
+pub use data::{collect_files, load_tokens, load_tokens_with, Batch, BatchSampling, Batcher};
+pub use eval::{evaluate, evaluate_strided, EvalLoss};
 pub use hf_state::{hf_log_entry, train_summary_entry, HfTrainerState, RunFacts};
 pub use memory_report::MemoryReport;
 pub use output_lock::{OutputLock, LOCK_FILE};

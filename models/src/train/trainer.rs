@@ -353,8 +353,7 @@ impl Trainer {
         self.model.eval();
         let r = evaluate(&self.model, val, self.cfg.block_size, self.eval_batch());
         self.model.train();
-        let (sum, n) = r?;
-        Ok(Some(sum / n.max(1) as f64))
+        Ok(Some(r?.mean()))
     }
 
     fn log_line(&self, value: serde_json::Value) -> Result<()> {
