@@ -400,13 +400,20 @@ impl Gemv {
                     unsafe { self.store(j, acc) };
                 }
             }
+            // SAFETY: (each arm below) `isa.available()` and the bounds are
+            // this function's contract; the level and layout match the
+            // kernel's requirements by the match itself.
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
             (Level::Avx512, Layout::RowMajor) => unsafe { self.rows(isa, j0, j1) },
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
             (Level::Avx512, Layout::ColMajor) => unsafe { self.dots_avx512(j0, j1) },
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
             (Level::Avx2, Layout::RowMajor) => unsafe { self.rows(isa, j0, j1) },
             #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
             (Level::Avx2, Layout::ColMajor) => unsafe { self.dots_avx2(j0, j1) },
         }
     }

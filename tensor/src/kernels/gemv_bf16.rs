@@ -135,7 +135,7 @@ unsafe fn part_avx512(x: &[f32], w: Weights, r: (usize, usize), out: &mut [f32])
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
         }
     }
-    // SAFETY (whole body): the same bounds as the portable loops; vector
+    // SAFETY: (whole body) the same bounds as the portable loops; vector
     // steps only cover whole groups of 16 inside them.
     unsafe {
         if w.cs == 1 {

@@ -28,7 +28,7 @@ unsafe fn dot_cols_avx512<const R: usize>(
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
     let mut p = 0;
-    // SAFETY (all loads): p + 16·h < k, or the lanes past k are masked off.
+    // SAFETY: (all loads) p + 16·h < k, or the lanes past k are masked off.
     unsafe {
         while p + 32 <= k {
             let x0 = _mm512_loadu_ps(x.add(p));
@@ -80,7 +80,7 @@ unsafe fn dot_cols_avx2<const R: usize>(
     let mut acc0 = [_mm256_setzero_ps(); R];
     let mut acc1 = [_mm256_setzero_ps(); R];
     let mut p = 0;
-    // SAFETY (all loads): p + 8·h < k, or the lanes past k are masked off.
+    // SAFETY: (all loads) p + 8·h < k, or the lanes past k are masked off.
     unsafe {
         while p + 16 <= k {
             let x0 = _mm256_loadu_ps(x.add(p));

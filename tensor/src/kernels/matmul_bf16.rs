@@ -277,7 +277,7 @@ unsafe fn pack_pairs(
     valid: usize,
     dst: *mut u32,
 ) {
-    // SAFETY (both arms): forwarded.
+    // SAFETY: (both arms) forwarded.
     unsafe {
         match op.data {
             Elems::Bf16(p) => pack_typed(p.offset(base), ls, ps, w, kcur, valid, dst, |v| v),
@@ -307,7 +307,7 @@ unsafe fn pack_typed<T: Copy>(
 ) {
     let full = kcur / 2;
     let pair = |lo: u16, hi: u16| lo as u32 | (hi as u32) << 16;
-    // SAFETY (whole body): sources stay within l < valid, p < kcur and
+    // SAFETY: (whole body) sources stay within l < valid, p < kcur and
     // destinations within q·w + l < ⌈kcur/2⌉·w, per the contract.
     unsafe {
         let x = |l: usize, p: usize| cvt(*src.offset(l as isize * ls + p as isize * ps));

@@ -53,6 +53,7 @@ macro_rules! naive_gemm {
                     for p in 0..k {
                         // SAFETY: in bounds by the caller's contract.
                         let aip = unsafe { *a.offset(i as isize * rsa + p as isize * csa) };
+                        // SAFETY: in bounds by the caller's contract.
                         let bpj = unsafe { *b.offset(p as isize * rsb + j as isize * csb) };
                         acc += aip * bpj;
                     }
@@ -87,6 +88,7 @@ mod tests {
         let a = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
         let b = [7.0f32, 8.0, 9.0, 10.0, 11.0, 12.0];
         let mut c = [f32::NAN; 4];
+        // SAFETY: 2×3 and 3×2 row-major inputs, a 2×2 output, as strided.
         unsafe {
             gemm_f32(
                 2,
@@ -110,6 +112,7 @@ mod tests {
         let bt = [7.0f64, 9.0, 11.0, 8.0, 10.0, 12.0];
         let a64: Vec<f64> = a.iter().map(|&x| x as f64).collect();
         let mut c64 = [1.0f64; 4];
+        // SAFETY: the same shapes, B read through transposed strides.
         unsafe {
             gemm_f64(
                 2,

@@ -265,14 +265,19 @@ pub(crate) unsafe fn gemm_f32_with(isa: Isa, threads: usize, g: Gemm<f32>) {
             )
         },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: the call contract is forwarded and `isa` (so the level)
+        // was checked available by the caller.
         Level::Avx512 if splits_rows(isa, &g, threads) => unsafe {
             gemm_rows::<Avx512>(threads, &g)
         },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the arm above.
         Level::Avx2 if splits_rows(isa, &g, threads) => unsafe { gemm_rows::<Avx2>(threads, &g) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the arm above.
         Level::Avx512 => unsafe { gemm_packed::<Avx512>(threads, &g) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: as the arm above.
         Level::Avx2 => unsafe { gemm_packed::<Avx2>(threads, &g) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("only the portable ISA exists off x86-64"),
@@ -503,7 +508,7 @@ pub(crate) unsafe fn pack_panel(
     ps: isize,
     dst: *mut f32,
 ) {
-    // SAFETY (whole body): offsets stay within p < kc, l < valid (source)
+    // SAFETY: (whole body) offsets stay within p < kc, l < valid (source)
     // and p·w + l < kc·w (destination), per the contract.
     unsafe {
         if ls == 1 && valid == w {

@@ -217,7 +217,7 @@ pub(crate) unsafe fn pack_a(
     ps: isize,
     dst: *mut f32,
 ) {
-    // SAFETY (both branches): within the bounds of the contract.
+    // SAFETY: (both branches) within the bounds of the contract.
     unsafe {
         if ps == 1 {
             pack_transposed16(kc, valid, MR, src, ls, dst, MR);
@@ -252,7 +252,7 @@ pub(crate) unsafe fn pack_b(
     ps: isize,
     dst: *mut f32,
 ) {
-    // SAFETY (all branches): within the bounds of the contract.
+    // SAFETY: (all branches) within the bounds of the contract.
     unsafe {
         if ls == 1 {
             // One panel of row-major B: the block packer with one panel.
