@@ -16,7 +16,6 @@
 //! Book: docs/src/training.md. Code: models/src/train/.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 
 use kiln::models::gpt2::{load_model_dir, Gpt2, Gpt2Config};
 use kiln::models::tokenizer::Tokenizer;
@@ -83,7 +82,7 @@ fn main() -> anyhow::Result<()> {
     println!("model: {} parameters", model.num_parameters());
     let mut trainer = Trainer::new(model, cfg.clone(), train.clone(), Some(val.clone()))?;
     let before = trainer.evaluate()?.expect("there is validation data");
-    let summary = trainer.run(&AtomicBool::new(false))?;
+    let summary = trainer.run()?;
     // ANCHOR_END: run
     for point in trainer.history() {
         if let Some(loss) = point.loss {
@@ -115,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         from.file_name().unwrap().to_string_lossy(),
         resumed.step()
     );
-    let again = resumed.run(&AtomicBool::new(false))?;
+    let again = resumed.run()?;
     // ANCHOR_END: resume
     println!(
         "last train loss: uninterrupted {:.6}, resumed {:.6}",

@@ -5,8 +5,6 @@
 //!
 //! Run:  cargo run --release --example quickstart
 
-use std::sync::atomic::AtomicBool;
-
 use kiln::models::gpt2::{Gpt2, Gpt2Config};
 use kiln::models::tokenizer::Tokenizer;
 use kiln::models::train::{TrainConfig, Trainer};
@@ -29,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(model, cfg, train.to_vec(), Some(val.to_vec()))?;
-    let summary = trainer.run(&AtomicBool::new(false))?;
+    let summary = trainer.run()?;
     println!(
         "{} steps in {:.1} s, validation loss {:.3}",
         summary.steps,

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use kiln::models::gpt2::{save_model_dir, Gpt2, Gpt2Config};
@@ -663,7 +662,7 @@ fn a_full_disk_is_a_clear_error_that_loses_nothing() {
     cfg.save_steps = 1;
     cfg.max_steps = Some(10);
     let mut t = lib_trainer(cfg);
-    let e = t.run(&AtomicBool::new(false)).unwrap_err().to_string();
+    let e = t.run().unwrap_err().to_string();
     assert!(e.contains("No space left"), "{e}");
     assert!(e.contains(p(&out)), "the error names the folder: {e}");
     let steps = real_checkpoints_are_whole(&out);

@@ -3,8 +3,6 @@
 //! f32 and under bf16 autocast, and so are the weights after several
 //! optimizer steps with gradient accumulation.
 
-use std::sync::atomic::AtomicBool;
-
 use kiln_autograd::autocast_bf16;
 use kiln_models::gpt2::{ForwardOptions, Gpt2, Gpt2Config};
 use kiln_models::train::{BatchSampling, TrainConfig, Trainer};
@@ -78,7 +76,7 @@ fn trained(checkpointing: bool) -> (Vec<f64>, Vec<Vec<u32>>) {
         ..Default::default()
     };
     let mut t = Trainer::new(model(), cfg, ids, None).unwrap();
-    t.run(&AtomicBool::new(false)).unwrap();
+    t.run().unwrap();
     let losses = t.history().iter().filter_map(|p| p.loss).collect();
     let weights = t
         .model

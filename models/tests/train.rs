@@ -153,7 +153,7 @@ fn resume_is_exact(bf16: bool) {
         Some(val.clone()),
     )
     .unwrap();
-    straight.run(&AtomicBool::new(false)).unwrap();
+    straight.run().unwrap();
     let want = train_losses(&straight);
     assert_eq!(want.len(), 12);
 
@@ -191,7 +191,7 @@ fn resume_is_exact(bf16: bool) {
     let from = resumed.resume().unwrap().unwrap();
     assert!(from.ends_with("checkpoint-4"));
     assert_eq!(resumed.step(), 4);
-    resumed.run(&AtomicBool::new(false)).unwrap();
+    resumed.run().unwrap();
     // The killed run was driven step by step (no history logged), so the
     // resumed history holds steps 5..=12: they must equal the uninterrupted
     // run's, bit for bit.
@@ -259,7 +259,7 @@ fn rotation_keeps_the_newest_checkpoints() {
     let mut cfg = small_config(dir.path(), 7, 2);
     cfg.eval_steps = None;
     let mut t = Trainer::new(tiny_model(), cfg, ids, None).unwrap();
-    let s = t.run(&AtomicBool::new(false)).unwrap();
+    let s = t.run().unwrap();
     let steps: Vec<usize> = list_checkpoints(dir.path())
         .into_iter()
         .map(|c| c.0)
@@ -278,7 +278,7 @@ fn stop_flag_saves_and_exits() {
     let ids = sonnet_ids();
     let dir = tempfile::tempdir().unwrap();
     let mut t = Trainer::new(tiny_model(), small_config(dir.path(), 50, 100), ids, None).unwrap();
-    let s = t.run(&AtomicBool::new(true)).unwrap();
+    let s = t.run_until(&AtomicBool::new(true)).unwrap();
     assert!(s.interrupted && s.steps == 1);
     assert_eq!(list_checkpoints(dir.path()).last().unwrap().0, 1);
 }
@@ -296,7 +296,7 @@ fn a_nan_loss_stops_without_updating() {
     bad.iter_mut().for_each(|v| *v = f32::NAN);
     w.set_value(Tensor::from_vec(bad, w.value().shape()).unwrap())
         .unwrap();
-    let e = t.run(&AtomicBool::new(false)).unwrap_err().to_string();
+    let e = t.run().unwrap_err().to_string();
     assert!(
         e.contains("diverged at step 2") && e.contains("checkpoint-1"),
         "{e}"

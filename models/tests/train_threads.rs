@@ -3,8 +3,6 @@
 //! a thread-count–dependent way, and a recomputed block is the same block.
 //! Alone in its file because it changes the global thread count.
 
-use std::sync::atomic::AtomicBool;
-
 use kiln_models::gpt2::{Gpt2, Gpt2Config};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::{BatchSampling, TrainConfig, Trainer};
@@ -34,7 +32,7 @@ fn losses(threads: usize, gradient_checkpointing: bool) -> Vec<f64> {
         ..Default::default()
     };
     let mut t = Trainer::new(Gpt2::new(Gpt2Config::tiny(), 3).unwrap(), cfg, ids, None).unwrap();
-    t.run(&AtomicBool::new(false)).unwrap();
+    t.run().unwrap();
     t.history().iter().filter_map(|p| p.loss).collect()
 }
 

@@ -1,8 +1,6 @@
 //! What the trainer writes, as transformers expects to find it: the
 //! tokenizer files in every checkpoint and in `final/`.
 
-use std::sync::atomic::AtomicBool;
-
 use kiln_models::gpt2::{Gpt2, Gpt2Config};
 use kiln_models::tokenizer::Tokenizer;
 use kiln_models::train::checkpoint::list_checkpoints;
@@ -46,7 +44,7 @@ fn checkpoints_and_final_carry_the_tokenizer() {
     let mut t = Trainer::new(model, tiny_run(out.path(), 4), ids, None)
         .unwrap()
         .with_tokenizer(tok.clone());
-    t.run(&AtomicBool::new(false)).unwrap();
+    t.run().unwrap();
     let mut dirs: Vec<_> = list_checkpoints(out.path())
         .into_iter()
         .map(|(_, d)| d)

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use kiln_models::gpt2::{load_model_dir, Gpt2, Gpt2Config};
 use kiln_models::train::checkpoint::{checkpoints_to_delete, list_checkpoints};
@@ -96,7 +95,7 @@ fn run(out: &Path, scenario: &Value) -> Trainer {
 
 fn run_with(cfg: TrainConfig) -> Trainer {
     let mut t = Trainer::new(model(), cfg, data(20, 1), Some(data(8, 2))).unwrap();
-    t.run(&AtomicBool::new(false)).unwrap();
+    t.run().unwrap();
     t
 }
 
@@ -321,7 +320,7 @@ fn resume_from_a_named_checkpoint_is_exact() {
     .unwrap();
     t.resume_from(&a.path().join("checkpoint-6")).unwrap();
     assert_eq!(t.step(), 6);
-    t.run(&AtomicBool::new(false)).unwrap();
+    t.run().unwrap();
     let losses = |t: &Trainer| -> Vec<f64> { t.history().iter().filter_map(|p| p.loss).collect() };
     assert_eq!(losses(&t), losses(&full));
     for ((n, x), (_, y)) in t

@@ -544,7 +544,7 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
         }
     ));
     let (stop, signal) = stop_on_signals()?;
-    let summary = trainer.run(&stop)?;
+    let summary = trainer.run_until(&stop)?;
     if summary.interrupted {
         say(format!(
             "stopped at step {}; resume with --resume",

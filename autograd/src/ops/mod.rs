@@ -22,6 +22,7 @@ mod index;
 mod layer_norm;
 mod matmul;
 mod movement;
+mod operators;
 mod reduce;
 mod softmax;
 mod unary;

@@ -373,15 +373,27 @@ impl Trainer {
         writeln!(f, "{value}").map_err(io)
     }
 
-    /// Runs the loop to the last step (or until `stop` is set, e.g. by
-    /// Ctrl-C, which saves a checkpoint first), evaluating, logging and
+    /// Runs the loop to the last step, evaluating, logging and
     /// checkpointing as configured; then evaluates, writes the final model
-    /// to `<output_dir>/final/` and the loss curve to `loss.svg`.
+    /// to `<output_dir>/final/` and the loss curve to `loss.svg`
+    /// (transformers' `trainer.train()`). [`Trainer::run_until`] also stops
+    /// early, with a checkpoint, when a flag is set.
+    ///
+    /// # Errors
+    /// As [`Trainer::run_until`].
+    pub fn run(&mut self) -> Result<TrainSummary> {
+        self.run_until(&AtomicBool::new(false))
+    }
+
+    /// [`Trainer::run`] that also stops when `stop` is set (by a Ctrl-C
+    /// handler, say): the step under way finishes, a checkpoint is saved
+    /// and the summary says `interrupted`. Under several ranks every rank
+    /// stops at the same step, whichever saw the flag.
     ///
     /// # Errors
     /// Divergence (naming the step and the last good checkpoint), I/O
     /// errors naming the path, model errors.
-    pub fn run(&mut self, stop: &AtomicBool) -> Result<TrainSummary> {
+    pub fn run_until(&mut self, stop: &AtomicBool) -> Result<TrainSummary> {
         let out = self.cfg.output_dir.clone();
         let main = self.world.is_main();
         self.agree_on_start()?;

@@ -286,26 +286,6 @@ impl Tensor {
     }
 }
 
-macro_rules! std_op {
-    ($trait:ident, $method:ident, $call:ident) => {
-        /// Operator sugar for the named method.
-        ///
-        /// # Panics
-        /// With the named method's error message if it fails (incompatible
-        /// shapes or dtypes). Use the method to get a `Result` instead.
-        impl std::ops::$trait<&Tensor> for &Tensor {
-            type Output = Tensor;
-            fn $method(self, rhs: &Tensor) -> Tensor {
-                self.$call(rhs).unwrap_or_else(|e| panic!("{e}"))
-            }
-        }
-    };
-}
-std_op!(Add, add, add);
-std_op!(Sub, sub, sub);
-std_op!(Mul, mul, mul);
-std_op!(Div, div, div);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub mod concat;
 pub mod index;
 pub mod matmul;
 pub mod norm;
+mod operators;
 pub mod reduce;
 pub mod softmax;
 pub mod topk;
