@@ -20,7 +20,7 @@ pub enum AutogradError {
     /// The value was recorded on a tape that has since been played back and
     /// freed (each tape supports one backward pass).
     #[error(
-        "{op}: the value was recorded on a tape that was already freed by backward(); recompute it"
+        "{op}: the value was recorded on a tape that was already freed by backward(); recompute it (to differentiate several losses of one forward pass, use backward_all(&[&loss1, &loss2]))"
     )]
     StaleTape {
         /// Where the stale value was used.

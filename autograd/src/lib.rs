@@ -35,5 +35,7 @@ pub use checkpoint::checkpoint;
 pub use custom::custom_op;
 pub use error::{AutogradError, Result};
 pub use gradcheck::{gradcheck, GradMismatch, GradcheckOptions, GradcheckReport};
-pub use tape::{clear_tape, is_grad_enabled, no_grad, tape_len, unbroadcast, NoGradGuard};
+pub use tape::{
+    backward_all, clear_tape, is_grad_enabled, no_grad, tape_len, unbroadcast, NoGradGuard,
+};
 pub use var::{GradHookHandle, Leaf, Var};

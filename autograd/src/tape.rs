@@ -304,7 +304,42 @@ impl Var {
     /// # Errors
     /// As [`Var::backward`], plus [`AutogradError::GradShape`].
     pub fn backward_with(&self, grad: Tensor) -> Result<()> {
-        let v = self.value();
+        run_backward(&[(self, grad)])
+    }
+}
+
+/// Reverse-mode differentiation from several one-element values in one pass
+/// (`torch.autograd.backward([loss1, loss2])`): every leaf gets the sum of
+/// its gradients from all of them, as from `(loss1 + loss2).backward()`.
+/// This is how two losses that share parameters (or a shared trunk) are
+/// differentiated: the tape is played back once, so a second
+/// `loss2.backward()` after `loss1.backward()` finds it freed
+/// ([`AutogradError::StaleTape`]), where PyTorch would need
+/// `retain_graph=True`.
+///
+/// # Errors
+/// As [`Var::backward`] for each value.
+pub fn backward_all(losses: &[&Var]) -> Result<()> {
+    let mut roots = Vec::with_capacity(losses.len());
+    for l in losses {
+        let v = l.value();
+        if v.numel() != 1 {
+            return Err(AutogradError::NotScalar {
+                shape: v.shape().to_vec(),
+            });
+        }
+        roots.push((*l, Tensor::ones(v.shape(), v.dtype())));
+    }
+    run_backward(&roots)
+}
+
+/// The engine: plays the tape back from `roots`, each seeded with its
+/// gradient.
+fn run_backward(roots: &[(&Var, Tensor)]) -> Result<()> {
+    let mut seeds: Vec<(usize, Tensor)> = Vec::new();
+    let mut any_node = false;
+    for (var, grad) in roots {
+        let v = var.value();
         if grad.shape() != v.shape() {
             return Err(AutogradError::GradShape {
                 op: "backward",
@@ -312,70 +347,81 @@ impl Var {
                 got: grad.shape().to_vec(),
             });
         }
-        let root = match &self.kind {
+        match &var.kind {
             Kind::Const(_) => return Err(AutogradError::NoGrad),
-            Kind::Leaf(l) => {
-                if !l.requires_grad() {
-                    return Err(AutogradError::NoGrad);
+            Kind::Leaf(l) if !l.requires_grad() => return Err(AutogradError::NoGrad),
+            Kind::Leaf(_) => {}
+            Kind::Node { .. } => match input_of("backward", var)? {
+                Input::Node(id) => {
+                    seeds.push((id, grad.clone()));
+                    any_node = true;
                 }
-                return l.accumulate(grad);
-            }
-            Kind::Node { .. } => match input_of("backward", self)? {
-                Input::Node(id) => id,
                 _ => unreachable!("a node input is a node"),
             },
+        }
+    }
+    // A leaf as its own root: its seed is its gradient.
+    for (var, grad) in roots {
+        if let Kind::Leaf(l) = &var.kind {
+            l.accumulate(grad.clone())?;
+        }
+    }
+    if !any_node {
+        return Ok(());
+    }
+    let root = seeds.iter().map(|(id, _)| *id).max().expect("a node root");
+    // Take the whole tape: this pass consumes it.
+    let mut nodes = TAPE.with(|t| {
+        let mut t = t.borrow_mut();
+        t.generation += 1;
+        std::mem::take(&mut t.nodes)
+    });
+    nodes.truncate(root + 1);
+    let ids: Vec<usize> = seeds.iter().map(|(id, _)| *id).collect();
+    let mut leaves = LeafGrads::count(&nodes, &ids);
+    let mut grads: Vec<Option<Tensor>> = (0..nodes.len()).map(|_| None).collect();
+    for (id, g) in seeds {
+        accumulate(&mut grads[id], g)?;
+    }
+    let mut steps = Vec::new();
+    for i in (0..=root).rev() {
+        let Some(g) = grads[i].take() else {
+            continue;
         };
-        // Take the whole tape: this pass consumes it.
-        let mut nodes = TAPE.with(|t| {
-            let mut t = t.borrow_mut();
-            t.generation += 1;
-            std::mem::take(&mut t.nodes)
-        });
-        nodes.truncate(root + 1);
-        let mut leaves = LeafGrads::count(&nodes, root);
-        let mut grads: Vec<Option<Tensor>> = (0..nodes.len()).map(|_| None).collect();
-        grads[root] = Some(grad);
-        let mut steps = Vec::new();
-        for i in (0..=root).rev() {
-            let Some(g) = grads[i].take() else {
-                continue;
-            };
-            let started = std::time::Instant::now();
-            let node = &mut nodes[i];
-            let rule = node.backward.take().expect("each node runs once");
-            if let (Some(slice), [Input::Node(j)]) = (node.slice, &node.inputs[..]) {
-                accumulate_slice(&mut grads[*j], &g, &node.input_shapes[0], slice)?;
-                drop(rule);
-            } else {
-                let in_grads = rule(&g)?;
-                for ((input, shape), ig) in node.inputs.iter().zip(&node.input_shapes).zip(in_grads)
-                {
-                    match (input, ig) {
-                        (Input::Node(j), Some(ig)) => {
-                            accumulate(&mut grads[*j], unbroadcast(ig, shape)?)?
-                        }
-                        (Input::Leaf(l), ig) => {
-                            let ig = ig.map(|g| unbroadcast(g, shape)).transpose()?;
-                            leaves.add(l, ig)?;
-                        }
-                        _ => {}
+        let started = std::time::Instant::now();
+        let node = &mut nodes[i];
+        let rule = node.backward.take().expect("each node runs once");
+        if let (Some(slice), [Input::Node(j)]) = (node.slice, &node.inputs[..]) {
+            accumulate_slice(&mut grads[*j], &g, &node.input_shapes[0], slice)?;
+            drop(rule);
+        } else {
+            let in_grads = rule(&g)?;
+            for ((input, shape), ig) in node.inputs.iter().zip(&node.input_shapes).zip(in_grads) {
+                match (input, ig) {
+                    (Input::Node(j), Some(ig)) => {
+                        accumulate(&mut grads[*j], unbroadcast(ig, shape)?)?
                     }
+                    (Input::Leaf(l), ig) => {
+                        let ig = ig.map(|g| unbroadcast(g, shape)).transpose()?;
+                        leaves.add(l, ig)?;
+                    }
+                    _ => {}
                 }
             }
-            drop(g);
-            steps.push(BackwardStep {
-                node: i,
-                op: node.trace.op,
-                rule: node.trace.rule,
-                elapsed: started.elapsed(),
-            });
-            // Free this node's saved tensors and links now.
-            node.inputs.clear();
         }
-        leaves.flush_rest()?;
-        LAST_BACKWARD.with(|b| *b.borrow_mut() = steps);
-        Ok(())
+        drop(g);
+        steps.push(BackwardStep {
+            node: i,
+            op: node.trace.op,
+            rule: node.trace.rule,
+            elapsed: started.elapsed(),
+        });
+        // Free this node's saved tensors and links now.
+        node.inputs.clear();
     }
+    leaves.flush_rest()?;
+    LAST_BACKWARD.with(|b| *b.borrow_mut() = steps);
+    Ok(())
 }
 
 /// One backward pass's gradients for the leaves, summed per leaf before
@@ -397,10 +443,13 @@ struct LeafGrads {
 }
 
 impl LeafGrads {
-    /// Counts each leaf's uses by the nodes `..=root` that backward reaches.
-    fn count(nodes: &[Node], root: usize) -> LeafGrads {
+    /// Counts each leaf's uses by the nodes that backward reaches from `roots`.
+    fn count(nodes: &[Node], roots: &[usize]) -> LeafGrads {
+        let root = roots.iter().copied().max().unwrap_or(0);
         let mut reached = vec![false; root + 1];
-        reached[root] = true;
+        for &r in roots {
+            reached[r] = true;
+        }
         let mut out = LeafGrads {
             slots: std::collections::HashMap::new(),
             pending: Vec::new(),

@@ -1,6 +1,6 @@
 //! Tape behaviour: recording, no_grad, accumulation, stale values, tracing.
 
-use kiln_autograd::{no_grad, tape_len, trace, AutogradError, Var};
+use kiln_autograd::{backward_all, no_grad, tape_len, trace, AutogradError, Var};
 use kiln_tensor::{DType, Tensor};
 
 fn param(v: Vec<f64>, s: &[usize]) -> Var {
@@ -88,6 +88,35 @@ fn post_accumulate_hooks_see_the_pass_gradient_once() {
     assert!(Var::constant(Tensor::ones(&[1], DType::F64))
         .register_post_accumulate_grad_hook(|| {})
         .is_err());
+}
+
+/// Two losses from one forward pass with a shared trunk: one pass over
+/// both gives what `(l1 + l2).backward()` gives; a second `backward()`
+/// after the first is the stale-tape error, which points to `backward_all`.
+#[test]
+fn two_losses_of_one_forward_in_one_pass() {
+    let w = param(vec![0.5, -2.0], &[2]);
+    let losses = || {
+        let h = w.exp().unwrap(); // the shared trunk
+        let l1 = h.sum_all().unwrap();
+        let l2 = h.mul(&h).unwrap().sum_all().unwrap();
+        (l1, l2)
+    };
+    let (l1, l2) = losses();
+    backward_all(&[&l1, &l2]).unwrap();
+    let both = w.grad().unwrap().to_vec::<f64>().unwrap();
+    w.zero_grad();
+    let (l1, l2) = losses();
+    l1.add(&l2).unwrap().backward().unwrap();
+    assert_eq!(both, w.grad().unwrap().to_vec::<f64>().unwrap());
+    w.zero_grad();
+    let (l1, l2) = losses();
+    l1.backward().unwrap();
+    let err = l2.backward().unwrap_err();
+    assert!(
+        matches!(err, AutogradError::StaleTape { .. }) && err.to_string().contains("backward_all"),
+        "{err}"
+    );
 }
 
 #[test]
