@@ -27,14 +27,15 @@ const STEPS: usize = 16;
 const CHECKPOINT_EVERY: usize = 8;
 
 fn main() -> anyhow::Result<()> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // Paths are relative to where it runs (`cargo run --example` from the
+    // repository's root); pass your own text file and model folder.
     let mut args = std::env::args().skip(1);
     let text = args
         .next()
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("data/shakespeare/sonnets.txt"));
+        .unwrap_or_else(|| PathBuf::from("data/shakespeare/sonnets.txt"));
     let model_dir = args.next().map(PathBuf::from);
-    let out = root.join("runs/finetune-example");
+    let out = PathBuf::from("runs/finetune-example");
     // Start clean: the trainer resumes from whatever checkpoints it finds.
     let _ = std::fs::remove_dir_all(&out);
 
@@ -48,7 +49,7 @@ fn main() -> anyhow::Result<()> {
     let val = train.split_off(train.len() - train.len() / 50); // last 2%
     println!(
         "{}: {} training tokens, {} held out",
-        text.strip_prefix(&root).unwrap_or(&text).display(),
+        text.display(),
         train.len(),
         val.len()
     );
@@ -97,7 +98,7 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(after < before, "training did not lower the validation loss");
     println!(
         "wrote {}: checkpoint-{CHECKPOINT_EVERY}/, checkpoint-{STEPS}/, final/ (a Hugging Face directory), log.jsonl, loss.svg",
-        out.strip_prefix(&root).unwrap_or(&out).display()
+        out.display()
     );
 
     // Resume: delete the final model and the last checkpoint, as if the run
