@@ -7,8 +7,6 @@
 use num_traits::Zero;
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use crate::dtype::Element;
 use crate::kernels::fastmath::{self, Isa};
 use crate::parallel::{for_each_range, SharedMut};
@@ -254,22 +252,28 @@ impl Tensor {
                 *m = mu_t;
                 *r = rs_t;
             };
-            if c > 0 {
-                if xs.len() >= 2 * PAR_CHUNK {
-                    crate::parallel::install(|| {
-                        y.par_chunks_mut(c)
-                            .zip(mean.par_iter_mut())
-                            .zip(rstd.par_iter_mut())
-                            .zip(xs.par_chunks(c))
-                            .for_each(|(a, xr)| row_fn(a, xr))
-                    });
-                } else {
+            if let Some(per_chunk) = PAR_CHUNK.checked_div(c) {
+                let (ys, ms, rs) = (
+                    SharedMut::new(&mut y),
+                    SharedMut::new(&mut mean),
+                    SharedMut::new(&mut rstd),
+                );
+                for_each_range(rows, per_chunk.max(1), |range| {
+                    // SAFETY: `for_each_range` hands out disjoint row ranges.
+                    let (y, m, r) = unsafe {
+                        (
+                            ys.range(range.start * c..range.end * c),
+                            ms.range(range.clone()),
+                            rs.range(range.clone()),
+                        )
+                    };
+                    let x = &xs[range.start * c..range.end * c];
                     y.chunks_mut(c)
-                        .zip(mean.iter_mut())
-                        .zip(rstd.iter_mut())
-                        .zip(xs.chunks(c))
+                        .zip(m.iter_mut())
+                        .zip(r.iter_mut())
+                        .zip(x.chunks(c))
                         .for_each(|(a, xr)| row_fn(a, xr));
-                }
+                });
             }
             Ok((
                 Tensor::from_vec(y, self.shape())?,
@@ -351,21 +355,22 @@ impl Tensor {
                 }
                 (dw, db)
             };
-            let partials: Vec<(Vec<f64>, Vec<f64>)> = if c == 0 || rows == 0 {
-                Vec::new()
-            } else if xs.len() >= 2 * PAR_CHUNK {
-                crate::parallel::install(|| {
-                    dx.par_chunks_mut(ROW_BLOCK * c)
-                        .enumerate()
-                        .map(block)
-                        .collect()
-                })
-            } else {
-                dx.chunks_mut(ROW_BLOCK * c)
-                    .enumerate()
-                    .map(block)
-                    .collect()
-            };
+            // One partial per block of rows, summed below in block order:
+            // the same sums at every thread count.
+            let blocks = rows.div_ceil(ROW_BLOCK);
+            let mut partials: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); blocks];
+            if c > 0 && rows > 0 {
+                let (dd, pp) = (SharedMut::new(&mut dx), SharedMut::new(&mut partials));
+                for_each_range(blocks, (PAR_CHUNK / (ROW_BLOCK * c)).max(1), |bs| {
+                    for b in bs {
+                        let e = b * ROW_BLOCK * c..((b + 1) * ROW_BLOCK).min(rows) * c;
+                        // SAFETY: blocks are disjoint, and so are their rows
+                        // of dx and their partial sums.
+                        let (dxb, slot) = unsafe { (dd.range(e), &mut pp.range(b..b + 1)[0]) };
+                        *slot = block((b, dxb));
+                    }
+                });
+            }
             let mut dw = vec![0f64; c];
             let mut db = vec![0f64; c];
             for (pw, pb) in &partials {
