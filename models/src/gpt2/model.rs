@@ -388,12 +388,19 @@ impl Gpt2 {
     }
 
     /// Logits `(B, T, V)` for ids `(B, T)`: the hidden states times `wteᵀ`
-    /// (the tied LM head, read through a transposed view — no copy).
+    /// (the tied LM head, read through a transposed view — no copy). The ids
+    /// are an i64 tensor or `u32` ids as the tokenizer gives them
+    /// ([`super::TokenIds`]): `model.forward(&tokenizer.encode(text), …)`.
     ///
     /// # Errors
-    /// As [`Gpt2::hidden_states`].
-    pub fn forward(&self, ids: &Tensor, opts: ForwardOptions<'_>) -> Result<Var> {
-        let h = self.hidden_states(ids, opts)?;
+    /// As [`Gpt2::hidden_states`]; a batch of sequences of different lengths.
+    pub fn forward(
+        &self,
+        ids: &(impl super::TokenIds + ?Sized),
+        opts: ForwardOptions<'_>,
+    ) -> Result<Var> {
+        let ids = ids.to_tensor()?;
+        let h = self.hidden_states(&ids, opts)?;
         Ok(h.matmul(&self.wte.weight.t()?)?)
     }
 
