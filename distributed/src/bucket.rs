@@ -95,7 +95,8 @@ impl Plan {
 /// followed by one presence flag per parameter (whether this rank has a
 /// gradient for it: a rank whose micro-batches all predicted nothing has
 /// none); rank `k` adds the copies in rank order; an all-gather returns the
-/// sums. The gradients are then replaced by the sums, as f32.
+/// sums. The gradients are then replaced by the sums, as f32, and a
+/// parameter that no rank had a gradient for is left without one.
 pub(crate) fn reduce_bucket(
     world: &World,
     params: &[Var],
@@ -163,10 +164,19 @@ pub(crate) fn reduce_bucket(
     drop(chunks);
     let sizes: Vec<usize> = bounds.windows(2).map(|w| w[1] - w[0]).collect();
     world.all_gather_f32(&mine, &sizes, &mut data);
-    for s in slots {
-        let shape = params[s.param].shape();
-        let g = Tensor::from_vec(data[s.offset..s.offset + s.len].to_vec(), &shape)?;
-        params[s.param].set_grad(Some(g))?;
+    for (k, s) in slots.iter().enumerate() {
+        // A parameter no rank has a gradient for keeps none, as in one
+        // process (AdamW skips it; a zero gradient would still decay it).
+        let g = if had[k].contains(&true) {
+            let shape = params[s.param].shape();
+            Some(Tensor::from_vec(
+                data[s.offset..s.offset + s.len].to_vec(),
+                &shape,
+            )?)
+        } else {
+            None
+        };
+        params[s.param].set_grad(g)?;
     }
     let sent = (len + n * flags - width) + (n - 1) * (hi - lo);
     Ok(4 * sent as u64)

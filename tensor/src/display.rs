@@ -93,19 +93,7 @@ impl Tensor {
         let picks: Vec<Vec<Option<usize>>> = shape.iter().map(|&n| shown(n, summarize)).collect();
         // Row-major flat indices of the shown elements.
         let mut flat = vec![0usize];
-        let mut stride = 1;
-        let strides: Vec<usize> = shape
-            .iter()
-            .rev()
-            .map(|&n| {
-                let s = stride;
-                stride *= n;
-                s
-            })
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
+        let strides = crate::shape::contiguous_strides(shape);
         for (pick, &step) in picks.iter().zip(&strides) {
             flat = flat
                 .iter()
