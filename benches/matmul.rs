@@ -247,8 +247,8 @@ impl Bf16Problem {
     }
 }
 
-/// bf16 products, FLOP/s (`KILN_SIMD` picks the path: AVX512-BF16 where
-/// the CPU has it, else the widening fallback).
+/// bf16 products, FLOP/s (`KILN_SIMD` picks the path: AMX or AVX512-BF16
+/// where the CPU has it, else the widening fallback).
 fn bf16<M: Measurement>(c: &mut Criterion<M>) {
     let mut group = c.benchmark_group("bf16_flops");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);

@@ -4,8 +4,10 @@
 //!
 //! Levels, slowest first: `portable` (plain Rust, runs everywhere), `avx2`
 //! (AVX2 + FMA), `avx512` (AVX-512 F/VL/BW/DQ), `avx512bf16` (AVX-512 plus
-//! the BF16 dot-product instruction `vdpbf16ps`, used by the bf16 GEMM).
-//! Each level includes the ones below it. The best level the CPU supports
+//! the BF16 dot-product instruction `vdpbf16ps`, used by the bf16 GEMM),
+//! `amx` (that plus the AMX-BF16 tile unit, which the bf16 GEMM then runs
+//! on; Linux must grant the process the tile state, which detection asks
+//! for). Each level includes the ones below it. The best level the CPU supports
 //! is picked once per process, capped by the environment variable
 //! `KILN_SIMD` (one of those four names), so tests and benchmarks can force
 //! every lower path on one machine. f32 results do not depend on the level
@@ -16,7 +18,7 @@
 use std::sync::OnceLock;
 
 /// The levels' names, slowest first: the values `KILN_SIMD` accepts.
-pub const NAMES: [&str; 4] = ["portable", "avx2", "avx512", "avx512bf16"];
+pub const NAMES: [&str; 5] = ["portable", "avx2", "avx512", "avx512bf16", "amx"];
 
 /// Every level, slowest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -28,6 +30,8 @@ enum Tier {
     Avx512,
     #[cfg(target_arch = "x86_64")]
     Avx512Bf16,
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 /// The levels the f32 kernels distinguish, for matching inside them.
@@ -48,7 +52,7 @@ pub struct Isa(Tier);
 
 impl Isa {
     /// The best instruction set this CPU supports, capped by `KILN_SIMD`
-    /// (`portable`, `avx2`, `avx512` or `avx512bf16`; read once). A cap
+    /// (`portable`, `avx2`, `avx512`, `avx512bf16` or `amx`; read once). A cap
     /// above what the CPU has caps nothing; an unknown value is reported on
     /// stderr and ignored.
     pub fn detect() -> Isa {
@@ -89,6 +93,9 @@ impl Isa {
                     v.push(Isa(Tier::Avx512));
                     if is_x86_feature_detected!("avx512bf16") {
                         v.push(Isa(Tier::Avx512Bf16));
+                        if super::microkernel_amx::permitted() {
+                            v.push(Isa(Tier::Amx));
+                        }
                     }
                 }
             }
@@ -96,7 +103,7 @@ impl Isa {
         v
     }
 
-    /// `"portable"`, `"avx2"`, `"avx512"` or `"avx512bf16"`.
+    /// `"portable"`, `"avx2"`, `"avx512"`, `"avx512bf16"` or `"amx"`.
     pub fn name(self) -> &'static str {
         match self.0 {
             Tier::Portable => "portable",
@@ -106,6 +113,8 @@ impl Isa {
             Tier::Avx512 => "avx512",
             #[cfg(target_arch = "x86_64")]
             Tier::Avx512Bf16 => "avx512bf16",
+            #[cfg(target_arch = "x86_64")]
+            Tier::Amx => "amx",
         }
     }
 
@@ -113,7 +122,19 @@ impl Isa {
     pub fn has_bf16_dot(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            self.0 == Tier::Avx512Bf16
+            self.0 >= Tier::Avx512Bf16
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// Whether the AMX-BF16 tile unit is available (and granted).
+    pub fn has_amx(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.0 == Tier::Amx
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -128,7 +149,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Tier::Avx2 => Level::Avx2,
             #[cfg(target_arch = "x86_64")]
-            Tier::Avx512 | Tier::Avx512Bf16 => Level::Avx512,
+            Tier::Avx512 | Tier::Avx512Bf16 | Tier::Amx => Level::Avx512,
         }
     }
 }

@@ -7,8 +7,12 @@
 //! activations, and `torch.autocast`-style mixed precision where f32 master
 //! weights and activations are both rounded for the multiply.
 //!
-//! Two paths, chosen at run time ([`super::isa`]):
+//! Three paths, chosen at run time ([`super::isa`]):
 //!
+//! - **AMX** (`tdpbf16ps` on tile registers, `microkernel_amx.rs`): the same
+//!   loop nest with 32×32 C tiles, A panels stored row-major in pairs and
+//!   every panel zero-padded to a multiple of 16 pairs (one tile row); each
+//!   instruction does 8,192 multiply-adds.
 //! - **AVX512-BF16** (`vdpbf16ps`, `microkernel_bf16.rs`): the
 //!   blocking of the f32 GEMM ([`super::matmul_packed`]: a shared packed A
 //!   block, per-task B blocks in L2, 12×32 register tiles), with panels of
@@ -25,7 +29,7 @@
 //! rounded operands) `|C − C_ref| ≤ γ · Σ_p |a_p·b_p|`, with
 //! `γ = k·2⁻²⁴ / (1 − k·2⁻²⁴)` (the standard bound for recursive summation
 //! in f32). The tests check it on every path the machine has. (The
-//! AVX512-BF16 instruction flushes bf16 subnormals to zero; bf16 values
+//! AVX512-BF16 and AMX instructions flush bf16 subnormals to zero; bf16 values
 //! under 1.2·10⁻³⁸ do not occur in weights or activations.)
 //!
 //! # Determinism
@@ -189,10 +193,17 @@ unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: Bgemm) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if isa.has_bf16_dot() && g.k > 0 && g.alpha != 0.0 {
-        // SAFETY: the CPU has AVX512-BF16; rest forwarded.
-        unsafe { gemm_packed(threads, &g) };
-        return;
+    if g.k > 0 && g.alpha != 0.0 {
+        if isa.has_amx() {
+            // SAFETY: AMX is permitted; rest forwarded.
+            unsafe { gemm_packed::<Amx>(threads, &g) };
+            return;
+        }
+        if isa.has_bf16_dot() {
+            // SAFETY: the CPU has AVX512-BF16; rest forwarded.
+            unsafe { gemm_packed::<Avx512Bf16>(threads, &g) };
+            return;
+        }
     }
     let _ = isa;
     // SAFETY: forwarded.
@@ -256,23 +267,34 @@ unsafe fn gemm_widened(g: &Bgemm) {
     }
 }
 
-/// Packs a `w`-lane panel of pairs from `op`: with `x(l, p)` the element
-/// at `base + l·ls + p·ps`, `dst[q·w + l] = (x(l, 2q), x(l, 2q+1))` for
-/// lanes `l < valid` and pairs `q < ⌈kcur/2⌉`, low half first, with zeros
-/// past `valid` lanes and past `kcur` elements of k. For A, lanes are rows
-/// (`ls = rs`, `ps = cs`); for B, columns (`ls = cs`, `ps = rs`).
+/// Where a packed panel puts its pairs: pair `q` of lane `l` at
+/// `dst[l·dl + q·dq]`, for lanes `l < w` and pairs `q < pairs`.
+#[derive(Clone, Copy)]
+struct Panel {
+    w: usize,
+    dl: usize,
+    dq: usize,
+    pairs: usize,
+}
+
+/// Packs a panel of pairs from `op`: with `x(l, p)` the element at
+/// `base + l·ls + p·ps`, lane `l`'s pair `q` is `(x(l, 2q), x(l, 2q+1))`,
+/// low half first, for lanes `l < valid` and pairs `q < ⌈kcur/2⌉`; zeros
+/// past `valid` lanes, past `kcur` elements of k, and up to `panel.pairs`.
+/// For A, lanes are rows (`ls = rs`, `ps = cs`); for B, columns (`ls = cs`,
+/// `ps = rs`).
 ///
 /// # Safety
 ///
-/// `x(l, p)` in bounds for `l < valid`, `p < kcur`; `dst` writable for
-/// `⌈kcur/2⌉·w` values.
+/// `x(l, p)` in bounds for `l < valid`, `p < kcur`; `dst` writable at every
+/// index `panel` names; `⌈kcur/2⌉ ≤ panel.pairs`, `valid ≤ panel.w`.
 #[allow(clippy::too_many_arguments)]
 unsafe fn pack_pairs(
     op: &Operand,
     base: isize,
     ls: isize,
     ps: isize,
-    w: usize,
+    panel: Panel,
     kcur: usize,
     valid: usize,
     dst: *mut u32,
@@ -280,8 +302,17 @@ unsafe fn pack_pairs(
     // SAFETY: (both arms) forwarded.
     unsafe {
         match op.data {
-            Elems::Bf16(p) => pack_typed(p.offset(base), ls, ps, w, kcur, valid, dst, |v| v),
-            Elems::F32(p) => pack_typed(p.offset(base), ls, ps, w, kcur, valid, dst, to_bf16_bits),
+            Elems::Bf16(p) => pack_typed(p.offset(base), ls, ps, panel, kcur, valid, dst, |v| v),
+            Elems::F32(p) => pack_typed(
+                p.offset(base),
+                ls,
+                ps,
+                panel,
+                kcur,
+                valid,
+                dst,
+                to_bf16_bits,
+            ),
         }
     }
 }
@@ -299,95 +330,178 @@ unsafe fn pack_typed<T: Copy>(
     src: *const T,
     ls: isize,
     ps: isize,
-    w: usize,
+    panel: Panel,
     kcur: usize,
     valid: usize,
     dst: *mut u32,
     cvt: impl Fn(T) -> u16,
 ) {
+    let Panel { w, dl, dq, pairs } = panel;
     let full = kcur / 2;
     let pair = |lo: u16, hi: u16| lo as u32 | (hi as u32) << 16;
     // SAFETY: (whole body) sources stay within l < valid, p < kcur and
-    // destinations within q·w + l < ⌈kcur/2⌉·w, per the contract.
+    // destinations within l < w, q < pairs, per the contract.
     unsafe {
         let x = |l: usize, p: usize| cvt(*src.offset(l as isize * ls + p as isize * ps));
+        let d = |l: usize, q: usize| dst.add(l * dl + q * dq);
         if ps == 1 {
             for l in 0..valid {
                 let s = src.offset(l as isize * ls);
                 for q in 0..full {
-                    *dst.add(q * w + l) = pair(cvt(*s.add(2 * q)), cvt(*s.add(2 * q + 1)));
+                    *d(l, q) = pair(cvt(*s.add(2 * q)), cvt(*s.add(2 * q + 1)));
                 }
             }
         } else if ls == 1 {
             for q in 0..full {
                 let r0 = src.offset((2 * q) as isize * ps);
                 let r1 = src.offset((2 * q + 1) as isize * ps);
-                let d = dst.add(q * w);
                 for l in 0..valid {
-                    *d.add(l) = pair(cvt(*r0.add(l)), cvt(*r1.add(l)));
+                    *d(l, q) = pair(cvt(*r0.add(l)), cvt(*r1.add(l)));
                 }
             }
         } else {
             for q in 0..full {
                 for l in 0..valid {
-                    *dst.add(q * w + l) = pair(x(l, 2 * q), x(l, 2 * q + 1));
+                    *d(l, q) = pair(x(l, 2 * q), x(l, 2 * q + 1));
                 }
             }
         }
         if kcur % 2 == 1 {
             for l in 0..valid {
-                *dst.add(full * w + l) = pair(x(l, kcur - 1), 0);
+                *d(l, full) = pair(x(l, kcur - 1), 0);
             }
         }
-        if valid < w {
-            for q in 0..kcur.div_ceil(2) {
-                for l in valid..w {
-                    *dst.add(q * w + l) = 0;
-                }
+        for l in 0..valid {
+            for q in kcur.div_ceil(2)..pairs {
+                *d(l, q) = 0;
+            }
+        }
+        for l in valid..w {
+            for q in 0..pairs {
+                *d(l, q) = 0;
             }
         }
     }
 }
 
-/// The packed, blocked product on AVX512-BF16 (the f32 GEMM's loop nest;
-/// see [`super::matmul_packed`]).
+/// A bf16 micro-kernel and the panel layout it reads.
+#[cfg(target_arch = "x86_64")]
+trait Kernel {
+    /// Rows of the C tile.
+    const MR: usize;
+    /// Columns of the C tile.
+    const NR: usize;
+    /// Panels hold a multiple of this many k-pairs (zero-padded).
+    const KSTEP: usize;
+    /// A panels row-major (`a[i·kp + q]`, AMX) instead of pair-major
+    /// (`a[q·MR + i]`, AVX512-BF16).
+    const A_ROW_MAJOR: bool;
+    /// Runs one task's tiles: sets up whatever state the kernel needs.
+    unsafe fn scope(f: impl FnOnce());
+    /// One tile over `kp` pairs (a multiple of `KSTEP`).
+    unsafe fn tile(kp: usize, a: *const u32, b: *const u32, out: &TileOut);
+}
+
+/// `vdpbf16ps`, 12×32 register tiles (`microkernel_bf16.rs`).
+#[cfg(target_arch = "x86_64")]
+struct Avx512Bf16;
+
+#[cfg(target_arch = "x86_64")]
+impl Kernel for Avx512Bf16 {
+    const MR: usize = super::microkernel_bf16::MR;
+    const NR: usize = super::microkernel_bf16::NR;
+    const KSTEP: usize = 1;
+    const A_ROW_MAJOR: bool = false;
+    unsafe fn scope(f: impl FnOnce()) {
+        f()
+    }
+    unsafe fn tile(kp: usize, a: *const u32, b: *const u32, out: &TileOut) {
+        // SAFETY: forwarded (the CPU has AVX512-BF16: this kernel is only
+        // chosen then).
+        unsafe { super::microkernel_bf16::kernel(kp, a, b, out) }
+    }
+}
+
+/// AMX tiles, 32×32 (`microkernel_amx.rs`).
+#[cfg(target_arch = "x86_64")]
+struct Amx;
+
+#[cfg(target_arch = "x86_64")]
+impl Kernel for Amx {
+    const MR: usize = super::microkernel_amx::MR;
+    const NR: usize = super::microkernel_amx::NR;
+    const KSTEP: usize = super::microkernel_amx::KSTEP;
+    const A_ROW_MAJOR: bool = true;
+    unsafe fn scope(f: impl FnOnce()) {
+        // SAFETY: this kernel is only chosen when AMX is permitted.
+        unsafe { super::microkernel_amx::with_tiles(f) }
+    }
+    unsafe fn tile(kp: usize, a: *const u32, b: *const u32, out: &TileOut) {
+        // SAFETY: forwarded; called inside `scope`.
+        unsafe { super::microkernel_amx::kernel(kp, a, b, out) }
+    }
+}
+
+/// The packed, blocked product (the f32 GEMM's loop nest; see
+/// [`super::matmul_packed`]) on micro-kernel `K`.
 ///
 /// # Safety
 ///
-/// The CPU has AVX512-BF16; `g` satisfies [`gemm_bf16`]'s contract with
+/// The CPU runs `K`; `g` satisfies [`gemm_bf16`]'s contract with
 /// `m, n, k > 0`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn gemm_packed(threads: usize, g: &Bgemm) {
-    use super::microkernel_bf16::{kernel, MR, NR};
-    // Balanced K blocks of an even depth, depending on k only.
-    let kc = g.k.div_ceil(g.k.div_ceil(KC)).next_multiple_of(2);
-    let mc = g.m.div_ceil(g.m.div_ceil(MC)).div_ceil(MR) * MR;
-    with_scratch(&PACK_A, mc * kc / 2, |apack| {
+unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Bgemm) {
+    let (mr, nr) = (K::MR, K::NR);
+    // Balanced K blocks of an even depth (a whole number of kernel steps
+    // where k allows), depending on k only.
+    let kc =
+        g.k.div_ceil(g.k.div_ceil(KC))
+            .next_multiple_of(2 * K::KSTEP);
+    let kpp = kc / 2; // pairs per panel row, padded
+    let mc = g.m.div_ceil(g.m.div_ceil(MC)).div_ceil(mr) * mr;
+    let a_panel = |kp| {
+        if K::A_ROW_MAJOR {
+            Panel {
+                w: mr,
+                dl: kp,
+                dq: 1,
+                pairs: kp,
+            }
+        } else {
+            Panel {
+                w: mr,
+                dl: 1,
+                dq: mr,
+                pairs: kp,
+            }
+        }
+    };
+    with_scratch(&PACK_A, mc * kpp, |apack| {
         let apack = SharedPtr(apack.cast::<u32>());
         for ic in (0..g.m).step_by(mc) {
             let mcur = mc.min(g.m - ic);
-            let mpanels = mcur.div_ceil(MR);
-            let (row_parts, width) = plan(g.n, NR, NC, mpanels, threads);
+            let mpanels = mcur.div_ceil(mr);
+            let (row_parts, width) = plan(g.n, nr, NC, mpanels, threads);
             let col_blocks = g.n.div_ceil(width);
             for pc in (0..g.k).step_by(kc) {
                 let kcur = kc.min(g.k - pc);
-                let kp = kcur.div_ceil(2);
+                let kp = kcur.div_ceil(2).next_multiple_of(K::KSTEP);
                 let beta = if pc == 0 { g.beta } else { 1.0 };
                 let pack_a = |ip: usize| {
-                    let row = ic + ip * MR;
+                    let row = ic + ip * mr;
                     // SAFETY: rows row..row+valid < m, columns pc..pc+kcur
-                    // < k; panel ip of the buffer is written by this call
-                    // only.
+                    // < k; panel ip of the buffer (mr·kp ≤ mr·kpp pairs) is
+                    // written by this call only.
                     unsafe {
                         pack_pairs(
                             &g.a,
                             row as isize * g.a.rs + pc as isize * g.a.cs,
                             g.a.rs,
                             g.a.cs,
-                            MR,
+                            a_panel(kp),
                             kcur,
-                            MR.min(g.m - row),
-                            apack.get().add(ip * MR * kp),
+                            mr.min(g.m - row),
+                            apack.get().add(ip * mr * kp),
                         )
                     }
                 };
@@ -400,12 +514,18 @@ unsafe fn gemm_packed(threads: usize, g: &Bgemm) {
                     let (part, cb) = (t / col_blocks, t % col_blocks);
                     let j0 = cb * width;
                     let ncur = width.min(g.n - j0);
-                    let npanels = ncur.div_ceil(NR);
+                    let npanels = ncur.div_ceil(nr);
                     let (p0, p1) = (part * mpanels / row_parts, (part + 1) * mpanels / row_parts);
-                    with_scratch(&PACK_B, npanels * NR * kp, |bpack| {
+                    with_scratch(&PACK_B, npanels * nr * kp, |bpack| {
                         let bpack = bpack.cast::<u32>();
+                        let b_panel = Panel {
+                            w: nr,
+                            dl: 1,
+                            dq: nr,
+                            pairs: kp,
+                        };
                         for jp in 0..npanels {
-                            let col = j0 + jp * NR;
+                            let col = j0 + jp * nr;
                             // SAFETY: columns col..col+valid < n, rows
                             // pc..pc+kcur < k; panel jp is inside bpack.
                             unsafe {
@@ -414,40 +534,46 @@ unsafe fn gemm_packed(threads: usize, g: &Bgemm) {
                                     pc as isize * g.b.rs + col as isize * g.b.cs,
                                     g.b.cs,
                                     g.b.rs,
-                                    NR,
+                                    b_panel,
                                     kcur,
-                                    NR.min(g.n - col),
-                                    bpack.add(jp * NR * kp),
+                                    nr.min(g.n - col),
+                                    bpack.add(jp * nr * kp),
                                 )
                             };
                         }
-                        for ip in p0..p1 {
-                            let row = ip * MR;
-                            for jp in 0..npanels {
-                                let col = jp * NR;
-                                let out = TileOut {
-                                    c: g.c.wrapping_offset(
-                                        (ic + row) as isize * g.rsc + (j0 + col) as isize * g.csc,
-                                    ),
-                                    rsc: g.rsc,
-                                    csc: g.csc,
-                                    rows: MR.min(mcur - row),
-                                    cols: NR.min(ncur - col),
-                                    alpha: g.alpha,
-                                    beta,
-                                };
-                                // SAFETY: panels packed with kp pairs; the
-                                // tile is inside C and owned by this task.
-                                unsafe {
-                                    kernel(
-                                        kp,
-                                        apack.get().add(ip * MR * kp),
-                                        bpack.add(jp * NR * kp),
-                                        &out,
-                                    )
-                                };
+                        let tiles = || {
+                            for ip in p0..p1 {
+                                let row = ip * mr;
+                                for jp in 0..npanels {
+                                    let col = jp * nr;
+                                    let out = TileOut {
+                                        c: g.c.wrapping_offset(
+                                            (ic + row) as isize * g.rsc
+                                                + (j0 + col) as isize * g.csc,
+                                        ),
+                                        rsc: g.rsc,
+                                        csc: g.csc,
+                                        rows: mr.min(mcur - row),
+                                        cols: nr.min(ncur - col),
+                                        alpha: g.alpha,
+                                        beta,
+                                    };
+                                    // SAFETY: panels packed with kp pairs;
+                                    // the tile is inside C and owned by this
+                                    // task; inside `K::scope`.
+                                    unsafe {
+                                        K::tile(
+                                            kp,
+                                            apack.get().add(ip * mr * kp),
+                                            bpack.add(jp * nr * kp),
+                                            &out,
+                                        )
+                                    };
+                                }
                             }
-                        }
+                        };
+                        // SAFETY: the CPU runs K (contract).
+                        unsafe { K::scope(tiles) }
                     })
                 };
                 let tasks = row_parts * col_blocks;
@@ -462,146 +588,5 @@ unsafe fn gemm_packed(threads: usize, g: &Bgemm) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kernels::matmul_packed::tests::pool;
-
-    /// A deterministic pseudo-random f32 in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            })
-            .collect()
-    }
-
-    /// Runs the product on `isa` with `threads`, A as f32 (row-major or
-    /// transposed) and B as bf16 bits (row-major or transposed).
-    fn run(
-        isa: Isa,
-        threads: usize,
-        (m, k, n): (usize, usize, usize),
-        (a_t, b_t): (bool, bool),
-        beta: f32,
-    ) -> (Vec<f32>, Vec<f64>, Vec<f64>) {
-        let a = values(m * k, 1);
-        let b: Vec<u16> = values(k * n, 2).into_iter().map(to_bf16_bits).collect();
-        let c0 = values(m * n, 3);
-        let (rsa, csa) = if a_t {
-            (1, m as isize)
-        } else {
-            (k as isize, 1)
-        };
-        let (rsb, csb) = if b_t {
-            (1, k as isize)
-        } else {
-            (n as isize, 1)
-        };
-        let mut c = c0.clone();
-        let g = Bgemm {
-            m,
-            k,
-            n,
-            alpha: 0.75,
-            a: Operand {
-                data: Elems::F32(a.as_ptr()),
-                rs: rsa,
-                cs: csa,
-            },
-            b: Operand {
-                data: Elems::Bf16(b.as_ptr()),
-                rs: rsb,
-                cs: csb,
-            },
-            beta,
-            c: c.as_mut_ptr(),
-            rsc: n as isize,
-            csc: 1,
-        };
-        // SAFETY: every operand is sized for its strides.
-        pool(threads).install(|| unsafe { gemm_bf16_with(isa, threads, g) });
-        // The f64 reference of the bf16-rounded operands, and Σ|a·b|.
-        let mut want = vec![0f64; m * n];
-        let mut mag = vec![0f64; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let (mut s, mut t) = (0f64, 0f64);
-                for p in 0..k {
-                    let av = a[(i as isize * rsa + p as isize * csa) as usize];
-                    let ar = from_bf16_bits(to_bf16_bits(av)) as f64;
-                    let br =
-                        from_bf16_bits(b[(p as isize * rsb + j as isize * csb) as usize]) as f64;
-                    s += ar * br;
-                    t += (ar * br).abs();
-                }
-                want[i * n + j] = 0.75 * s + beta as f64 * c0[i * n + j] as f64;
-                mag[i * n + j] = 0.75 * t + (beta as f64 * c0[i * n + j] as f64).abs();
-            }
-        }
-        (c, want, mag)
-    }
-
-    #[test]
-    fn every_path_is_within_the_stated_bound_of_the_f64_reference() {
-        for isa in Isa::available() {
-            for &shape in &[
-                (1, 1, 1),
-                (1, 700, 300),
-                (13, 7, 33),
-                (40, 1029, 70),
-                (97, 64, 300),
-            ] {
-                for &layout in &[(false, false), (true, true), (false, true)] {
-                    for &beta in &[0.0, 1.0] {
-                        let (got, want, mag) = run(isa, 1, shape, layout, beta);
-                        let k = shape.1 as f64;
-                        // γ_k for the sum, plus a few ulps for alpha·acc + beta·c.
-                        let gamma =
-                            k * 2f64.powi(-24) / (1.0 - k * 2f64.powi(-24)) + 4.0 * 2f64.powi(-24);
-                        for (idx, ((g, w), t)) in got.iter().zip(&want).zip(&mag).enumerate() {
-                            let err = (*g as f64 - w).abs();
-                            assert!(
-                                err <= gamma * t + 1e-30,
-                                "{} {shape:?} {layout:?} beta {beta}: C[{idx}] = {g}, reference {w}, error {err:e} > {:e}",
-                                isa.name(),
-                                gamma * t
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn results_are_bit_identical_across_thread_counts() {
-        for isa in Isa::available() {
-            let shape = (200, 700, 1100);
-            let one = run(isa, 1, shape, (false, false), 0.0).0;
-            for threads in [2, 3] {
-                let many = run(isa, threads, shape, (false, false), 0.0).0;
-                assert!(
-                    one == many,
-                    "{}: {threads} threads differ from one",
-                    isa.name()
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn rounding_is_to_nearest_even() {
-        // 1 + 2⁻⁸ is halfway between bf16 neighbours 1 and 1 + 2⁻⁷: ties to
-        // the even one (1); just above the midpoint rounds up.
-        assert_eq!(to_bf16_bits(1.0 + 2f32.powi(-8)), to_bf16_bits(1.0));
-        assert_eq!(
-            from_bf16_bits(to_bf16_bits(1.0 + 2f32.powi(-8) + 2f32.powi(-20))),
-            1.0 + 2f32.powi(-7)
-        );
-        assert!(from_bf16_bits(to_bf16_bits(f32::NAN)).is_nan());
-    }
-}
+#[path = "matmul_bf16_tests.rs"]
+mod tests;

@@ -16,6 +16,8 @@ pub mod matmul_bf16;
 pub mod matmul_naive;
 pub mod matmul_packed;
 #[cfg(target_arch = "x86_64")]
+mod microkernel_amx;
+#[cfg(target_arch = "x86_64")]
 mod microkernel_avx2;
 #[cfg(target_arch = "x86_64")]
 mod microkernel_avx512;

@@ -1,0 +1,216 @@
+//! AMX GEMM micro-kernel: one 32×32 f32 tile of C from bf16 panels, on the
+//! CPU's tile matrix unit (`tdpbf16ps`).
+//!
+//! AMX adds eight *tile* registers `tmm0..tmm7` (up to 16 rows of 64 bytes
+//! each) and one instruction that matters here: `tdpbf16ps c, a, b` reads a
+//! as 16 rows of 16 bf16 *pairs* and b as 16 rows (one per pair) of 16 pairs
+//! of columns, and adds to each f32 `c[i][j]` the 32 products
+//! `Σ_q a[i].pair(q) · b[q].pair(j)`, in order of q, low half first: 16·16·32
+//! = 8,192 multiply-adds in one instruction, sixteen times a `vdpbf16ps`.
+//!
+//! So the operand layouts are the AVX512-BF16 kernel's pairs along k, except
+//! that the A panel is stored *row-major* (`a[i·kp + q] = (A[i, 2q],
+//! A[i, 2q+1])`) because a tile row is 16 consecutive pairs of one row of A.
+//! The B panel is unchanged (`b[q·32 + j]` for 32 columns): a tile load with
+//! a row stride of 128 bytes picks columns 0..16 at `b`, 16..32 at `b + 64`.
+//!
+//! The 32×32 C tile lives in four accumulator tiles (2 row halves × 2 column
+//! halves); each 16-pair step loads two A tiles and two B tiles and issues
+//! four `tdpbf16ps`, so every loaded tile is used twice.
+//!
+//! Rust has no stable AMX intrinsics; the instructions are written with
+//! `asm!`, which is stable. Linux hands out the tile registers' 8 KiB of
+//! state only to a process that asks for it (`arch_prctl`), which
+//! [`permitted`] does once.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::matmul_packed::{store_tile_scalar, TileOut};
+
+/// Rows of the C tile (two tiles of 16 rows).
+pub(crate) const MR: usize = 32;
+
+/// Columns of the C tile (two tiles of 16 f32).
+pub(crate) const NR: usize = 32;
+
+/// Pairs of k per step: the depth of one A tile row (64 bytes).
+pub(crate) const KSTEP: usize = 16;
+
+/// Whether this CPU has AMX-BF16 and the OS lets this process use it.
+///
+/// Asks Linux once per process for the tile data state
+/// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`; without it the
+/// first tile instruction faults). The grant covers every thread of the
+/// process.
+pub(crate) fn permitted() -> bool {
+    static PERMITTED: OnceLock<bool> = OnceLock::new();
+    *PERMITTED.get_or_init(|| {
+        // CPUID leaf 7: EDX bit 22 is AMX-BF16, bit 24 AMX-TILE.
+        let id = __cpuid_count(7, 0);
+        let cpu = id.edx >> 22 & 1 == 1 && id.edx >> 24 & 1 == 1;
+        cpu && request_tile_data()
+    })
+}
+
+/// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0`.
+#[cfg(target_os = "linux")]
+fn request_tile_data() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: the arch_prctl system call with these arguments only changes
+    // which extended states this process may use; it reads and writes no
+    // memory of ours. `syscall` clobbers rcx and r11, declared here.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+/// Other systems: not tried (their tile-state rules differ), so AMX is off.
+#[cfg(not(target_os = "linux"))]
+fn request_tile_data() -> bool {
+    false
+}
+
+/// The tile configuration (`ldtilecfg`'s 64-byte operand, palette 1):
+/// every tile used is 16 rows × 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    fn new() -> TileConfig {
+        let mut c = [0u8; 64];
+        c[0] = 1; // palette 1
+        for t in 0..8 {
+            // Bytes 16..32: bytes per row of each tile (u16, little-endian);
+            // bytes 48..56: rows of each tile.
+            c[16 + 2 * t] = 64;
+            c[48 + t] = 16;
+        }
+        TileConfig(c)
+    }
+}
+
+/// Runs `f` with the tiles configured for [`kernel`], and releases them
+/// afterwards (so the thread's tile state goes back to its init state and
+/// costs nothing at context switches).
+///
+/// # Safety
+///
+/// [`permitted`] returned true.
+pub(crate) unsafe fn with_tiles<R>(f: impl FnOnce() -> R) -> R {
+    let cfg = TileConfig::new();
+    // SAFETY: AMX is permitted (contract); cfg is a valid palette-1
+    // configuration, 64 bytes, read only.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
+    let r = f();
+    // SAFETY: as above; releasing the tiles touches no memory.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    r
+}
+
+/// `C_tile = alpha · A_panel · B_panel + beta · C_tile` over `kp` k-pairs,
+/// `kp` a multiple of [`KSTEP`].
+///
+/// The sum for each `C[i, j]` runs over the pairs in order, so it does not
+/// depend on where the tile sits in C or how C is split between threads.
+///
+/// # Safety
+///
+/// Inside [`with_tiles`]. `a` valid for `MR·kp` reads (row-major pairs, row
+/// stride `kp`), `b` for `kp·NR` reads; `out` satisfies [`TileOut`]'s
+/// contract. The CPU has AVX-512F (every AMX CPU does).
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, out: &TileOut) {
+    debug_assert_eq!(kp % KSTEP, 0);
+    let lda = kp * 4; // bytes between rows of the A panel
+    let a_lo = a.cast::<u8>();
+    let a_hi = a_lo.wrapping_add(16 * lda);
+    // SAFETY: tiles configured (contract); no memory touched.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        )
+    };
+    for s in 0..kp / KSTEP {
+        // SAFETY: step s reads 64 bytes at pairs 16s.. of each of the 32 A
+        // rows and 16 rows of 128 bytes of B from pair 16s: inside both
+        // panels (contract).
+        unsafe {
+            asm!(
+                "tileloadd tmm4, [{al} + {lda}*1]",
+                "tileloadd tmm5, [{ah} + {lda}*1]",
+                "tileloadd tmm6, [{b} + {ldb}*1]",
+                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                al = in(reg) a_lo.add(64 * s),
+                ah = in(reg) a_hi.add(64 * s),
+                b = in(reg) b.add(s * KSTEP * NR),
+                lda = in(reg) lda,
+                ldb = in(reg) NR * 4,
+                options(nostack, readonly),
+            )
+        };
+    }
+    let mut tmp = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
+    let t = tmp.as_mut_ptr().cast::<u8>();
+    // SAFETY: each tile store writes 16 rows of 64 bytes, at stride 128,
+    // into its quarter of the 4 KiB tmp.
+    unsafe {
+        asm!(
+            "tilestored [{t} + {ld}*1], tmm0",
+            "tilestored [{t} + {ld}*1 + 64], tmm1",
+            "tilestored [{u} + {ld}*1], tmm2",
+            "tilestored [{u} + {ld}*1 + 64], tmm3",
+            t = in(reg) t,
+            u = in(reg) t.add(16 * NR * 4),
+            ld = in(reg) NR * 4,
+            options(nostack),
+        )
+    };
+    // SAFETY: the four stores wrote all of tmp.
+    let tmp = unsafe { tmp.assume_init_ref() };
+    if out.rows == MR && out.cols == NR && out.csc == 1 {
+        // Full tile, contiguous rows: alpha·acc, then + beta·c, unfused, as
+        // `store_tile_scalar` rounds it.
+        let alpha = _mm512_set1_ps(out.alpha);
+        let beta = _mm512_set1_ps(out.beta);
+        for i in 0..MR {
+            for h in 0..NR / 16 {
+                // SAFETY: 16 floats at i·NR + 16h are in tmp; 32 floats from
+                // each row start are inside C (TileOut contract).
+                unsafe {
+                    let ch = out.c.offset(i as isize * out.rsc).add(16 * h);
+                    let mut r =
+                        _mm512_mul_ps(alpha, _mm512_loadu_ps(tmp.as_ptr().add(i * NR + 16 * h)));
+                    if out.beta != 0.0 {
+                        r = _mm512_add_ps(r, _mm512_mul_ps(beta, _mm512_loadu_ps(ch)));
+                    }
+                    _mm512_storeu_ps(ch, r);
+                }
+            }
+        }
+    } else {
+        // SAFETY: out forwarded.
+        unsafe { store_tile_scalar(tmp, NR, out) }
+    }
+}
