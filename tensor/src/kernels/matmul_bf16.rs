@@ -277,6 +277,28 @@ struct Panel {
     pairs: usize,
 }
 
+impl Panel {
+    /// Pair-major: `dst[q·w + l]` (every B panel; A for AVX512-BF16).
+    fn pair_major(w: usize, pairs: usize) -> Panel {
+        Panel {
+            w,
+            dl: 1,
+            dq: w,
+            pairs,
+        }
+    }
+    /// Lane-major: `dst[l·pairs + q]` (A for AMX: a tile row is 16
+    /// consecutive pairs of one row).
+    fn lane_major(w: usize, pairs: usize) -> Panel {
+        Panel {
+            w,
+            dl: pairs,
+            dq: 1,
+            pairs,
+        }
+    }
+}
+
 /// Packs a panel of pairs from `op`: with `x(l, p)` the element at
 /// `base + l·ls + p·ps`, lane `l`'s pair `q` is `(x(l, 2q), x(l, 2q+1))`,
 /// low half first, for lanes `l < valid` and pairs `q < ⌈kcur/2⌉`; zeros
@@ -461,19 +483,9 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Bgemm) {
     let mc = g.m.div_ceil(g.m.div_ceil(MC)).div_ceil(mr) * mr;
     let a_panel = |kp| {
         if K::A_ROW_MAJOR {
-            Panel {
-                w: mr,
-                dl: kp,
-                dq: 1,
-                pairs: kp,
-            }
+            Panel::lane_major(mr, kp)
         } else {
-            Panel {
-                w: mr,
-                dl: 1,
-                dq: mr,
-                pairs: kp,
-            }
+            Panel::pair_major(mr, kp)
         }
     };
     with_scratch(&PACK_A, mc * kpp, |apack| {
@@ -518,12 +530,6 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Bgemm) {
                     let (p0, p1) = (part * mpanels / row_parts, (part + 1) * mpanels / row_parts);
                     with_scratch(&PACK_B, npanels * nr * kp, |bpack| {
                         let bpack = bpack.cast::<u32>();
-                        let b_panel = Panel {
-                            w: nr,
-                            dl: 1,
-                            dq: nr,
-                            pairs: kp,
-                        };
                         for jp in 0..npanels {
                             let col = j0 + jp * nr;
                             // SAFETY: columns col..col+valid < n, rows
@@ -534,7 +540,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Bgemm) {
                                     pc as isize * g.b.rs + col as isize * g.b.cs,
                                     g.b.cs,
                                     g.b.rs,
-                                    b_panel,
+                                    Panel::pair_major(nr, kp),
                                     kcur,
                                     nr.min(g.n - col),
                                     bpack.add(jp * nr * kp),

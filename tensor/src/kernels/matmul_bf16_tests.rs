@@ -2,19 +2,12 @@
 //! bf16-rounded operands, and bit-identical results across thread counts.
 
 use super::*;
-use crate::kernels::matmul_packed::tests::pool;
+use crate::kernels::matmul_packed::tests::{pool, Rng};
 
-/// A deterministic pseudo-random f32 in [-1, 1).
+/// `n` deterministic pseudo-random f32 in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-        })
-        .collect()
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.next()).collect()
 }
 
 /// Runs the product on `isa` with `threads`, A as f32 (row-major or
