@@ -6,7 +6,7 @@
 //! NH heads, HS = C/NH head size.
 
 use kiln_autograd::Var;
-use kiln_tensor::{DType, Rng, Tensor};
+use kiln_tensor::{DType, Tensor};
 
 use crate::dropout::Dropout;
 use crate::kv_cache::KvCache;
@@ -32,39 +32,6 @@ pub struct CausalSelfAttention {
 }
 
 impl CausalSelfAttention {
-    /// GPT-2 initialisation (`c_proj` with the residual scaling).
-    ///
-    /// # Errors
-    /// [`NnError::Config`] if `n_embd` is not divisible by `n_head`.
-    pub fn new(
-        n_embd: usize,
-        n_head: usize,
-        n_layer: usize,
-        dropout: f64,
-        dtype: DType,
-        rng: &mut Rng,
-    ) -> Result<Self> {
-        if n_head == 0 || !n_embd.is_multiple_of(n_head) {
-            return Err(NnError::Config {
-                module: "CausalSelfAttention".into(),
-                msg: format!("n_embd {n_embd} is not divisible by n_head {n_head}"),
-            });
-        }
-        Ok(CausalSelfAttention {
-            c_attn: Conv1D::new(n_embd, 3 * n_embd, crate::init::GPT2_INIT_STD, dtype, rng)?,
-            c_proj: Conv1D::new(
-                n_embd,
-                n_embd,
-                crate::init::gpt2_residual_std(n_layer),
-                dtype,
-                rng,
-            )?,
-            n_head,
-            attn_dropout: Dropout::new(dropout, rng.next_u64())?,
-            resid_dropout: Dropout::new(dropout, rng.next_u64())?,
-        })
-    }
-
     /// Attention over `x: [B, T, C]` → `[B, T, C]`.
     ///
     /// With a `cache`, the new keys/values are appended to it and the `T`
@@ -119,7 +86,6 @@ impl CausalSelfAttention {
                 v = Var::constant(all_v);
             }
         }
-        let total = past + t;
         let scores = q.matmul(&k.t()?)?; // (B, NH, T, P+T)
         let divisor = (hs as f64).sqrt();
         let att = match key_padding {
@@ -127,22 +93,7 @@ impl CausalSelfAttention {
             // one fused pass (scale, causal mask, softmax).
             None => scores.causal_softmax(divisor, past)?,
             Some(pad) => {
-                if pad.shape() != [b, total] {
-                    return Err(NnError::Config {
-                        module: "CausalSelfAttention".into(),
-                        msg: format!(
-                            "key padding mask must be [{b}, {total}], got {:?}",
-                            pad.shape()
-                        ),
-                    });
-                }
-                let causal = Tensor::triu_mask(t, total, past as i64 + 1); // (T, P+T)
-                let pad = pad.reshape(&[b, 1, 1, total])?;
-                let mask = Tensor::where_(
-                    &pad,
-                    &Tensor::full(&[], 1.0, DType::Bool),
-                    &causal.reshape(&[1, 1, t, total])?,
-                )?; // (B, 1, T, P+T)
+                let mask = hidden_keys(pad, b, t, past)?; // (B, 1, T, P+T)
                 let min = match x.dtype() {
                     DType::F64 => f64::MIN,
                     _ => f32::MIN as f64,
@@ -158,6 +109,37 @@ impl CausalSelfAttention {
         let y = y.transpose(1, 2)?.reshape(&[b, t, c])?; // (B, T, C)
         self.resid_dropout.forward(&self.c_proj.forward(&y)?)
     }
+}
+
+/// The attention mask: which keys each query must not see, as a bool
+/// `(B, 1, T, P+T)` tensor, true where hidden. Query `i` sits at absolute
+/// position `P + i` (after `past` cached positions) and may not see a key
+/// `j > P + i` (the future; `Tensor::triu_mask(T, P+T, P+1)`), nor a key
+/// that `key_padding` (`[B, P+T]`, true at padding) marks.
+///
+/// Without padding the causal part alone is applied inside the fused
+/// [`kiln_autograd::Var::causal_softmax`], which builds no mask at all.
+///
+/// # Errors
+/// [`NnError::Config`] if `key_padding` is not `[B, P+T]`.
+fn hidden_keys(key_padding: &Tensor, b: usize, t: usize, past: usize) -> Result<Tensor> {
+    let total = past + t;
+    if key_padding.shape() != [b, total] {
+        return Err(NnError::Config {
+            module: "CausalSelfAttention".into(),
+            msg: format!(
+                "key padding mask must be [{b}, {total}], got {:?}",
+                key_padding.shape()
+            ),
+        });
+    }
+    let future = Tensor::triu_mask(t, total, past as i64 + 1); // (T, P+T)
+    let pad = key_padding.reshape(&[b, 1, 1, total])?;
+    Ok(Tensor::where_(
+        &pad,
+        &Tensor::full(&[], 1.0, DType::Bool),
+        &future.reshape(&[1, 1, t, total])?,
+    )?)
 }
 
 impl Module for CausalSelfAttention {

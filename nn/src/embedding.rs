@@ -5,6 +5,7 @@ use kiln_tensor::{DType, Rng, Tensor};
 
 use crate::init::normal;
 use crate::module::{join, Module};
+use crate::var_builder::{Init, VarBuilder};
 use crate::{NnError, Result};
 
 /// `torch.nn.Embedding`: row `i` of `weight` for each id `i`.
@@ -22,6 +23,22 @@ impl Embedding {
     pub fn new(num: usize, dim: usize, std: f64, dtype: DType, rng: &mut Rng) -> Result<Embedding> {
         Ok(Embedding {
             weight: Var::parameter(normal(&[num, dim], 0.0, std, dtype, rng)?),
+        })
+    }
+
+    /// `weight` of shape `[num, dim]` from `vb` (`N(0, std²)` when fresh),
+    /// named `{prefix}.weight`.
+    ///
+    /// # Errors
+    /// Whatever the source reports for a missing or mis-shaped tensor.
+    pub fn build<E: From<NnError>>(
+        mut vb: VarBuilder<'_, E>,
+        num: usize,
+        dim: usize,
+        std: f64,
+    ) -> std::result::Result<Embedding, E> {
+        Ok(Embedding {
+            weight: vb.get("weight", &[num, dim], Init::Normal(std))?,
         })
     }
 

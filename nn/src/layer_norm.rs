@@ -4,7 +4,8 @@ use kiln_autograd::Var;
 use kiln_tensor::{DType, Tensor};
 
 use crate::module::{join, Forward, Module};
-use crate::Result;
+use crate::var_builder::{Init, VarBuilder};
+use crate::{NnError, Result};
 
 /// `torch.nn.LayerNorm(dim, eps)`: normalise the last dim, then scale and shift.
 #[derive(Debug, Clone)]
@@ -25,6 +26,23 @@ impl LayerNorm {
             bias: Var::parameter(Tensor::zeros(&[dim], dtype)),
             eps,
         }
+    }
+
+    /// `weight` and `bias` of shape `[dim]` from `vb` (ones and zeros when
+    /// fresh), named `{prefix}.weight` and `{prefix}.bias`.
+    ///
+    /// # Errors
+    /// Whatever the source reports for a missing or mis-shaped tensor.
+    pub fn build<E: From<NnError>>(
+        mut vb: VarBuilder<'_, E>,
+        dim: usize,
+        eps: f64,
+    ) -> std::result::Result<LayerNorm, E> {
+        Ok(LayerNorm {
+            weight: vb.get("weight", &[dim], Init::Ones)?,
+            bias: vb.get("bias", &[dim], Init::Zeros)?,
+            eps,
+        })
     }
 }
 

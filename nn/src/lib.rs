@@ -35,6 +35,7 @@ mod mlp;
 mod module;
 pub mod optim;
 pub mod state_dict;
+mod var_builder;
 
 pub use attention::CausalSelfAttention;
 pub use dropout::{Dropout, Gelu, Relu, Tanh};
@@ -47,3 +48,4 @@ pub use lora::Lora;
 pub use mlp::{Mlp, Sequential};
 pub use module::{join, Forward, Module};
 pub use state_dict::{LoadOptions, LoadReport, StateDict, StateDictError};
+pub use var_builder::{Init, ParamSource, RandomInit, VarBuilder};

@@ -8,6 +8,7 @@ use kiln_tensor::{DType, Rng};
 use crate::init::{normal, uniform};
 use crate::lora::Lora;
 use crate::module::{join, Forward, Module};
+use crate::var_builder::{Init, VarBuilder};
 use crate::{NnError, Result};
 
 /// `torch.nn.Linear`: `y = x·Wᵀ + b`, weight `[out, in]`, bias `[out]`.
@@ -123,6 +124,24 @@ impl Conv1D {
         Ok(Conv1D {
             weight: Var::parameter(normal(&[in_features, out_features], 0.0, std, dtype, rng)?),
             bias: Var::parameter(kiln_tensor::Tensor::zeros(&[out_features], dtype)),
+            lora: None,
+        })
+    }
+
+    /// `weight` `[in, out]` and `bias` `[out]` from `vb` (`N(0, std²)` and
+    /// zeros when fresh), named `{prefix}.weight` and `{prefix}.bias`.
+    ///
+    /// # Errors
+    /// Whatever the source reports for a missing or mis-shaped tensor.
+    pub fn build<E: From<NnError>>(
+        mut vb: VarBuilder<'_, E>,
+        in_features: usize,
+        out_features: usize,
+        std: f64,
+    ) -> std::result::Result<Conv1D, E> {
+        Ok(Conv1D {
+            weight: vb.get("weight", &[in_features, out_features], Init::Normal(std))?,
+            bias: vb.get("bias", &[out_features], Init::Zeros)?,
             lora: None,
         })
     }

@@ -1,7 +1,6 @@
 //! GPT-2's feed-forward block, and `Sequential` for composing modules.
 
 use kiln_autograd::Var;
-use kiln_tensor::{DType, Rng};
 
 use crate::dropout::{Dropout, Gelu};
 use crate::linear::Conv1D;
@@ -17,33 +16,6 @@ pub struct Mlp {
     pub c_proj: Conv1D,
     /// Dropout on the output.
     pub dropout: Dropout,
-}
-
-impl Mlp {
-    /// GPT-2 initialisation (`c_proj` with the residual scaling).
-    ///
-    /// # Errors
-    /// A dtype error unless f32/f64; a config error for a bad dropout.
-    pub fn new(
-        n_embd: usize,
-        n_inner: usize,
-        n_layer: usize,
-        dropout: f64,
-        dtype: DType,
-        rng: &mut Rng,
-    ) -> Result<Mlp> {
-        Ok(Mlp {
-            c_fc: Conv1D::new(n_embd, n_inner, crate::init::GPT2_INIT_STD, dtype, rng)?,
-            c_proj: Conv1D::new(
-                n_inner,
-                n_embd,
-                crate::init::gpt2_residual_std(n_layer),
-                dtype,
-                rng,
-            )?,
-            dropout: Dropout::new(dropout, rng.next_u64())?,
-        })
-    }
 }
 
 impl Module for Mlp {

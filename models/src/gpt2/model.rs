@@ -14,59 +14,13 @@
 
 use kiln_autograd::{checkpoint, is_grad_enabled, Var};
 use kiln_nn::{
-    join, CausalSelfAttention, Conv1D, Dropout, Embedding, Forward, KvCache, LayerNorm, Mlp, Module,
+    join, CausalSelfAttention, Conv1D, Dropout, Embedding, Forward, KvCache, LayerNorm, Mlp,
+    Module, NnError, ParamSource, RandomInit, VarBuilder,
 };
-use kiln_tensor::{DType, Rng, Tensor};
+use kiln_tensor::{DType, Tensor};
 
 use super::config::Gpt2Config;
 use crate::{ModelError, Result};
-
-/// Fetches one named parameter of a given shape.
-type ParamFn<'a> = dyn FnMut(&str, &[usize], Init) -> Result<Var> + 'a;
-
-/// How a parameter is initialised when it is not loaded.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Init {
-    /// `N(0, std²)`.
-    Normal(f64),
-    /// All zeros (biases).
-    Zeros,
-    /// All ones (LayerNorm weights).
-    Ones,
-}
-
-/// Where a model's parameters come from: fresh initialisation or a
-/// checkpoint. Names are Hugging Face `GPT2Model` keys.
-pub trait ParamSource {
-    /// The tensor for parameter `name` of shape `shape`.
-    ///
-    /// # Errors
-    /// A missing tensor or a shape that does not fit, naming both.
-    fn take(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Tensor>;
-
-    /// A seed for the next dropout layer's generator.
-    fn seed(&mut self) -> u64;
-}
-
-/// GPT-2 initialisation from one seeded generator, in parameter order.
-pub struct RandomInit {
-    /// The generator.
-    pub rng: Rng,
-}
-
-impl ParamSource for RandomInit {
-    fn take(&mut self, _name: &str, shape: &[usize], init: Init) -> Result<Tensor> {
-        Ok(match init {
-            Init::Normal(std) => Tensor::randn(shape, 0.0, std, DType::F32, &mut self.rng)?,
-            Init::Zeros => Tensor::zeros(shape, DType::F32),
-            Init::Ones => Tensor::ones(shape, DType::F32),
-        })
-    }
-
-    fn seed(&mut self) -> u64 {
-        self.rng.next_u64()
-    }
-}
 
 /// One transformer block: pre-LN attention and MLP, each with a residual.
 #[derive(Debug, Clone)]
@@ -82,61 +36,35 @@ pub struct Block {
 }
 
 impl Block {
-    fn build(cfg: &Gpt2Config, prefix: &str, src: &mut dyn ParamSource) -> Result<Block> {
-        let c = cfg.n_embd;
-        let inner = cfg.inner();
+    /// Builds block `vb.prefix()` (`h.{i}`): its parameters in the order
+    /// GPT-2 has always drawn them, then its three dropout generators.
+    fn build<E: From<NnError>>(
+        cfg: &Gpt2Config,
+        mut vb: VarBuilder<'_, E>,
+    ) -> std::result::Result<Block, E> {
+        let (c, inner, eps) = (cfg.n_embd, cfg.inner(), cfg.layer_norm_epsilon);
         let std = kiln_nn::init::GPT2_INIT_STD;
         let resid_std = kiln_nn::init::gpt2_residual_std(cfg.n_layer);
-        let mut p = |name: &str, shape: &[usize], init: Init| -> Result<Var> {
-            Ok(Var::parameter(src.take(
-                &join(prefix, name),
-                shape,
-                init,
-            )?))
-        };
-        let ln = |p: &mut ParamFn<'_>, name: &str| -> Result<LayerNorm> {
-            Ok(LayerNorm {
-                weight: p(&format!("{name}.weight"), &[c], Init::Ones)?,
-                bias: p(&format!("{name}.bias"), &[c], Init::Zeros)?,
-                eps: cfg.layer_norm_epsilon,
-            })
-        };
-        let ln_1 = ln(&mut p, "ln_1")?;
-        let c_attn = Conv1D {
-            weight: p("attn.c_attn.weight", &[c, 3 * c], Init::Normal(std))?,
-            bias: p("attn.c_attn.bias", &[3 * c], Init::Zeros)?,
-            lora: None,
-        };
-        let c_proj = Conv1D {
-            weight: p("attn.c_proj.weight", &[c, c], Init::Normal(resid_std))?,
-            bias: p("attn.c_proj.bias", &[c], Init::Zeros)?,
-            lora: None,
-        };
-        let ln_2 = ln(&mut p, "ln_2")?;
-        let c_fc = Conv1D {
-            weight: p("mlp.c_fc.weight", &[c, inner], Init::Normal(std))?,
-            bias: p("mlp.c_fc.bias", &[inner], Init::Zeros)?,
-            lora: None,
-        };
-        let mlp_proj = Conv1D {
-            weight: p("mlp.c_proj.weight", &[inner, c], Init::Normal(resid_std))?,
-            bias: p("mlp.c_proj.bias", &[c], Init::Zeros)?,
-            lora: None,
-        };
+        let ln_1 = LayerNorm::build(vb.pp("ln_1"), c, eps)?;
+        let c_attn = Conv1D::build(vb.pp("attn.c_attn"), c, 3 * c, std)?;
+        let attn_proj = Conv1D::build(vb.pp("attn.c_proj"), c, c, resid_std)?;
+        let ln_2 = LayerNorm::build(vb.pp("ln_2"), c, eps)?;
+        let c_fc = Conv1D::build(vb.pp("mlp.c_fc"), c, inner, std)?;
+        let mlp_proj = Conv1D::build(vb.pp("mlp.c_proj"), inner, c, resid_std)?;
         Ok(Block {
             ln_1,
             attn: CausalSelfAttention {
                 c_attn,
-                c_proj,
+                c_proj: attn_proj,
                 n_head: cfg.n_head,
-                attn_dropout: Dropout::new(cfg.attn_pdrop, src.seed())?,
-                resid_dropout: Dropout::new(cfg.resid_pdrop, src.seed())?,
+                attn_dropout: vb.dropout(cfg.attn_pdrop)?,
+                resid_dropout: vb.dropout(cfg.resid_pdrop)?,
             },
             ln_2,
             mlp: Mlp {
                 c_fc,
                 c_proj: mlp_proj,
-                dropout: Dropout::new(cfg.resid_pdrop, src.seed())?,
+                dropout: vb.dropout(cfg.resid_pdrop)?,
             },
         })
     }
@@ -227,46 +155,44 @@ impl Gpt2 {
             &format!("a model of {params} parameters"),
             "choose smaller n_layer / n_embd / vocab_size",
         )?;
-        Gpt2::build(
-            config,
-            &mut RandomInit {
-                rng: Rng::new(seed),
-            },
-        )
+        Gpt2::build(config, &mut RandomInit::new(seed, DType::F32))
     }
 
     /// Builds the network taking each parameter, by its Hugging Face name
-    /// and expected shape, from `src` (random init, or a checkpoint).
+    /// and expected shape, from `src`: [`RandomInit`] for a fresh model, a
+    /// checkpoint's tensors for a loaded one ([`super::load_model_dir`]).
+    /// The names are asked for through a [`VarBuilder`], one module prefix
+    /// at a time, like candle's `VarBuilder` and nanoGPT's `model.py`.
     ///
     /// # Errors
     /// [`ModelError::Config`] for an inconsistent config, or whatever `src`
     /// reports for a missing or mis-shaped tensor.
-    pub fn build(config: Gpt2Config, src: &mut dyn ParamSource) -> Result<Gpt2> {
+    pub fn build<E>(config: Gpt2Config, src: &mut dyn ParamSource<Error = E>) -> Result<Gpt2>
+    where
+        E: From<NnError>,
+        ModelError: From<E>,
+    {
         config.validate().map_err(|msg| ModelError::Config {
             path: "config".into(),
             msg,
         })?;
+        Ok(Gpt2::build_from(config, VarBuilder::new(src))?)
+    }
+
+    /// The body of [`Gpt2::build`], in the source's error type.
+    fn build_from<E: From<NnError>>(
+        config: Gpt2Config,
+        mut vb: VarBuilder<'_, E>,
+    ) -> std::result::Result<Gpt2, E> {
         let (v, c) = (config.vocab_size, config.n_embd);
         let std = kiln_nn::init::GPT2_INIT_STD;
-        let wte = Embedding {
-            weight: Var::parameter(src.take("wte.weight", &[v, c], Init::Normal(std))?),
-        };
-        let wpe = Embedding {
-            weight: Var::parameter(src.take(
-                "wpe.weight",
-                &[config.n_positions, c],
-                Init::Normal(std),
-            )?),
-        };
-        let drop = Dropout::new(config.embd_pdrop, src.seed())?;
+        let wte = Embedding::build(vb.pp("wte"), v, c, std)?;
+        let wpe = Embedding::build(vb.pp("wpe"), config.n_positions, c, std)?;
+        let drop = vb.dropout(config.embd_pdrop)?;
         let h = (0..config.n_layer)
-            .map(|i| Block::build(&config, &format!("h.{i}"), src))
-            .collect::<Result<_>>()?;
-        let ln_f = LayerNorm {
-            weight: Var::parameter(src.take("ln_f.weight", &[c], Init::Ones)?),
-            bias: Var::parameter(src.take("ln_f.bias", &[c], Init::Zeros)?),
-            eps: config.layer_norm_epsilon,
-        };
+            .map(|i| Block::build(&config, vb.pp(&format!("h.{i}"))))
+            .collect::<std::result::Result<_, E>>()?;
+        let ln_f = LayerNorm::build(vb.pp("ln_f"), c, config.layer_norm_epsilon)?;
         Ok(Gpt2 {
             config,
             wte,
@@ -467,8 +393,9 @@ impl Gpt2 {
     }
 
     /// Every dropout layer, in a fixed order (embedding, then per block:
-    /// attention probabilities, attention output, MLP output). Their
-    /// generator states go into training checkpoints.
+    /// attention probabilities, attention output, MLP output). The trainer
+    /// reseeds them for every micro-batch, so a run's masks do not depend on
+    /// how its steps were split across processes or resumes.
     pub fn dropouts(&self) -> Vec<&Dropout> {
         let mut out = vec![&self.drop];
         for b in &self.h {

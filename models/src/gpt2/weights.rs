@@ -15,8 +15,9 @@ use kiln_nn::Module;
 use kiln_tensor::{DType, Tensor};
 
 use super::config::Gpt2Config;
-use super::model::{Gpt2, Init, ParamSource};
+use super::model::Gpt2;
 use crate::{ModelError, Result};
+use kiln_nn::{Init, ParamSource};
 
 /// Takes parameters out of a loaded state dict, checking shapes.
 struct CheckpointSource {
@@ -39,6 +40,8 @@ impl CheckpointSource {
 }
 
 impl ParamSource for CheckpointSource {
+    type Error = ModelError;
+
     fn take(&mut self, name: &str, shape: &[usize], _init: Init) -> Result<Tensor> {
         let key = format!("{}{name}", self.prefix);
         let t = self.dict.remove(&key).ok_or_else(|| {
