@@ -45,7 +45,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kiln_tensor::Tensor;
+use kiln_tensor::{DType, Tensor};
 
 pub use error::StateDictError;
 
@@ -62,6 +62,15 @@ pub struct LoadOptions {
     /// them in place (like `safetensors.torch.load_file`), so loading costs
     /// no copy; writing to such a tensor copies it first.
     pub copy: bool,
+    /// Round (or widen) every 2-D floating-point tensor — the weight
+    /// matrices — to this dtype while reading, one tensor at a time, so a
+    /// whole model never sits in memory in the stored dtype first: an f32
+    /// gpt2-xl read as bf16 peaks at its 3 GB of bf16 matrices, not 6 GB of
+    /// f32. The conversion is [`kiln_tensor::Tensor::to_dtype`]'s (round to
+    /// nearest even), so the result equals loading and then casting. Other
+    /// tensors load as the fields above say. `None` (the default) casts
+    /// nothing.
+    pub cast_matrices: Option<DType>,
 }
 
 /// Named tensors with optional string metadata, ordered by name.
@@ -237,15 +246,14 @@ impl StateDict {
             #[cfg(not(unix))]
             let _ = (offset, len);
         };
-        let shared: Option<Arc<dyn AsRef<[u8]> + Send + Sync>> =
-            (!options.copy).then(|| map.clone() as Arc<dyn AsRef<[u8]> + Send + Sync>);
+        let shared: Arc<dyn AsRef<[u8]> + Send + Sync> = map.clone();
         let (tensors, metadata) = load::read_tensors(
             map.as_ref(),
-            shared,
+            Some(shared),
             header,
             &shown,
             options,
-            options.copy.then_some(&release as &dyn Fn(usize, usize)),
+            Some(&release),
         )?;
         Ok(StateDict {
             tensors,

@@ -120,7 +120,9 @@ pub fn load_model_dir(dir: impl AsRef<Path>) -> Result<Gpt2> {
 /// (`model.to(torch.bfloat16)`). Biases and layer norms are always f32,
 /// and so are the activations: each matrix product rounds its operands to
 /// bf16 and accumulates in f32 ([`kiln_tensor::Tensor::matmul_bf16`]).
-/// `options.keep_dtype` is ignored: `dtype` decides.
+/// `options.keep_dtype` and `options.cast_matrices` are ignored: `dtype`
+/// decides, and each matrix is cast as it is read (the peak is the model in
+/// `dtype`, not in the file's dtype).
 ///
 /// # Errors
 /// As [`load_model_dir`]; [`ModelError::Config`] for a `dtype` other than
@@ -130,8 +132,11 @@ pub fn load_model_dir_with(
     options: LoadOptions,
     dtype: DType,
 ) -> Result<Gpt2> {
+    // Matrices are cast while the file is read, one at a time, so a bf16
+    // load of an f32 checkpoint never holds the f32 model.
     let options = LoadOptions {
         keep_dtype: true,
+        cast_matrices: Some(dtype),
         ..options
     };
     let dir = dir.as_ref();

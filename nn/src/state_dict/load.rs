@@ -79,7 +79,11 @@ pub(super) fn validate(bytes: &[u8], file: &str) -> Result<Header, StateDictErro
 /// Converts the tensors of a header [`validate`]d against the same `bytes`.
 ///
 /// With `shared` (the same bytes, shareable), tensors that need no
-/// conversion read their elements in place from it instead of copying.
+/// conversion read their elements in place from it instead of copying
+/// (unless `options.copy`), and tensors cast by `options.cast_matrices` are
+/// converted straight from it. `release(offset, len)` is called for each
+/// tensor's bytes once nothing reads them in place any more, so a mapped
+/// file's pages leave the process as the load goes.
 pub(super) fn read_tensors(
     bytes: &[u8],
     shared: Option<Arc<dyn AsRef<[u8]> + Send + Sync>>,
@@ -96,10 +100,17 @@ pub(super) fn read_tensors(
         })?;
     let mut tensors = BTreeMap::new();
     for entry in header.entries {
-        // In place unless f16/bf16 are widened (`Storage::mapped` itself
-        // declines bools, misaligned bytes and big-endian machines).
+        let floating = |d: DType| matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
+        let cast = options
+            .cast_matrices
+            .filter(|&d| entry.shape.len() == 2 && d != entry.dtype)
+            .filter(|&d| floating(d) && floating(entry.dtype));
+        // Read in place unless f16/bf16 are widened (`Storage::mapped`
+        // itself declines bools, misaligned bytes and big-endian machines):
+        // kept mapped, or only for as long as the cast reads it.
         let widens = !options.keep_dtype && matches!(entry.dtype, DType::F16 | DType::BF16);
-        let mapped = shared.as_ref().filter(|_| !widens).and_then(|bytes| {
+        let in_place = cast.is_some() || (!widens && !options.copy);
+        let mapped = shared.as_ref().filter(|_| in_place).and_then(|bytes| {
             let numel = entry.shape.iter().product();
             Storage::mapped(
                 bytes.clone(),
@@ -108,6 +119,7 @@ pub(super) fn read_tensors(
                 entry.dtype,
             )
         });
+        let keeps_map = mapped.is_some() && cast.is_none();
         let tensor = match mapped {
             Some(storage) => {
                 Tensor::from_storage(Arc::new(storage), Layout::contiguous(&entry.shape)).map_err(
@@ -117,14 +129,15 @@ pub(super) fn read_tensors(
                     },
                 )?
             }
-            None => {
-                let t = convert(data, &entry, file, options)?;
-                if let Some(release) = release {
-                    release(header.data_start + entry.start, entry.end - entry.start);
-                }
-                t
-            }
+            None => convert(data, &entry, file, options)?,
         };
+        let tensor = match cast {
+            Some(d) => tensor.to_dtype(d),
+            None => tensor,
+        };
+        if let Some(release) = release.filter(|_| !keeps_map) {
+            release(header.data_start + entry.start, entry.end - entry.start);
+        }
         tensors.insert(entry.name, tensor);
     }
     Ok((tensors, header.metadata))
