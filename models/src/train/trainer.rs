@@ -17,7 +17,7 @@ use super::checkpoint::{
     delete_folder, list_checkpoints, no_faults, publish_folder, repair_output_dir, FaultHook,
     LogPoint,
 };
-use super::config::{ScheduleKind, TrainConfig};
+use super::config::TrainConfig;
 use super::data::Batcher;
 use super::eval::evaluate;
 use super::hf_state::train_summary_entry;
@@ -321,18 +321,11 @@ impl<M: TrainModel> Trainer<M> {
     }
 
     fn schedule(&self) -> LrSchedule {
-        match self.cfg.schedule {
-            ScheduleKind::Linear => LrSchedule::LinearWarmupDecay {
-                warmup: self.cfg.warmup_steps,
-                total: self.total_steps,
-            },
-            ScheduleKind::Cosine => LrSchedule::WarmupCosine {
-                warmup: self.cfg.warmup_steps,
-                total: self.total_steps,
-                min_lr: self.cfg.learning_rate / 10.0,
-            },
-            ScheduleKind::Constant => LrSchedule::Constant,
-        }
+        self.cfg.schedule.schedule(
+            self.cfg.warmup_steps,
+            self.total_steps,
+            self.cfg.learning_rate,
+        )
     }
 
     /// Validation loss (mean NLL per predicted token) in eval mode, or
