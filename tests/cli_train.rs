@@ -566,3 +566,73 @@ fn lora_on_a_bf16_base() {
     ]);
     assert!(!ok && err.contains("--lora-r"), "{err}");
 }
+
+/// `kiln train`'s trainer flags are the library's `TrainConfig` and its
+/// enums (clap-derived): the same names, the one schedule enum's values,
+/// and the values reach the trainer.
+#[test]
+fn train_flags_are_the_library_config() {
+    let (ok, help, _) = kiln(&["train", "--help"]);
+    assert!(ok);
+    for flag in [
+        "--lr-scheduler <",
+        "--lr-scheduler-type",
+        "--num-train-epochs",
+        "--per-device-train-batch-size",
+        "--eval-strategy <",
+        "--no-progress",
+        "--no-ddp-overlap",
+    ] {
+        assert!(help.contains(flag), "{flag} in:\n{help}");
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let base = [
+        "train",
+        "--config",
+        "tiny",
+        "--train",
+        SONNETS,
+        "--output-dir",
+        p(&out),
+        "--no-progress",
+    ];
+    let with = |extra: &[&str]| kiln(&[&base[..], extra].concat());
+    let (ok, _, err) = with(&["--lr-scheduler", "cosin"]);
+    assert!(!ok);
+    assert!(
+        err.contains("[possible values: linear, cosine, constant]"),
+        "{err}"
+    );
+    let (ok, _, err) = with(&["--ddp-bucket-cap-mb", "0"]);
+    assert!(!ok && err.contains("--ddp-bucket-cap-mb"), "{err}");
+
+    // A constant schedule takes no warmup: the peak rate from step 1.
+    let (ok, _, err) = with(&[
+        "--lr-scheduler-type",
+        "constant",
+        "--warmup-steps",
+        "5",
+        "--learning-rate",
+        "0.003",
+        "--max-steps",
+        "2",
+        "--logging-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--block-size",
+        "16",
+        "--sampling",
+        "random",
+    ]);
+    assert!(ok, "{err}");
+    let log = std::fs::read_to_string(out.join("log.jsonl")).unwrap();
+    let lrs: Vec<f64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter_map(|v| v["lr"].as_f64())
+        .collect();
+    assert_eq!(lrs, [0.003, 0.003]);
+}

@@ -2,7 +2,8 @@
 //! tokenizer ([`tokenizer`]), models and datasets by hub name through the
 //! Hugging Face cache ([`hub`]), generation with a key/value cache
 //! ([`gpt2::generate`]), and a trainer with crash-safe checkpoints and exact
-//! resume ([`train`]).
+//! resume ([`train`]) for GPT-2 or any model that implements
+//! [`train::TrainModel`].
 #![warn(missing_docs)]
 
 mod error;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use kiln_distributed::World;
 use kiln_models::gpt2::{
     generate, load_model_dir_with, GenerationConfig, Gpt2, Gpt2Config, LoraConfig, TokenSampling,
@@ -20,48 +20,6 @@ use kiln_models::train::{
 };
 
 use super::tokenizer_for;
-
-/// Batch sampling, on the command line.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum SamplingArg {
-    /// Random windows each step (nanoGPT).
-    Random,
-    /// Consecutive blocks, one pass per epoch (transformers' group_texts).
-    Sequential,
-}
-
-/// Learning-rate schedule, on the command line.
-#[derive(Clone, Copy, ValueEnum)]
-pub enum ScheduleArg {
-    /// Linear decay to 0 (transformers' default).
-    Linear,
-    /// Cosine decay to lr/10 (nanoGPT).
-    Cosine,
-    /// No decay.
-    Constant,
-}
-
-/// When to evaluate or save, on the command line (transformers'
-/// `IntervalStrategy`).
-#[derive(Clone, Copy, ValueEnum)]
-pub enum StrategyArg {
-    /// Never during training.
-    No,
-    /// Every --eval-steps / --save-steps steps, and at the last step.
-    Steps,
-    /// At the end of each epoch.
-    Epoch,
-}
-
-impl From<StrategyArg> for IntervalStrategy {
-    fn from(s: StrategyArg) -> IntervalStrategy {
-        match s {
-            StrategyArg::No => IntervalStrategy::No,
-            StrategyArg::Steps => IntervalStrategy::Steps,
-            StrategyArg::Epoch => IntervalStrategy::Epoch,
-        }
-    }
-}
 
 /// Arguments of `kiln train` (names follow transformers' TrainingArguments).
 #[derive(Args)]
@@ -93,81 +51,16 @@ pub struct TrainArgs {
     /// Fraction of training tokens held out for validation when --val is absent.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// Where checkpoints, logs, the final model and the loss curve go.
-    #[arg(long, value_name = "DIR")]
-    pub output_dir: PathBuf,
-    /// Passes over the training data.
-    #[arg(long, visible_alias = "num-train-epochs", default_value_t = 3.0)]
-    pub epochs: f64,
-    /// Stop after this many optimizer steps (overrides --epochs).
-    #[arg(long)]
-    pub max_steps: Option<usize>,
-    /// Rows per micro-batch.
-    #[arg(
-        long,
-        visible_alias = "per-device-train-batch-size",
-        default_value_t = 8
-    )]
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
-    pub gradient_accumulation_steps: usize,
+    /// The trainer's settings: --output-dir, --learning-rate, --lr-scheduler,
+    /// --save-steps, … (the library's `TrainConfig`, one flag per field).
+    #[command(flatten)]
+    pub training: TrainConfig,
     /// Tokens per row (default: the model's context, at most 1024).
     #[arg(long)]
     pub block_size: Option<usize>,
-    /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-5)]
-    pub learning_rate: f64,
-    /// AdamW weight decay (not applied to biases and LayerNorm weights).
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    /// Linear warmup steps.
-    #[arg(long, default_value_t = 0)]
-    pub warmup_steps: usize,
-    /// Schedule after warmup.
-    #[arg(long, value_enum, default_value = "linear")]
-    pub lr_scheduler: ScheduleArg,
-    /// Global gradient-norm clipping (0 disables).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    /// Batch sampling.
-    #[arg(long, value_enum, default_value = "sequential")]
-    pub sampling: SamplingArg,
-    /// When to evaluate during training: no, steps or epoch (default:
-    /// steps when --eval-steps is given, else no). With validation data
-    /// the model is always evaluated once at the end.
-    #[arg(long, value_enum)]
-    pub eval_strategy: Option<StrategyArg>,
-    /// Evaluate every N steps (default: --logging-steps).
-    #[arg(long)]
-    pub eval_steps: Option<usize>,
-    /// Log every N steps.
-    #[arg(long, default_value_t = 10)]
-    pub logging_steps: usize,
-    /// When to save checkpoints: no, steps or epoch.
-    #[arg(long, value_enum, default_value = "steps")]
-    pub save_strategy: StrategyArg,
-    /// Save a checkpoint every N steps, and at the last step.
-    #[arg(long, default_value_t = 500)]
-    pub save_steps: usize,
-    /// Keep at most this many checkpoints (the newest and, with
-    /// --load-best-model-at-end, the best always survive).
-    #[arg(long)]
-    pub save_total_limit: Option<usize>,
-    /// Keep the checkpoint with the best --metric-for-best-model through
-    /// rotation and make it the final model (needs the same
-    /// --eval-strategy as --save-strategy).
-    #[arg(long)]
-    pub load_best_model_at_end: bool,
-    /// The metric that ranks checkpoints (lower is better): eval_loss.
-    #[arg(long, value_name = "NAME")]
-    pub metric_for_best_model: Option<String>,
     /// Override the config's dropout (all three probabilities).
     #[arg(long)]
     pub dropout: Option<f64>,
-    /// Seed of initialisation, data order and dropout.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
     /// Continue from the newest checkpoint in --output-dir.
     #[arg(long, conflicts_with = "overwrite_output_dir")]
     pub resume: bool,
@@ -180,16 +73,6 @@ pub struct TrainArgs {
         conflicts_with_all = ["overwrite_output_dir", "resume"]
     )]
     pub resume_from_checkpoint: Option<Option<PathBuf>>,
-    /// Mixed precision: matrix products (forward and backward) on bf16
-    /// operands with f32 accumulation, as torch.autocast(bfloat16); f32
-    /// weights and optimizer state, so checkpoints stay f32.
-    #[arg(long)]
-    pub bf16: bool,
-    /// Recompute each block during backward instead of keeping its
-    /// activations: far less memory for about a third more compute, with
-    /// bit-identical gradients (transformers' gradient_checkpointing).
-    #[arg(long)]
-    pub gradient_checkpointing: bool,
     /// The frozen base model's weights with LoRA: bf16 halves their memory
     /// (transformers' `torch_dtype=torch.bfloat16`); the adapters, their
     /// gradients and AdamW's moments stay f32. Without LoRA only f32.
@@ -217,28 +100,9 @@ pub struct TrainArgs {
         requires = "lora_r"
     )]
     pub lora_target_modules: Vec<String>,
-    /// Print where the memory goes (weights, gradients, optimizer state,
-    /// activations per block, the measured peak) before and after the first
-    /// step.
-    #[arg(long)]
-    pub memory_report: bool,
-    /// Under mpirun: the gradient bucket size in MiB (DDP's default 25).
-    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
-    pub ddp_bucket_cap_mb: u64,
-    /// Under mpirun: reduce gradients after backward instead of bucket by
-    /// bucket during it (same weights; for measuring what overlap buys).
-    #[arg(long)]
-    pub no_ddp_overlap: bool,
-    /// Start afresh in an --output-dir that holds an earlier run, deleting
-    /// its checkpoints, final model and logs (the cached tokens stay).
-    #[arg(long)]
-    pub overwrite_output_dir: bool,
     /// Generate a sample from this prompt at the end.
     #[arg(long)]
     pub sample_prompt: Option<String>,
-    /// Hide the progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
 }
 
 impl TrainArgs {
@@ -253,44 +117,35 @@ impl TrainArgs {
             dataset: None,
             text_column: "text".into(),
             val_fraction: 0.01,
-            output_dir: PathBuf::from("runs/demo"),
-            epochs: 1.0,
-            max_steps: Some(DEMO_STEPS),
-            batch_size: 12,
-            gradient_accumulation_steps: 1,
+            training: TrainConfig {
+                output_dir: PathBuf::from("runs/demo"),
+                epochs: 1.0,
+                max_steps: Some(DEMO_STEPS),
+                batch_size: 12,
+                learning_rate: 2e-3,
+                weight_decay: 0.1,
+                warmup_steps: 20,
+                schedule: ScheduleKind::Cosine,
+                sampling: BatchSampling::Random,
+                eval_strategy: IntervalStrategy::Steps,
+                eval_steps: Some(100),
+                save_steps: 250,
+                save_total_limit: Some(2),
+                seed: 1337,
+                // The demo owns runs/demo/: each run starts it afresh.
+                overwrite_output_dir: true,
+                ..TrainConfig::default()
+            },
             block_size: Some(64),
-            learning_rate: 2e-3,
-            weight_decay: 0.1,
-            warmup_steps: 20,
-            lr_scheduler: ScheduleArg::Cosine,
-            max_grad_norm: 1.0,
-            sampling: SamplingArg::Random,
-            eval_strategy: Some(StrategyArg::Steps),
-            eval_steps: Some(100),
-            logging_steps: 10,
-            save_strategy: StrategyArg::Steps,
-            save_steps: 250,
-            save_total_limit: Some(2),
-            load_best_model_at_end: false,
-            metric_for_best_model: None,
             dropout: Some(0.0),
-            seed: 1337,
             resume: false,
             resume_from_checkpoint: None,
-            // The demo owns runs/demo/: each run starts it afresh.
-            overwrite_output_dir: true,
-            bf16: false,
-            gradient_checkpointing: false,
-            memory_report: false,
-            ddp_bucket_cap_mb: 25,
-            no_ddp_overlap: false,
             dtype: super::DtypeArg::F32,
             lora_r: None,
             lora_alpha: 8.0,
             lora_dropout: 0.0,
             lora_target_modules: vec!["c_attn".into()],
             sample_prompt: Some("ROMEO:\n".into()),
-            no_progress: false,
         }
     }
 }
@@ -301,7 +156,7 @@ pub const DEMO_STEPS: usize = 450;
 fn model_and_tokenizer(args: &TrainArgs, main: bool) -> Result<(Gpt2, Tokenizer)> {
     match (&args.model, &args.config) {
         (Some(spec), _) => {
-            let dir = &super::resolve_model(spec, !args.no_progress && main)?;
+            let dir = &super::resolve_model(spec, args.training.progress && main)?;
             // Copied, not mapped: the folder may be another run's, rotated
             // or rewritten while this one trains.
             let mut model = load_model_dir_with(dir, super::load_options(true), args.dtype.into())?;
@@ -316,7 +171,7 @@ fn model_and_tokenizer(args: &TrainArgs, main: bool) -> Result<(Gpt2, Tokenizer)
                     base_model: Some(spec.to_string_lossy().into_owned()),
                     target_modules: args.lora_target_modules.clone(),
                 };
-                let n = model.add_lora(&cfg, args.seed)?;
+                let n = model.add_lora(&cfg, args.training.seed)?;
                 if main {
                     eprintln!(
                         "LoRA: rank {r} adapters on {n} layers ({}), base weights frozen",
@@ -340,7 +195,7 @@ fn model_and_tokenizer(args: &TrainArgs, main: bool) -> Result<(Gpt2, Tokenizer)
             if let Some(p) = args.dropout {
                 config.set_dropout(p);
             }
-            Ok((Gpt2::new(config, args.seed)?, Tokenizer::gpt2()))
+            Ok((Gpt2::new(config, args.training.seed)?, Tokenizer::gpt2()))
         }
         (None, None) => {
             bail!("give --model DIR|ID to fine-tune or --config NAME to train from scratch")
@@ -399,7 +254,7 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
     // per output folder. Rank 0 alone downloads, tokenises and caches; the
     // other ranks then find everything in the caches.
     let _lock = if main {
-        Some(OutputLock::acquire(&args.output_dir)?)
+        Some(OutputLock::acquire(&args.training.output_dir)?)
     } else {
         world.barrier();
         None
@@ -414,12 +269,12 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
             model.config.n_positions
         );
     }
-    let cache_dir = args.output_dir.join("cache");
+    let cache_dir = args.training.output_dir.join("cache");
     let (train_files, val_files) = match &args.dataset {
         Some(spec) => {
             let (id, config) = parse_dataset(spec)?;
             let mut hub = Hub::from_env();
-            hub.progress = !args.no_progress && main;
+            hub.progress = args.training.progress && main;
             let train = hub.dataset_split(&id, config.as_deref(), "train")?;
             let val = match hub.dataset_split(&id, config.as_deref(), "validation") {
                 Ok(files) => files,
@@ -455,46 +310,8 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
         world.barrier();
     }
     let cfg = TrainConfig {
-        output_dir: args.output_dir.clone(),
-        learning_rate: args.learning_rate,
-        weight_decay: args.weight_decay,
-        adam: (0.9, 0.999, 1e-8),
-        warmup_steps: args.warmup_steps,
-        schedule: match args.lr_scheduler {
-            ScheduleArg::Linear => ScheduleKind::Linear,
-            ScheduleArg::Cosine => ScheduleKind::Cosine,
-            ScheduleArg::Constant => ScheduleKind::Constant,
-        },
-        max_steps: args.max_steps,
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        gradient_accumulation_steps: args.gradient_accumulation_steps,
-        max_grad_norm: args.max_grad_norm,
         block_size: block,
-        sampling: match args.sampling {
-            SamplingArg::Random => BatchSampling::Random,
-            SamplingArg::Sequential => BatchSampling::Sequential,
-        },
-        eval_strategy: match (args.eval_strategy, args.eval_steps) {
-            (Some(s), _) => s.into(),
-            (None, Some(_)) => IntervalStrategy::Steps,
-            (None, None) => IntervalStrategy::No,
-        },
-        eval_steps: args.eval_steps,
-        logging_steps: args.logging_steps,
-        save_strategy: args.save_strategy.into(),
-        save_steps: args.save_steps,
-        save_total_limit: args.save_total_limit,
-        load_best_model_at_end: args.load_best_model_at_end,
-        metric_for_best_model: args.metric_for_best_model.clone(),
-        seed: args.seed,
-        progress: !args.no_progress,
-        overwrite_output_dir: args.overwrite_output_dir,
-        bf16: args.bf16,
-        gradient_checkpointing: args.gradient_checkpointing,
-        memory_report: args.memory_report,
-        ddp_bucket_cap_mb: args.ddp_bucket_cap_mb as usize,
-        ddp_overlap: !args.no_ddp_overlap,
+        ..args.training.clone()
     };
     let params = kiln_nn::Module::num_parameters(&model);
     let ranks = world.size();
@@ -525,7 +342,7 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
             )),
             None => say(format!(
                 "no checkpoint in {}; starting from scratch",
-                args.output_dir.display()
+                args.training.output_dir.display()
             )),
         }
     }
@@ -534,7 +351,7 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
         params as f64 / 1e6,
         train_ids.len(),
         trainer.total_steps(),
-        args.batch_size * args.gradient_accumulation_steps * ranks,
+        args.training.batch_size * args.training.gradient_accumulation_steps * ranks,
         block,
         kiln_tensor::parallel::num_threads(),
         if ranks > 1 {
@@ -572,7 +389,7 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
     eprintln!(
         "model: {}   loss curve: {}",
         final_dir.display(),
-        args.output_dir.join("loss.svg").display()
+        args.training.output_dir.join("loss.svg").display()
     );
     if let Some(prompt) = &args.sample_prompt {
         let mut model = trainer.model.clone();
@@ -585,7 +402,7 @@ fn train(args: &TrainArgs, world: World) -> Result<ExitCode> {
                 top_k: Some(40),
                 top_p: None,
             },
-            seed: args.seed,
+            seed: args.training.seed,
             eos_token_id: Some(model.config.eos_token_id),
             ..Default::default()
         };

@@ -1,7 +1,8 @@
 //! Training checkpoints: `checkpoint-<step>/` folders that survive a crash,
 //! a full disk and rotation.
 //!
-//! A checkpoint holds the model in Hugging Face layout (`config.json`,
+//! A checkpoint holds the model as [`super::TrainModel::save_pretrained`]
+//! writes it (GPT-2: Hugging Face layout, `config.json` and
 //! `model.safetensors`), the optimizer state (`optimizer.safetensors`),
 //! transformers' `trainer_state.json` ([`super::HfTrainerState`]), Kiln's
 //! resume state (`kiln_state.json`: step, data position, generator states,
@@ -22,8 +23,8 @@
 //!    namespace (`checkpoint-<step>.kiln-del`) before anything in it is
 //!    removed, so a half-deleted checkpoint never keeps a real name.
 //!
-//! "Complete" means a manifest that parses and lists the four files with
-//! their sizes ([`check_folder`], cheap); loading for resume also checks
+//! "Complete" means a manifest that parses and lists the model's weights and
+//! the trainer's files ([`CHECKPOINT_FILES`]) with their sizes ([`check_folder`], cheap); loading for resume also checks
 //! every CRC ([`verify_folder`]). The final model (`final/`) is published
 //! the same way.
 
@@ -36,7 +37,8 @@ use kiln_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::data::BatcherState;
-use crate::gpt2::{load_model_dir_with, save_model_dir, Gpt2};
+use super::model::{TrainModel, MODEL_WEIGHTS};
+use crate::gpt2::{load_model_dir_with, Gpt2};
 use crate::tokenizer::Tokenizer;
 use crate::{ModelError, Result};
 
@@ -48,14 +50,12 @@ pub const MANIFEST: &str = "kiln_manifest.json";
 pub const KILN_STATE: &str = "kiln_state.json";
 
 /// The files every checkpoint holds besides the manifest: the model's
-/// (`config.json`, `model.safetensors`) — or, for a LoRA run, the
-/// adapter's ([`ADAPTER_FILES`]) — and the optimizer's and trainer's.
-pub const CHECKPOINT_FILES: [&str; 4] = [
-    "config.json",
-    "model.safetensors",
-    "optimizer.safetensors",
-    "trainer_state.json",
-];
+/// weights (`model.safetensors` — or, for a LoRA run, the adapter's
+/// [`ADAPTER_FILES`]) and the optimizer's and trainer's. The model may
+/// write more (GPT-2 adds its `config.json`); those are checked too, as
+/// every file the manifest lists is.
+pub const CHECKPOINT_FILES: [&str; 3] =
+    [MODEL_WEIGHTS, "optimizer.safetensors", "trainer_state.json"];
 
 /// What a LoRA run's checkpoint holds instead of the model files: PEFT's
 /// adapter folder.
@@ -208,7 +208,7 @@ pub fn check_folder(dir: &Path) -> std::result::Result<(), String> {
         let needed: Vec<&str> = if adapter {
             ADAPTER_FILES
                 .iter()
-                .chain(&CHECKPOINT_FILES[2..])
+                .chain(&CHECKPOINT_FILES[1..])
                 .copied()
                 .collect()
         } else {
@@ -391,26 +391,28 @@ pub fn publish_folder(
     Ok(final_dir)
 }
 
-/// Writes a checkpoint by the protocol above and returns its path; with a
-/// tokenizer, its files go in too ([`Tokenizer::save_pretrained`]), so the
-/// folder opens with `AutoTokenizer.from_pretrained` and `pipeline`.
+/// Writes a checkpoint by the protocol above and returns its path: the
+/// model by [`TrainModel::save_pretrained`] and, with a tokenizer, its
+/// files ([`Tokenizer::save_pretrained`] with the given
+/// `model_max_length`), so a GPT-2 folder opens with
+/// `AutoTokenizer.from_pretrained` and `pipeline`.
 ///
 /// # Errors
 /// [`ModelError::Io`] naming the folder if anything cannot be written; the
 /// existing checkpoints are untouched in that case.
-pub fn save_checkpoint(
+pub fn save_checkpoint<M: TrainModel + ?Sized>(
     output_dir: &Path,
-    model: &Gpt2,
-    tokenizer: Option<&Tokenizer>,
+    model: &M,
+    tokenizer: Option<(&Tokenizer, usize)>,
     optimizer_state: &BTreeMap<String, Tensor>,
     state: &TrainerState,
     hf_state: &super::HfTrainerState,
     hook: &FaultHook,
 ) -> Result<PathBuf> {
     let write = |dir: &Path| -> Result<()> {
-        save_weights(model, dir)?;
-        if let Some(tok) = tokenizer {
-            tok.save_pretrained(dir, model.config.n_positions)?;
+        model.save_pretrained(dir)?;
+        if let Some((tok, max_len)) = tokenizer {
+            tok.save_pretrained(dir, max_len)?;
         }
         let mut opt = StateDict::new();
         for (k, v) in optimizer_state {
@@ -423,20 +425,6 @@ pub fn save_checkpoint(
         hf_state.save(&dir.join("trainer_state.json"))
     };
     publish_folder(output_dir, &checkpoint_name(state.step), &write, hook)
-}
-
-/// The model's files in a checkpoint or `final/`: the whole model, or for
-/// a LoRA run only its adapter, in PEFT's format (as transformers' Trainer
-/// saves a PEFT model).
-///
-/// # Errors
-/// I/O errors naming the file.
-pub fn save_weights(model: &Gpt2, dir: &Path) -> Result<()> {
-    if model.lora.is_some() {
-        model.save_adapter(dir)
-    } else {
-        save_model_dir(model, dir)
-    }
 }
 
 /// Removes a folder by first renaming it out of its namespace to
@@ -581,7 +569,7 @@ pub fn repair_output_dir(output_dir: &Path) -> Result<Vec<String>> {
     Ok(notes)
 }
 
-/// A loaded checkpoint.
+/// A loaded checkpoint of a GPT-2 run.
 pub struct Checkpoint {
     /// The model, for a full fine-tune's checkpoint.
     pub model: Option<Gpt2>,
@@ -594,8 +582,10 @@ pub struct Checkpoint {
     pub state: TrainerState,
 }
 
-/// Loads the checkpoint in `dir` after checking every file against its
-/// manifest ([`verify_folder`]). Tensors are copied into memory, not
+/// Loads the checkpoint of a GPT-2 run in `dir` after checking every file
+/// against its manifest ([`verify_folder`]). (The trainer resumes any
+/// [`TrainModel`] with [`TrainModel::load_weights`] and
+/// [`load_trainer_files`].) Tensors are copied into memory, not
 /// mapped: the folder may be rotated away or rewritten while training goes
 /// on.
 ///
@@ -626,6 +616,27 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
             None,
         )
     };
+    let (optimizer, state) = load_trainer_files(dir)?;
+    Ok(Checkpoint {
+        model,
+        adapter,
+        optimizer,
+        state,
+    })
+}
+
+/// The optimizer state and Kiln's trainer state of the checkpoint in `dir`
+/// (copied into memory). The caller verifies the folder first
+/// ([`verify_folder`]).
+///
+/// # Errors
+/// [`ModelError::Io`] / [`ModelError::Config`] naming the file for a part
+/// that cannot be read or parsed.
+pub fn load_trainer_files(dir: &Path) -> Result<(BTreeMap<String, Tensor>, TrainerState)> {
+    let copy = LoadOptions {
+        copy: true,
+        ..Default::default()
+    };
     let opt_path = dir.join("optimizer.safetensors");
     let dict = StateDict::load_with(&opt_path, copy).map_err(kiln_nn::NnError::from)?;
     let optimizer = dict
@@ -643,10 +654,5 @@ pub fn load_checkpoint(dir: &Path) -> Result<Checkpoint> {
         path: state_path.clone(),
         msg: format!("corrupt trainer state: {e}"),
     })?;
-    Ok(Checkpoint {
-        model,
-        adapter,
-        optimizer,
-        state,
-    })
+    Ok((optimizer, state))
 }

@@ -1,27 +1,24 @@
 //! `TrainConfig`: the trainer's hyper-parameters, named after transformers'
 //! `TrainingArguments`, and their validation.
+//!
+//! With the `clap` feature, `TrainConfig` is also `kiln train`'s flags
+//! (`clap::Args`, flattened into the command's arguments), with
+//! [`TrainConfig::default`]'s values as the flags' defaults, so the library
+//! and the command line share one definition of each setting.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use kiln_nn::optim::ScheduleKind;
+
 use super::data::BatchSampling;
 use crate::{ModelError, Result};
-
-/// Which learning-rate schedule to use after warmup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ScheduleKind {
-    /// Linear decay to 0 at the last step (transformers' default).
-    Linear,
-    /// Cosine decay to a tenth of the peak (nanoGPT).
-    Cosine,
-    /// No decay.
-    Constant,
-}
 
 /// When to evaluate or save during training: transformers'
 /// `IntervalStrategy` (`--eval-strategy`, `--save-strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum IntervalStrategy {
     /// Never during training.
     No,
@@ -47,75 +44,201 @@ impl IntervalStrategy {
 }
 
 /// Training hyper-parameters, named after transformers' `TrainingArguments`.
+///
+/// With the `clap` feature each field is also a `kiln train` flag
+/// (`--learning-rate`, `--lr-scheduler`, …) defaulting to
+/// [`TrainConfig::default`]'s value; `adam` and `block_size` are set by the
+/// program (the block size defaults to the model's context).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct TrainConfig {
     /// Where checkpoints, logs, the final model and the loss curve go.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DIR"))]
     pub output_dir: PathBuf,
     /// Peak learning rate.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().learning_rate))]
     pub learning_rate: f64,
     /// Decoupled weight decay on matrices (none on biases / LayerNorm).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().weight_decay))]
     pub weight_decay: f64,
     /// AdamW β₁, β₂, ε.
+    #[cfg_attr(feature = "clap", arg(skip = defaults().adam))]
     pub adam: (f64, f64, f64),
     /// Linear warmup steps.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().warmup_steps))]
     pub warmup_steps: usize,
     /// Schedule after warmup.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long = "lr-scheduler",
+            visible_alias = "lr-scheduler-type",
+            value_enum,
+            default_value_t = defaults().schedule
+        )
+    )]
     pub schedule: ScheduleKind,
     /// Stop after this many optimizer steps (overrides `epochs`).
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Stop after this many optimizer steps (overrides --epochs)"
+        )
+    )]
     pub max_steps: Option<usize>,
     /// Passes over the training data.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, visible_alias = "num-train-epochs", default_value_t = defaults().epochs)
+    )]
     pub epochs: f64,
     /// Rows per micro-batch.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            visible_alias = "per-device-train-batch-size",
+            default_value_t = defaults().batch_size
+        )
+    )]
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, default_value_t = defaults().gradient_accumulation_steps)
+    )]
     pub gradient_accumulation_steps: usize,
     /// Global-norm clipping threshold (0 disables).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().max_grad_norm))]
     pub max_grad_norm: f64,
     /// Tokens per row.
+    #[cfg_attr(feature = "clap", arg(skip = defaults().block_size))]
     pub block_size: usize,
     /// Random windows (nanoGPT) or consecutive blocks (transformers).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_enum, default_value_t = defaults().sampling)
+    )]
     pub sampling: BatchSampling,
     /// When to evaluate on the validation data during training
     /// (transformers' `eval_strategy`, default `no`). The trainer also
     /// evaluates once after the last step whenever there is validation
     /// data, as `run_clm.py --do_eval` does.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            value_enum,
+            default_value_t = defaults().eval_strategy,
+            // As the command has always done: --eval-steps alone means
+            // evaluating every that many steps.
+            default_value_if("eval_steps", clap::builder::ArgPredicate::IsPresent, "steps"),
+            help = "When to evaluate during training: no, steps or epoch (default: steps when --eval-steps is given, else no). With validation data the model is always evaluated once at the end",
+            long_help = None
+        )
+    )]
     #[serde(default = "no_strategy")]
     pub eval_strategy: IntervalStrategy,
     /// Steps between evaluations under [`IntervalStrategy::Steps`]
     /// (default: `logging_steps`, as transformers).
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, help = "Evaluate every N steps (default: --logging-steps)")
+    )]
     pub eval_steps: Option<usize>,
     /// Log every N steps.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().logging_steps))]
     pub logging_steps: usize,
     /// When to save checkpoints (transformers' `save_strategy`, default
     /// `steps`). A run stopped by a signal saves one whatever this says.
+    #[cfg_attr(
+        feature = "clap",
+        arg(long, value_enum, default_value_t = defaults().save_strategy)
+    )]
     #[serde(default = "steps_strategy")]
     pub save_strategy: IntervalStrategy,
     /// Save a checkpoint every N steps (and at the last step) under
     /// [`IntervalStrategy::Steps`].
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            default_value_t = defaults().save_steps,
+            help = "Save a checkpoint every N steps, and at the last step"
+        )
+    )]
     pub save_steps: usize,
     /// Keep at most this many checkpoints (the newest, and the best one
     /// under `load_best_model_at_end`, always survive).
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Keep at most this many checkpoints (the newest and, with --load-best-model-at-end, the best always survive)"
+        )
+    )]
     pub save_total_limit: Option<usize>,
     /// Track the best checkpoint by `metric_for_best_model`, keep it
     /// through rotation, and make it the final model (transformers'
     /// `load_best_model_at_end`). Needs validation data and the same
     /// `eval_strategy` as `save_strategy` (with `save_steps` a multiple of
     /// `eval_steps`), so every checkpoint has a score.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Keep the checkpoint with the best --metric-for-best-model through rotation and make it the final model (needs the same --eval-strategy as --save-strategy)",
+            long_help = None
+        )
+    )]
     #[serde(default)]
     pub load_best_model_at_end: bool,
     /// The metric that ranks checkpoints: `eval_loss` (or `loss`, its
     /// transformers alias), lower is better — the one metric the trainer
     /// computes. Default `eval_loss`.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            value_name = "NAME",
+            help = "The metric that ranks checkpoints (lower is better): eval_loss"
+        )
+    )]
     #[serde(default)]
     pub metric_for_best_model: Option<String>,
     /// Seed of data sampling and dropout.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            default_value_t = defaults().seed,
+            help = "Seed of initialisation, data order and dropout"
+        )
+    )]
     pub seed: u64,
     /// Draw a progress bar on stderr.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long = "no-progress",
+            action = clap::ArgAction::SetFalse,
+            help = "Hide the progress bar"
+        )
+    )]
     pub progress: bool,
     /// Start afresh in an output folder that holds an earlier run's
     /// checkpoints, deleting them (transformers' `overwrite_output_dir`).
     /// Without it (and without [`super::Trainer::resume`]) such a folder is an
     /// error, so two runs never mix.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Start afresh in an --output-dir that holds an earlier run, deleting its checkpoints, final model and logs (the cached tokens stay)",
+            long_help = None
+        )
+    )]
     pub overwrite_output_dir: bool,
     /// Mixed precision (transformers' `bf16=True`): every matrix product
     /// of the forward pass and both of its gradient products on
@@ -123,27 +246,75 @@ pub struct TrainConfig {
     /// `torch.autocast("cpu", dtype=torch.bfloat16)`; weights, AdamW state,
     /// layer norms, softmax and the loss stay f32
     /// ([`kiln_autograd::autocast_bf16`]).
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Mixed precision: matrix products (forward and backward) on bf16 operands with f32 accumulation, as torch.autocast(bfloat16); f32 weights and optimizer state, so checkpoints stay f32",
+            long_help = None
+        )
+    )]
     pub bf16: bool,
     /// Gradient checkpointing (transformers' `gradient_checkpointing=True`,
     /// [`crate::gpt2::Gpt2::gradient_checkpointing_enable`]): each block is
     /// recomputed during backward instead of keeping its internals — much
     /// less activation memory for one more forward pass, with bit-identical
     /// gradients.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Recompute each block during backward instead of keeping its activations: far less memory for about a third more compute, with bit-identical gradients (transformers' gradient_checkpointing)",
+            long_help = None
+        )
+    )]
     #[serde(default)]
     pub gradient_checkpointing: bool,
     /// Print where the memory goes before the first step and after it
     /// ([`super::Trainer::memory_report`]).
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            help = "Print where the memory goes (weights, gradients, optimizer state, activations per block, the measured peak) before and after the first step",
+            long_help = None
+        )
+    )]
     #[serde(default)]
     pub memory_report: bool,
     /// Data-parallel runs: gradient bucket size in MiB (transformers'
     /// `ddp_bucket_cap_mb`; DDP's default 25).
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long,
+            default_value_t = defaults().ddp_bucket_cap_mb,
+            value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..),
+            help = "Under mpirun: the gradient bucket size in MiB (DDP's default 25)"
+        )
+    )]
     #[serde(default = "default_bucket_mb")]
     pub ddp_bucket_cap_mb: usize,
     /// Data-parallel runs: reduce each bucket while backward computes the
     /// layers below it (as DDP does) rather than after backward. The
     /// weights are the same bits either way.
+    #[cfg_attr(
+        feature = "clap",
+        arg(
+            long = "no-ddp-overlap",
+            action = clap::ArgAction::SetFalse,
+            help = "Under mpirun: reduce gradients after backward instead of bucket by bucket during it (same weights; for measuring what overlap buys)",
+            long_help = None
+        )
+    )]
     #[serde(default = "default_true")]
     pub ddp_overlap: bool,
+}
+
+/// The defaults of the command-line flags.
+#[cfg(feature = "clap")]
+fn defaults() -> TrainConfig {
+    TrainConfig::default()
 }
 
 fn default_bucket_mb() -> usize {

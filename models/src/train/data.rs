@@ -230,8 +230,9 @@ impl Batch {
     }
 }
 
-/// How batches are cut from the token stream.
+/// How batches are cut from the token stream (`kiln train --sampling`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum BatchSampling {
     /// nanoGPT: `B` windows at random offsets each step, targets = the next
     /// tokens (every position predicts).

@@ -3,6 +3,7 @@
 use kiln_autograd::no_grad;
 use kiln_tensor::Tensor;
 
+use super::model::{window_loss, TrainModel};
 use crate::gpt2::Gpt2;
 use crate::Result;
 
@@ -38,7 +39,12 @@ impl EvalLoss {
 /// # Errors
 /// Model input errors (ids outside the vocabulary, block longer than the
 /// context).
-pub fn evaluate(model: &Gpt2, ids: &[u32], block: usize, batch: usize) -> Result<EvalLoss> {
+pub fn evaluate<M: TrainModel + ?Sized>(
+    model: &M,
+    ids: &[u32],
+    block: usize,
+    batch: usize,
+) -> Result<EvalLoss> {
     let windows: Vec<&[u32]> = ids.chunks(block.max(2)).filter(|w| w.len() >= 2).collect();
     let (full, short): (Vec<&[u32]>, Vec<&[u32]>) = windows.iter().partition(|w| w.len() == block);
     let mut total = 0f64;
@@ -52,7 +58,7 @@ pub fn evaluate(model: &Gpt2, ids: &[u32], block: usize, batch: usize) -> Result
                 .flat_map(|w| w.iter().map(|&i| i as i64))
                 .collect();
             let x = Tensor::from_vec(flat, &[group.len(), len])?;
-            let (_, loss) = model.forward_with_loss(&x, &x)?;
+            let loss = window_loss(model, &x)?;
             let predicted = group.len() * (len - 1);
             total += loss.value().item::<f32>()? as f64 * predicted as f64;
             count += predicted;

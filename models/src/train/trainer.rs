@@ -1,6 +1,7 @@
 //! The training loop: AdamW with decay groups, warmup + decay, clipping,
 //! gradient accumulation, evaluation, logging, checkpoints and resume —
-//! what transformers' `Trainer` does, for GPT-2.
+//! what transformers' `Trainer` does, for GPT-2 or any language model that
+//! implements [`TrainModel`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,16 +12,16 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_autograd::Var;
 use kiln_distributed::{GradReducer, World};
 use kiln_nn::optim::{decay_groups, AdamConfig, AdamW, LrSchedule};
-use kiln_nn::Module;
 
 use super::checkpoint::{
     delete_folder, list_checkpoints, no_faults, publish_folder, repair_output_dir, FaultHook,
     LogPoint,
 };
-use super::config::{ScheduleKind, TrainConfig};
+use super::config::TrainConfig;
 use super::data::Batcher;
 use super::eval::evaluate;
 use super::hf_state::train_summary_entry;
+use super::model::TrainModel;
 use super::output_lock::OutputLock;
 use super::plot::plot_loss_curve;
 use crate::gpt2::Gpt2;
@@ -65,10 +66,11 @@ pub struct TrainSummary {
     pub tokens_per_sec: f64,
 }
 
-/// Trains a GPT-2 model; see the module docs.
-pub struct Trainer {
+/// Trains a language model — GPT-2 by default, or any [`TrainModel`] — with
+/// checkpoints, rotation, exact resume and logging; see the module docs.
+pub struct Trainer<M: TrainModel = Gpt2> {
     /// The model being trained.
-    pub model: Gpt2,
+    pub model: M,
     cfg: TrainConfig,
     opt: AdamW,
     params: Vec<Var>,
@@ -94,7 +96,7 @@ pub struct Trainer {
     pub fault_hook: Box<FaultHook>,
 }
 
-impl Trainer {
+impl<M: TrainModel> Trainer<M> {
     /// A trainer for `model` on `train` ids, validating on `val` ids.
     ///
     /// It takes the output folder's lock ([`OutputLock`]) for its lifetime
@@ -108,12 +110,7 @@ impl Trainer {
     /// context, data too short for one block, a run that would not fit in
     /// memory (with the estimate), or an output folder another process is
     /// training in.
-    pub fn new(
-        model: Gpt2,
-        cfg: TrainConfig,
-        train: Vec<u32>,
-        val: Option<Vec<u32>>,
-    ) -> Result<Trainer> {
+    pub fn new(model: M, cfg: TrainConfig, train: Vec<u32>, val: Option<Vec<u32>>) -> Result<Self> {
         Trainer::new_in(World::single(), model, cfg, train, val)
     }
 
@@ -134,16 +131,16 @@ impl Trainer {
     /// ([`kiln_distributed::DistributedError::Mismatch`]).
     pub fn new_in(
         world: World,
-        mut model: Gpt2,
+        mut model: M,
         cfg: TrainConfig,
         train: Vec<u32>,
         val: Option<Vec<u32>>,
-    ) -> Result<Trainer> {
+    ) -> Result<Self> {
         cfg.validate()?;
-        if cfg.block_size > model.config.n_positions {
+        if let Some(context) = model.max_context().filter(|&c| cfg.block_size > c) {
             return Err(ModelError::Input(format!(
-                "block size {} exceeds the model's context of {} positions",
-                cfg.block_size, model.config.n_positions
+                "block size {} exceeds the model's context of {context} positions",
+                cfg.block_size
             )));
         }
         if cfg.block_size < 2 {
@@ -162,7 +159,7 @@ impl Trainer {
                 )));
             }
         }
-        let vocab = model.config.vocab_size as u32;
+        let vocab = model.vocab_size() as u32;
         if let Some(bad) = train
             .iter()
             .chain(val.iter().flatten())
@@ -181,7 +178,7 @@ impl Trainer {
         )?;
         model.train();
         if cfg.gradient_checkpointing {
-            model.gradient_checkpointing_enable();
+            model.gradient_checkpointing_enable()?;
         }
         let (b1, b2, eps) = cfg.adam;
         let opt = AdamW::new(
@@ -221,27 +218,16 @@ impl Trainer {
         // Weights exist already; gradients and AdamW's two moments add three
         // copies of the trained ones, and the forward pass its activations.
         let n_params: u128 = params.iter().map(|p| p.value().numel() as u128).sum();
+        let activations = model
+            .activation_estimate(cfg.batch_size, cfg.block_size)
+            .map_or(0, |a| a.total(cfg.gradient_checkpointing));
         crate::memory::ensure_fits(
-            12 * n_params
-                + crate::memory::gpt2_activation_bytes(
-                    &model.config,
-                    cfg.batch_size,
-                    cfg.block_size,
-                    cfg.gradient_checkpointing,
-                ),
+            12 * n_params + activations,
             &format!(
                 "training this model at batch size {} × block size {}",
                 cfg.batch_size, cfg.block_size
             ),
-            match (cfg.gradient_checkpointing, model.lora.is_some()) {
-                (true, true) => "lower --batch-size or --block-size",
-                (true, false) => {
-                    "fine-tune LoRA adapters instead (--lora-r 8), lower --batch-size or --block-size, or train a smaller model"
-                }
-                (false, _) => {
-                    "pass --gradient-checkpointing, lower --batch-size or --block-size, or fine-tune LoRA adapters (--lora-r 8)"
-                }
-            },
+            model.memory_hint(cfg.gradient_checkpointing),
         )?;
         let (lock, repairs) = if world.is_main() {
             let lock = OutputLock::acquire(&cfg.output_dir)?;
@@ -290,7 +276,7 @@ impl Trainer {
     /// every checkpoint and `final/`, so `AutoTokenizer.from_pretrained`
     /// and `pipeline("text-generation", model=dir)` open them unchanged.
     /// Without one, only the model files are written.
-    pub fn with_tokenizer(mut self, tokenizer: Tokenizer) -> Trainer {
+    pub fn with_tokenizer(mut self, tokenizer: Tokenizer) -> Self {
         self.tokenizer = Some(tokenizer);
         self
     }
@@ -298,6 +284,14 @@ impl Trainer {
     /// The tokenizer set by [`Trainer::with_tokenizer`].
     pub fn tokenizer(&self) -> Option<&Tokenizer> {
         self.tokenizer.as_ref()
+    }
+
+    /// The tokenizer to save beside the model, with its
+    /// `model_max_length`: the model's context, or the block size for a
+    /// model without one.
+    fn tokenizer_files(&self) -> Option<(&Tokenizer, usize)> {
+        let max_len = self.model.max_context().unwrap_or(self.cfg.block_size);
+        self.tokenizer.as_ref().map(|t| (t, max_len))
     }
 
     /// What opening the output folder repaired or removed after an earlier
@@ -327,18 +321,11 @@ impl Trainer {
     }
 
     fn schedule(&self) -> LrSchedule {
-        match self.cfg.schedule {
-            ScheduleKind::Linear => LrSchedule::LinearWarmupDecay {
-                warmup: self.cfg.warmup_steps,
-                total: self.total_steps,
-            },
-            ScheduleKind::Cosine => LrSchedule::WarmupCosine {
-                warmup: self.cfg.warmup_steps,
-                total: self.total_steps,
-                min_lr: self.cfg.learning_rate / 10.0,
-            },
-            ScheduleKind::Constant => LrSchedule::Constant,
-        }
+        self.cfg.schedule.schedule(
+            self.cfg.warmup_steps,
+            self.total_steps,
+            self.cfg.learning_rate,
+        )
     }
 
     /// Validation loss (mean NLL per predicted token) in eval mode, or
@@ -599,14 +586,14 @@ impl Trainer {
         hf.save(&out.join("trainer_state.json"))?;
         self.model.eval();
         let model = &self.model;
-        let tokenizer = self.tokenizer.as_ref();
+        let tokenizer = self.tokenizer_files();
         let final_dir = publish_folder(
             &out,
             "final",
             &|dir: &Path| {
-                super::checkpoint::save_weights(model, dir)?;
-                if let Some(tok) = tokenizer {
-                    tok.save_pretrained(dir, model.config.n_positions)?;
+                model.save_pretrained(dir)?;
+                if let Some((tok, max_len)) = tokenizer {
+                    tok.save_pretrained(dir, max_len)?;
                 }
                 Ok(())
             },

@@ -18,7 +18,7 @@ use kiln_tensor::Tensor;
 
 pub use adamw::{Adam, AdamConfig, AdamW};
 pub use clip::clip_grad_norm;
-pub use schedule::LrSchedule;
+pub use schedule::{LrSchedule, ScheduleKind};
 pub use sgd::{Sgd, SgdConfig};
 
 use crate::Result;

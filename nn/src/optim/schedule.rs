@@ -1,8 +1,47 @@
 //! Learning-rate schedules: the LR to use at each optimizer step.
 //!
-//! `step` counts optimizer steps from 0 (the LR for the first update).
+//! [`ScheduleKind`] is the schedule a user picks by name (transformers'
+//! `lr_scheduler_type`; Kiln's `TrainConfig::schedule` and `kiln train
+//! --lr-scheduler`); [`ScheduleKind::schedule`] turns it, with the warmup
+//! and the run's length, into the [`LrSchedule`] that gives each step's
+//! rate. `step` counts optimizer steps from 0 (the LR for the first update).
 
 use std::f64::consts::PI;
+
+use serde::{Deserialize, Serialize};
+
+/// Which learning-rate schedule to use after warmup: the one list of
+/// schedule names, shared by the trainer's configuration and the command
+/// line (with the `clap` feature it is a `clap::ValueEnum`: `linear`,
+/// `cosine`, `constant`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum ScheduleKind {
+    /// Linear decay to 0 at the last step (transformers' default).
+    Linear,
+    /// Cosine decay to a tenth of the peak (nanoGPT).
+    Cosine,
+    /// No decay (and no warmup).
+    Constant,
+}
+
+impl ScheduleKind {
+    /// The schedule of this kind for a run of `total` optimizer steps with
+    /// `warmup` warmup steps and peak rate `lr`:
+    /// [`LrSchedule::LinearWarmupDecay`], [`LrSchedule::WarmupCosine`] down
+    /// to `lr / 10`, or [`LrSchedule::Constant`].
+    pub fn schedule(self, warmup: usize, total: usize, lr: f64) -> LrSchedule {
+        match self {
+            ScheduleKind::Linear => LrSchedule::LinearWarmupDecay { warmup, total },
+            ScheduleKind::Cosine => LrSchedule::WarmupCosine {
+                warmup,
+                total,
+                min_lr: lr / 10.0,
+            },
+            ScheduleKind::Constant => LrSchedule::Constant,
+        }
+    }
+}
 
 /// A learning-rate schedule relative to a base rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -60,5 +99,33 @@ impl LrSchedule {
                 min_lr + coeff * (lr - min_lr)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_names_its_schedule() {
+        assert_eq!(
+            ScheduleKind::Linear.schedule(3, 20, 0.5),
+            LrSchedule::LinearWarmupDecay {
+                warmup: 3,
+                total: 20
+            }
+        );
+        assert_eq!(
+            ScheduleKind::Cosine.schedule(3, 20, 0.5),
+            LrSchedule::WarmupCosine {
+                warmup: 3,
+                total: 20,
+                min_lr: 0.05
+            }
+        );
+        assert_eq!(
+            ScheduleKind::Constant.schedule(3, 20, 0.5),
+            LrSchedule::Constant
+        );
     }
 }

@@ -3,6 +3,7 @@
 use kiln_nn::optim::Optimizer;
 
 use super::super::memory_report::MemoryReport;
+use super::super::model::TrainModel;
 use super::Trainer;
 
 /// What the first optimizer step measured on the heap.
@@ -16,13 +17,12 @@ pub(super) struct StepMemory {
     pub peak: u64,
 }
 
-impl Trainer {
+impl<M: TrainModel> Trainer<M> {
     /// Where this run's memory goes: estimates from the model's shapes and,
     /// once the first step has run in a program that counts its heap
     /// ([`kiln_tensor::memory::CountingAlloc`]), what it measured. Printed
     /// by `kiln train --memory-report` before and after the first step.
     pub fn memory_report(&self) -> MemoryReport {
-        let cfg = &self.model.config;
         let bytes = |t: &kiln_tensor::Tensor| (t.numel() * t.dtype().size_in_bytes()) as u64;
         let all = kiln_nn::Module::parameters(&self.model);
         let parameters: u64 = all.iter().map(|p| bytes(&p.value())).sum();
@@ -45,9 +45,13 @@ impl Trainer {
             (Some(small), Some(large)) if small != large => format!(", frozen weights {small}"),
             _ => String::new(),
         };
+        let estimate = self
+            .model
+            .activation_estimate(self.cfg.batch_size, self.cfg.block_size);
+        let checkpointing = self.model.is_gradient_checkpointing();
         MemoryReport {
             title: format!(
-                "{:.1}M parameters ({} trained{}), {} layers, batch {} × block {}{}{}",
+                "{:.1}M parameters ({} trained{}){}, batch {} × block {}{}{}",
                 n_all as f64 / 1e6,
                 if n_params >= 100_000 {
                     format!("{:.2}M", n_params as f64 / 1e6)
@@ -55,7 +59,9 @@ impl Trainer {
                     n_params.to_string()
                 },
                 frozen_dtype,
-                cfg.n_layer,
+                estimate
+                    .map(|e| format!(", {} layers", e.n_layer))
+                    .unwrap_or_default(),
                 self.cfg.batch_size,
                 self.cfg.block_size,
                 if self.cfg.bf16 {
@@ -63,7 +69,7 @@ impl Trainer {
                 } else {
                     ", f32"
                 },
-                if self.model.gradient_checkpointing {
+                if checkpointing {
                     ", gradient checkpointing"
                 } else {
                     ""
@@ -72,12 +78,8 @@ impl Trainer {
             parameters,
             gradients: 4 * n_params,
             optimizer_state,
-            activations: crate::memory::ActivationEstimate::gpt2(
-                cfg,
-                self.cfg.batch_size,
-                self.cfg.block_size,
-            ),
-            checkpointing: self.model.gradient_checkpointing,
+            activations: estimate.unwrap_or_default(),
+            checkpointing,
             activations_measured: m.map(|m| m.activations),
             peak_heap: m.map(|m| m.peak),
             before_step: m.map(|m| m.before),

@@ -4,18 +4,17 @@
 use std::path::{Path, PathBuf};
 
 use kiln_nn::optim::Optimizer;
-use kiln_nn::Module;
 
 use super::super::checkpoint::{
-    checkpoint_name, delete_folder, list_checkpoints, load_checkpoint, rotate_checkpoints,
-    save_checkpoint, TrainerState,
+    checkpoint_name, delete_folder, list_checkpoints, load_trainer_files, rotate_checkpoints,
+    save_checkpoint, verify_folder, TrainerState,
 };
 use super::super::hf_state::{HfTrainerState, RunFacts};
+use super::super::model::TrainModel;
 use super::{all_finite, Trainer};
-use crate::gpt2::Gpt2;
 use crate::{ModelError, Result};
 
-impl Trainer {
+impl<M: TrainModel> Trainer<M> {
     pub(super) fn state(&self) -> TrainerState {
         TrainerState {
             step: self.step,
@@ -112,7 +111,7 @@ impl Trainer {
         let dir = save_checkpoint(
             &self.cfg.output_dir,
             &self.model,
-            self.tokenizer.as_ref(),
+            self.tokenizer_files(),
             &opt_state,
             &self.state(),
             &self.hf_state(),
@@ -191,19 +190,16 @@ impl Trainer {
     /// otherwise as [`Trainer::resume`].
     pub fn resume_from(&mut self, dir: &Path) -> Result<()> {
         self.resume_attempted = true;
-        let ck = load_checkpoint(dir)?;
-        match (&ck.model, &ck.adapter) {
-            (Some(m), _) => self.copy_weights(m, dir)?,
-            (None, Some(adapter)) => self.copy_adapter(adapter, dir)?,
-            (None, None) => unreachable!("a checkpoint holds a model or an adapter"),
-        }
-        self.opt.load_state_tensors(&ck.optimizer)?;
-        self.train.set_state(&ck.state.batcher);
-        self.step = ck.state.step;
-        self.history = ck.state.history;
-        self.tokens_seen = ck.state.tokens_seen;
-        self.pending_loss = ck.state.pending_loss;
-        self.best = ck.state.best;
+        verify_folder(dir)?;
+        let (optimizer, state) = load_trainer_files(dir)?;
+        self.model.load_weights(dir)?;
+        self.opt.load_state_tensors(&optimizer)?;
+        self.train.set_state(&state.batcher);
+        self.step = state.step;
+        self.history = state.history;
+        self.tokens_seen = state.tokens_seen;
+        self.pending_loss = state.pending_loss;
+        self.best = state.best;
         Ok(())
     }
 
@@ -229,77 +225,8 @@ impl Trainer {
             return Ok(None);
         }
         let dir = self.cfg.output_dir.join(checkpoint_name(step));
-        crate::train::checkpoint::verify_folder(&dir)?;
-        let best = crate::gpt2::load_model_dir_with(
-            &dir,
-            kiln_nn::state_dict::LoadOptions {
-                copy: true,
-                ..Default::default()
-            },
-            kiln_tensor::DType::F32,
-        )?;
-        self.copy_weights(&best, &dir)?;
+        verify_folder(&dir)?;
+        self.model.load_weights(&dir)?;
         Ok(Some(dir))
-    }
-
-    pub(super) fn copy_weights(&self, from: &Gpt2, dir: &Path) -> Result<()> {
-        if from.config != self.model.config {
-            return Err(ModelError::Config {
-                path: dir.join("config.json"),
-                msg: "the checkpoint's model config differs from this run's model".into(),
-            });
-        }
-        for ((name, p), (_, q)) in self
-            .model
-            .named_parameters()
-            .into_iter()
-            .zip(from.named_parameters())
-        {
-            p.set_value(q.value()).map_err(|e| ModelError::Weights {
-                file: dir.join("model.safetensors"),
-                tensor: name.clone(),
-                msg: e.to_string(),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Puts a LoRA checkpoint's adapter weights into this model's adapters.
-    fn copy_adapter(
-        &self,
-        adapter: &std::collections::BTreeMap<String, kiln_tensor::Tensor>,
-        dir: &Path,
-    ) -> Result<()> {
-        let file = dir.join(crate::gpt2::ADAPTER_WEIGHTS);
-        let mine: Vec<(String, kiln_autograd::Var)> = self
-            .model
-            .named_parameters()
-            .into_iter()
-            .filter(|(n, _)| crate::gpt2::is_lora_param(n))
-            .collect();
-        if mine.len() != adapter.len() {
-            return Err(ModelError::Weights {
-                file,
-                tensor: String::new(),
-                msg: format!(
-                    "{} adapter tensors for a model with {} (was the run started with the same --lora-* flags?)",
-                    adapter.len(),
-                    mine.len()
-                ),
-            });
-        }
-        for (name, p) in mine {
-            let t = adapter.get(&name).ok_or_else(|| ModelError::Weights {
-                file: file.clone(),
-                tensor: name.clone(),
-                msg: "missing".into(),
-            })?;
-            p.set_value(t.clone()).map_err(|e| ModelError::Weights {
-                file: file.clone(),
-                tensor: name.clone(),
-                msg: e.to_string(),
-            })?;
-        }
-        Ok(())
     }
 }

@@ -15,11 +15,11 @@ use kiln_tensor::Rng;
 
 use super::super::checkpoint::list_checkpoints;
 use super::super::data::Batch;
+use super::super::model::TrainModel;
 use super::{report, StepStats, Trainer};
-use crate::gpt2::ForwardOptions;
 use crate::{ModelError, Result};
 
-impl Trainer {
+impl<M: TrainModel> Trainer<M> {
     /// Micro-batches per optimizer step across all ranks.
     pub(super) fn micro_batches_per_step(&self) -> usize {
         self.cfg.gradient_accumulation_steps.max(1) * self.world.size()
@@ -96,13 +96,12 @@ impl Trainer {
                 self.reducer.arm();
             }
             self.seed_dropouts((self.step * batches.len() + k) as u64);
-            let forward = || self.model.forward(&b.input, ForwardOptions::default());
-            let logits = if self.cfg.bf16 {
+            let forward = || self.model.lm_loss(&b.input, &b.targets);
+            let loss = if self.cfg.bf16 {
                 kiln_autograd::autocast_bf16(forward)?
             } else {
                 forward()?
             };
-            let loss = logits.cross_entropy(&b.targets, kiln_nn::loss::IGNORE_INDEX)?;
             if let (Some(before), None) = (before, activations) {
                 activations =
                     kiln_tensor::memory::live_bytes().map(|now| now.saturating_sub(before));
