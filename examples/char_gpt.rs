@@ -8,6 +8,18 @@
 //!
 //! Run:  cargo run --release --example char_gpt            (seconds: a tiny model, 300 steps)
 //!       cargo run --release --example char_gpt -- --full  (minutes: a bigger model, 2000 steps)
+//!
+//! One `--full` run (dev profile, 2-vCPU AMD EPYC shared with other builds):
+//! 812,288 parameters, validation loss 3.968 at step 1, 1.898 at step 1000
+//! and 1.797 at step 2000 (a uniform guess over the 84 characters scores
+//! ln 84 = 4.431), in 795 s. Its sample begins:
+//!
+//! ```text
+//! ROMEO: I would and the hand she are a-rust prow of I villabusice: and how it then the ables make,
+//! And as one, noth we his her mine the Could eyester before of my of there.
+//!
+//! [Aside.]
+//! ```
 //! Book: docs/src/training.md, docs/src/gpt2.md. Code: models/src/gpt2/.
 
 use std::collections::BTreeSet;
