@@ -23,7 +23,10 @@
 #      README) is quoted from PATH:
 #      each of its lines must occur in that file (blank lines and elisions,
 #      a line that is just "…" or "// …", are skipped);
-#   8. `mdbook build` reports no error or warning.
+#   8. every figure a chapter shows (`![…](figures/x.svg)`) exists, and
+#      every figures/*.dot has its rendered .svg beside it (docs/figures.sh
+#      renders them; tests/book_figures.rs checks each .dot is current);
+#   9. `mdbook build` reports no error or warning.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=docs/src
@@ -130,6 +133,16 @@ for f in $chapters; do
     done < <(grep -o '](\([a-z0-9_-]*\.md\)\(#[a-z0-9_-]*\)\?)' "$md" | sed 's/^](//; s/)$//' || true)
 
     verbatim "$md"
+
+    # 8: figures shown by the chapter.
+    while IFS= read -r img; do
+        [ -f "$src/$img" ] || err "$md: figure $img does not exist in $src/"
+    done < <(grep -o '!\[[^]]*\]([^)]*)' "$md" | sed 's/.*](//; s/)$//' || true)
+done
+
+for dotfile in "$src"/figures/*.dot; do
+    [ -e "$dotfile" ] || continue
+    [ -f "${dotfile%.dot}.svg" ] || err "$dotfile has no rendered ${dotfile%.dot}.svg (run docs/figures.sh)"
 done
 
 verbatim README.md
@@ -137,7 +150,7 @@ verbatim README.md
 [ "$fail" = 0 ] || { echo "docs/check.sh: the book is out of step with the code" >&2; exit 1; }
 echo "docs/check.sh: static checks passed ($(echo "$chapters" | wc -w) chapters)"
 
-# 8: build the HTML; mdbook exits 0 even when an include fails, so read its log.
+# 9: build the HTML; mdbook exits 0 even when an include fails, so read its log.
 if [ "${1:-}" != "--no-build" ]; then
     log=$(mdbook build docs 2>&1) || { echo "$log" >&2; exit 1; }
     if echo "$log" | grep -E '(ERROR|WARN)'; then

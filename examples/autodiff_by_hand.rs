@@ -20,7 +20,9 @@
 //! from [1] to [3] in the forward pass, so their gradients are summed back
 //! to [1] (`kiln::autograd::unbroadcast`).
 //!
-//! Run:  cargo run --release --example autodiff_by_hand
+//! Run:  cargo run --release --example autodiff_by_hand [-- --dot FILE]
+//! (`--dot` also writes the tape as Graphviz DOT, the book's figure:
+//! `docs/figures.sh` renders it.)
 //! Book: docs/src/autodiff.md. Code: autograd/src/tape.rs, autograd/src/ops/.
 
 use kiln::autograd::{trace, unbroadcast, Var};
@@ -45,6 +47,17 @@ fn main() -> anyhow::Result<()> {
     // memory, and the backward rule that will run.
     println!("== the tape after the forward pass");
     print!("{}", trace::tape());
+
+    // The same tape as a graph, for `dot -Tsvg` (before backward, which
+    // consumes the tape).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--dot") {
+        let path = args
+            .get(i + 1)
+            .ok_or_else(|| anyhow::anyhow!("--dot needs a file"))?;
+        std::fs::write(path, trace::tape().to_dot_named(&[("w", &w), ("b", &b)]))?;
+        println!("(graph written to {path})");
+    }
 
     // ANCHOR: backward
     loss.backward()?;

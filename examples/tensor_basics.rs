@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
     // Contiguous: any reshape is a view.
     show("x.reshape([2, 6])", &x.reshape(&[2, 6])?, &x)?;
     // Narrowed rows: the two leading dims are still contiguous with each
-    // other, so splitting them is a view (strides [8, 4, 1]).
+    // other, so splitting them is a view (strides [12, 6, 1]).
     let rows = Tensor::arange(0.0, 24.0, 1.0, DType::F32)?.reshape(&[4, 6])?;
     let left = rows.narrow(1, 0, 3)?; // [4, 3] with strides [6, 1]
     show("left.reshape([2,2,3])", &left.reshape(&[2, 2, 3])?, &left)?;

@@ -45,11 +45,13 @@ mod book {
     }
     chapters! {
         introduction => "introduction.md",
+        rust_for_pytorch => "rust_for_pytorch.md",
         tensors => "tensors.md",
         matmul => "matmul.md",
         autodiff => "autodiff.md",
         modules => "modules.md",
         gpt2 => "gpt2.md",
+        attention => "attention.md",
         tokenizer => "tokenizer.md",
         training => "training.md",
         performance => "performance.md",

@@ -23,6 +23,7 @@
 mod autocast;
 mod checkpoint;
 mod custom;
+mod dot;
 mod error;
 mod gradcheck;
 mod ops;

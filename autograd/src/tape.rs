@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use kiln_tensor::Tensor;
 
-use crate::trace::{BackwardStep, TraceEntry};
+use crate::trace::{BackwardStep, TraceEntry, TraceInput};
 use crate::var::{Kind, Leaf, Var};
 use crate::{AutogradError, Result};
 
@@ -36,6 +36,18 @@ pub(crate) enum Input {
     Node(usize),
     Leaf(Arc<Leaf>),
     Const,
+}
+
+impl Input {
+    /// The input as the trace shows it: a leaf by its address, so every use
+    /// of one parameter gets the same number.
+    fn trace_input(&self) -> TraceInput {
+        match self {
+            Input::Node(i) => TraceInput::Node(*i),
+            Input::Leaf(l) => TraceInput::Leaf(Arc::as_ptr(l) as usize),
+            Input::Const => TraceInput::Constant,
+        }
+    }
 }
 
 struct Node {
@@ -205,7 +217,8 @@ fn push(
         .map(|v| input_of(op, v))
         .collect::<Result<_>>()?;
     let values: Vec<Tensor> = inputs.iter().map(|v| v.value()).collect();
-    let trace = TraceEntry::new(op, rule, &values, &out);
+    let sources = ins.iter().map(Input::trace_input).collect();
+    let trace = TraceEntry::new(op, rule, sources, &values, &out);
     let input_shapes = values.iter().map(|v| v.shape().to_vec()).collect();
     let (generation, id) = TAPE.with(|t| {
         let mut t = t.borrow_mut();

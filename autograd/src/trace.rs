@@ -19,6 +19,19 @@ use std::fmt;
 
 use kiln_tensor::Tensor;
 
+/// Where one input of a recorded op came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TraceInput {
+    /// The output of the op at this index on the same tape.
+    Node(usize),
+    /// A leaf that requires grad (a parameter). The number is the same for
+    /// every use of one leaf (e.g. GPT-2's tied `wte`), and is the
+    /// leaf's address: unique while the leaf lives.
+    Leaf(usize),
+    /// A value that needs no gradient.
+    Constant,
+}
+
 /// One recorded op.
 #[derive(Debug, Clone)]
 pub struct TraceEntry {
@@ -26,6 +39,8 @@ pub struct TraceEntry {
     pub op: &'static str,
     /// The backward rule, as math.
     pub rule: &'static str,
+    /// Where each input came from, in order (the graph's edges).
+    pub inputs: Vec<TraceInput>,
     /// Shapes of the inputs.
     pub input_shapes: Vec<Vec<usize>>,
     /// Strides of the inputs (non-contiguous inputs are read in place).
@@ -46,6 +61,7 @@ impl TraceEntry {
     pub(crate) fn new(
         op: &'static str,
         rule: &'static str,
+        sources: Vec<TraceInput>,
         inputs: &[Tensor],
         out: &Tensor,
     ) -> TraceEntry {
@@ -54,6 +70,7 @@ impl TraceEntry {
         TraceEntry {
             op,
             rule,
+            inputs: sources,
             input_shapes: inputs.iter().map(|t| t.shape().to_vec()).collect(),
             input_strides: inputs.iter().map(|t| t.strides().to_vec()).collect(),
             output_shape: out.shape().to_vec(),

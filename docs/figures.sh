@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Regenerates the book's rendered figures from the library's own output:
+#
+#     docs/figures.sh
+#
+# docs/src/figures/autodiff_by_hand.dot is the tape of the autodiff_by_hand
+# example, written by Trace::to_dot_named (autograd/src/dot.rs);
+# tests/book_figures.rs checks that the committed file is what the library
+# writes today. The .svg is rendered from it by Graphviz's `dot`
+# (apt-get install graphviz).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fig=docs/src/figures
+cargo run --quiet --example autodiff_by_hand -- --dot "$fig/autodiff_by_hand.dot" >/dev/null
+command -v dot >/dev/null || { echo "docs/figures.sh: Graphviz's dot is not installed" >&2; exit 1; }
+for f in "$fig"/*.dot; do
+    dot -Tsvg "$f" -o "${f%.dot}.svg"
+    echo "docs/figures.sh: ${f%.dot}.svg"
+done
