@@ -122,19 +122,22 @@ fn save_parameters<M: Module + ?Sized>(model: &M, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads a checkpoint file into memory Kiln owns (not mapped: the folder
+/// may be rotated away while training goes on).
+fn load_copied(file: &Path) -> Result<StateDict> {
+    let copy = LoadOptions {
+        copy: true,
+        ..Default::default()
+    };
+    Ok(StateDict::load_with(file, copy).map_err(kiln_nn::NnError::from)?)
+}
+
 /// Loads `dir/model.safetensors` into `model`'s parameters: exactly the
 /// same names and shapes (copied into memory, not mapped: the folder may
 /// be rotated away while training goes on).
 fn load_parameters<M: Module + ?Sized>(model: &M, dir: &Path) -> Result<()> {
     let file = dir.join(MODEL_WEIGHTS);
-    let dict = StateDict::load_with(
-        &file,
-        LoadOptions {
-            copy: true,
-            ..Default::default()
-        },
-    )
-    .map_err(kiln_nn::NnError::from)?;
+    let dict = load_copied(&file)?;
     let params = model.named_parameters();
     let expected: Vec<(String, Vec<usize>)> = params
         .iter()
@@ -266,14 +269,7 @@ fn copy_weights(model: &Gpt2, from: &Gpt2, dir: &Path) -> Result<()> {
 /// Puts a LoRA checkpoint's adapter weights into `model`'s adapters.
 fn copy_adapter(model: &Gpt2, dir: &Path) -> Result<()> {
     let file = dir.join(crate::gpt2::ADAPTER_WEIGHTS);
-    let dict = StateDict::load_with(
-        &file,
-        LoadOptions {
-            copy: true,
-            ..Default::default()
-        },
-    )
-    .map_err(kiln_nn::NnError::from)?;
+    let dict = load_copied(&file)?;
     let adapter: std::collections::BTreeMap<String, Tensor> = dict
         .iter()
         .map(|(k, v)| {
