@@ -20,9 +20,9 @@ Throughput is FLOP/s = 2·m·n·k / time. For the memory-bound gemv shape the
 table also gives GB/s = 4·k·n / time (the bytes of B, streamed once).
 
 Usage (from the repository root):
-    /work/venv/bin/python scripts/compare_matmul.py            # 1024³ + GPT-2 shapes
-    /work/venv/bin/python scripts/compare_matmul.py --all      # + 256³, 512³, 2048³
-    /work/venv/bin/python scripts/compare_matmul.py --only qkv,lm_head_gemv --rounds 5
+    python scripts/compare_matmul.py            # 1024³ + GPT-2 shapes
+    python scripts/compare_matmul.py --all      # + 256³, 512³, 2048³
+    python scripts/compare_matmul.py --only qkv,lm_head_gemv --rounds 5
 
 Threads: torch.set_num_threads(N) and KILN_NUM_THREADS=N, N = --threads
 (default 2).

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kiln vs PyTorch on the non-matmul ops, same shapes, same thread count.
 
-    /work/venv/bin/python scripts/compare_ops.py [--threads 2] [--rounds 3]
+    python scripts/compare_ops.py [--threads 2] [--rounds 3]
 
 Each round measures every op on both sides back to back (Kiln then PyTorch,
 or the other way round on odd rounds), so both see the same machine load:

@@ -2,7 +2,7 @@
 same GPT-2-small-sized f32 checkpoint (124,439,808 parameters, ~498 MB), in
 one run, with a warm page cache, and prints medians and ratios.
 
-    /work/venv/bin/python scripts/compare_state_dict.py [--rounds 5] [--per-round 3] [--keep FILE]
+    python scripts/compare_state_dict.py [--rounds 5] [--per-round 3] [--keep FILE]
 
 The file is written with safetensors.torch.save_file into a temporary
 directory and removed at the end (unless --keep names a path to write it to

@@ -23,7 +23,7 @@
 
 Run:
 
-    /work/venv/bin/python scripts/reference/gen_state_dict_fixtures.py
+    python scripts/reference/gen_state_dict_fixtures.py
 
 Generated with torch 2.15.0 and safetensors 0.8.0 (recorded in the file's
 metadata); the values do not depend on the versions.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates the PyTorch reference fixtures for kiln-tensor's ops.
 
-    /work/venv/bin/python scripts/reference/gen_tensor_fixtures.py
+    python scripts/reference/gen_tensor_fixtures.py
 
 Writes one small safetensors file per op family under fixtures/tensor/ (repo
 root); `tensor/tests/torch_reference.rs` reads them. Every case stores its f32
