@@ -324,6 +324,24 @@ impl Job {
     }
 }
 
+/// A raw pointer that may be shared with the pool's threads, for kernels
+/// that address their output through strides rather than as a slice (where
+/// [`SharedMut`] fits better).
+#[derive(Clone, Copy)]
+pub(crate) struct SharedPtr<T>(pub *mut T);
+// SAFETY: users write disjoint elements through it (documented at each use).
+unsafe impl<T> Send for SharedPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SharedPtr<T> {}
+
+impl<T> SharedPtr<T> {
+    /// The pointer. A method, so closures capture the whole `Send` wrapper
+    /// rather than the raw field.
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// A mutable slice that several threads may write, each through its own
 /// disjoint range (what [`for_each_range`] hands out).
 pub(crate) struct SharedMut<'a, T> {

@@ -35,13 +35,14 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use std::cell::Cell;
 use std::ops::Range;
 
 use crate::parallel::for_each_range;
 
 use super::isa::Level;
-use super::matmul_packed::{with_scratch, Isa, Line, SharedPtr};
+use super::matmul_packed::Isa;
+use super::scratch::{with_scratch, Line, PARTIALS};
+use crate::parallel::SharedPtr;
 
 /// Widest column tile of the row-major loop, in floats (16 KiB of
 /// accumulators: inside the 48 KiB L1 next to the x values and
@@ -52,12 +53,6 @@ const ROW_TILE: usize = 4096;
 /// `Gemv::rows_split_k`): 64 rows of GPT-2's widest weight are 768 KiB of
 /// contiguous memory, and `k = 768` gives 12 blocks to share out.
 const ROW_BLOCK: usize = 64;
-
-thread_local! {
-    /// The block partial sums of `Gemv::rows_split_k`, reused across calls
-    /// (a fresh allocation of this size costs page faults every call).
-    static PARTIALS: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
-}
 
 /// Below this many elements of B (256 KiB) the pool is not woken.
 const PARALLEL_MIN_ELEMS: usize = 1 << 16;

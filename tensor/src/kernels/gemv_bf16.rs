@@ -21,7 +21,8 @@
 
 use super::isa::Isa;
 use super::matmul_bf16::{from_bf16_bits, to_bf16_bits};
-use super::matmul_packed::{with_scratch, SharedPtr, PACK_A};
+use super::scratch::{with_scratch, PACK_A};
+use crate::parallel::SharedPtr;
 
 /// Lanes of the column-major dot products.
 const LANES: usize = 32;

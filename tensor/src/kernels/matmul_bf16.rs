@@ -41,7 +41,9 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::isa::Isa;
-use super::matmul_packed::{plan, with_scratch, SharedPtr, TileOut, PACK_A, PACK_B};
+use super::matmul_packed::{plan, TileOut};
+use super::scratch::{with_scratch, PACK_A, PACK_B};
+use crate::parallel::SharedPtr;
 
 /// One operand's elements: f32 (rounded to bf16 when packed) or bf16 bits.
 #[derive(Clone, Copy, Debug)]

@@ -42,13 +42,13 @@
 //! portable fallback, which hands the whole product to
 //! `matrixmultiply::sgemm`.
 
-use std::cell::Cell;
 use std::ops::Range;
-use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
 use super::gemv;
+use super::scratch::{with_scratch, PACK_A, PACK_B};
+use crate::parallel::SharedPtr;
 
 pub(crate) use super::isa::Isa;
 #[cfg(target_arch = "x86_64")]
@@ -78,22 +78,6 @@ pub(crate) struct Gemm<T> {
 unsafe impl<T> Send for Gemm<T> {}
 // SAFETY: as above.
 unsafe impl<T> Sync for Gemm<T> {}
-
-/// A raw pointer that may be shared with the pool's threads.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedPtr<T>(pub *mut T);
-// SAFETY: users write disjoint ranges through it (documented at each use).
-unsafe impl<T> Send for SharedPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for SharedPtr<T> {}
-
-impl<T> SharedPtr<T> {
-    /// The pointer. A method, so closures capture the whole `Send` wrapper
-    /// rather than the raw field.
-    pub(crate) fn get(self) -> *mut T {
-        self.0
-    }
-}
 
 /// Below this many multiply-adds (`m·n·k`) a call runs on the calling thread:
 /// waking the pool costs a few microseconds, about what 64³ FMAs take.
@@ -452,40 +436,6 @@ impl Kernel for Avx2 {
         // SAFETY: only reached when AVX2 and FMA were detected; rest forwarded.
         unsafe { super::microkernel_avx2::kernel(kc, a, b, out) }
     }
-}
-
-/// 64 bytes of floats: the unit pack buffers are allocated in, so every
-/// panel starts on a cache line (the kernels use aligned loads on B).
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Line(pub [f32; 16]);
-
-thread_local! {
-    /// The shared A block, owned by the thread that drives the call.
-    pub(crate) static PACK_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
-    /// Each task's packed B block, owned by the thread running the task.
-    pub(crate) static PACK_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
-}
-
-/// Runs `f` with a 64-byte-aligned scratch buffer of at least `len` floats,
-/// reused across calls on this thread.
-///
-/// The buffer is taken out of the thread-local while in use, so a nested
-/// call on the same thread (rayon may run another job here while this one
-/// waits) gets a fresh buffer instead of aliasing this one.
-pub(crate) fn with_scratch<R>(
-    key: &'static LocalKey<Cell<Vec<Line>>>,
-    len: usize,
-    f: impl FnOnce(*mut f32) -> R,
-) -> R {
-    let mut buf = key.take();
-    let lines = len.div_ceil(16);
-    if buf.len() < lines {
-        buf = vec![Line::default(); lines];
-    }
-    let r = f(buf.as_mut_ptr().cast::<f32>());
-    key.set(buf);
-    r
 }
 
 /// Packs one panel: `dst[p·w + l] = src[l·ls + p·ps]` for `p < kc`,

@@ -23,3 +23,4 @@ mod microkernel_avx2;
 mod microkernel_avx512;
 #[cfg(target_arch = "x86_64")]
 mod microkernel_bf16;
+mod scratch;
