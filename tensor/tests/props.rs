@@ -552,8 +552,19 @@ fn results_do_not_depend_on_thread_count() {
         &[700],
     )
     .unwrap();
+    let targets = Tensor::from_vec(
+        (0..300)
+            .map(|n| if n % 7 == 6 { -100 } else { n * 13 % 700 })
+            .collect::<Vec<i64>>(),
+        &[300],
+    )
+    .unwrap();
     let run = || -> Vec<Vec<u32>> {
+        let (loss, stats) = x.cross_entropy_forward(&targets, -100).unwrap();
+        let one = Tensor::full(&[], 1.0, kiln_tensor::DType::F32);
         let outs = [
+            Tensor::cross_entropy_backward(&x, &stats, &one).unwrap(),
+            loss,
             x.softmax(-1).unwrap(),
             x.softmax(0).unwrap(),
             x.log_softmax(-1).unwrap(),
