@@ -10,7 +10,9 @@
 //! `dx[n, j] = g/N_valid · (softmax[n, j] − [j = t_n])`, 0 for ignored rows.
 //! f32 rows run the vectorised kernels `fastmath::max_exp_sum` and
 //! `fastmath::scaled_exp` (exp under 1 ulp, sums in 64 f32 lanes, as
-//! PyTorch's vectorised log-softmax sums in f32); f64 rows use `std`.
+//! PyTorch's vectorised log-softmax sums in f32); f64 rows use the generic
+//! `ops::reduce::max_exp_sum` and `std`'s exp. A row holding NaN has a NaN
+//! term, so the loss is NaN (the NaN rule of `ops::reduce`).
 //!
 //! Rows are spread over threads whole, and the loss adds the rows' terms in
 //! row order afterwards, so the result is the same at every thread count.
@@ -28,7 +30,8 @@ const OP: &str = "cross_entropy";
 
 /// The two row kernels, per float type.
 trait CeFloat: FloatElement {
-    /// `(m, Σ exp(x − m))` of a row, `m` its max.
+    /// `(m, Σ exp(x − m))` of a row, `m` its max (0 if that is `-inf`);
+    /// NaN in the row makes both NaN (the rule of `ops::reduce`).
     fn max_exp_sum(row: &[Self]) -> (Self, f64);
     /// `out[j] = scale · exp(x[j] − shift)`, writing every element.
     fn scaled_exp(row: &[Self], shift: Self, scale: Self, out: &mut [MaybeUninit<Self>]);
@@ -47,8 +50,7 @@ impl CeFloat for f32 {
 
 impl CeFloat for f64 {
     fn max_exp_sum(row: &[f64]) -> (f64, f64) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |m, &a| m.max(a));
-        (m, row.iter().map(|&a| (a - m).exp()).sum())
+        crate::ops::reduce::max_exp_sum(row)
     }
     fn scaled_exp(row: &[f64], shift: f64, scale: f64, out: &mut [MaybeUninit<f64>]) {
         for (o, &a) in out.iter_mut().zip(row) {

@@ -9,6 +9,21 @@
 //!
 //! An empty `dims` list reduces nothing (PyTorch's `sum(dim=[])` reduces
 //! everything; use [`Tensor::sum_all`] for that).
+//!
+//! # Row max, log-sum-exp and the NaN rule
+//!
+//! The row max and log-sum-exp that every kernel shares live here: [`row_max`],
+//! [`max_exp_sum`] and `logsumexp_row`, generic over the float type.
+//! Softmax, log-softmax and cross-entropy (`softmax.rs`,
+//! `cross_entropy.rs`) use them for f64; their f32 paths use the vectorised
+//! `fastmath::row_max` / `fastmath::max_exp_sum`, which follow the same
+//! rule. The rule is PyTorch's: **a NaN anywhere in a row propagates** —
+//! the row's max (and min) is NaN, its log-sum-exp is NaN, its softmax and
+//! log-softmax are NaN in every element, and so is a cross-entropy term
+//! over it. ([`Tensor::argmax`] likewise returns the index of the first
+//! NaN.) A row of all `-inf` (fully masked) has max `-inf`; the shift that
+//! softmax subtracts is then 0, so its softmax is NaN and its log-sum-exp
+//! `-inf`, as in torch.
 
 use rayon::prelude::*;
 
@@ -100,7 +115,9 @@ pub fn sum_f64<T: Element>(x: &[T]) -> f64 {
     s
 }
 
-fn max_row<T: FloatElement>(row: &[T]) -> T {
+/// The max of a row (`-inf` if empty); the first NaN if there is one (see
+/// the NaN rule in the module docs).
+pub fn row_max<T: FloatElement>(row: &[T]) -> T {
     let mut m = T::neg_infinity();
     for &v in row {
         if v.is_nan() {
@@ -126,8 +143,39 @@ fn min_row<T: FloatElement>(row: &[T]) -> T {
     m
 }
 
+/// `Σ exp(x − shift)` over a row, each term computed in `T` and added
+/// in order into an `f64`.
+fn exp_sum<T: FloatElement>(row: &[T], shift: T) -> f64 {
+    let mut s = 0f64;
+    for &v in row {
+        s += (v - shift).exp().as_f64();
+    }
+    s
+}
+
+/// The shift a softmax subtracts from a row whose max is `m`: `m` itself,
+/// or 0 when it is `-inf` (a fully masked row, which then gives NaN).
+pub(crate) fn softmax_shift<T: FloatElement>(m: T) -> T {
+    if m == T::neg_infinity() {
+        T::zero()
+    } else {
+        m
+    }
+}
+
+/// The two numbers a log-sum-exp needs from a row: `(m, Σ exp(x − m))`,
+/// `m` the [`softmax_shift`] of the row's max, the sum in `f64`. NaN in the
+/// row makes both NaN. The generic twin of `fastmath::max_exp_sum`.
+pub fn max_exp_sum<T: FloatElement>(row: &[T]) -> (T, f64) {
+    let m = softmax_shift(row_max(row));
+    (m, exp_sum(row, m))
+}
+
+/// `log Σ exp(x)` of a row as `torch.logsumexp` gives it: `-inf` for an
+/// all-`-inf` (or empty) row, `+inf` if the row holds `+inf`, NaN if it
+/// holds NaN.
 fn logsumexp_row<T: FloatElement>(row: &[T]) -> T {
-    let m = max_row(row);
+    let m = row_max(row);
     if m.is_infinite() || m.is_nan() {
         // All -inf gives -inf; any +inf gives +inf; NaN stays NaN.
         return if m == T::neg_infinity() || m.is_nan() {
@@ -136,11 +184,7 @@ fn logsumexp_row<T: FloatElement>(row: &[T]) -> T {
             T::infinity()
         };
     }
-    let mut s = 0f64;
-    for &v in row {
-        s += (v - m).exp().as_f64();
-    }
-    m + T::from_f64(s.ln())
+    m + T::from_f64(exp_sum(row, m).ln())
 }
 
 fn empty_error(op: &'static str, x: &Tensor) -> TensorError {
@@ -231,7 +275,7 @@ impl Tensor {
                 return Err(empty_error("max", self));
             }
             Tensor::from_vec(
-                map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, max_row::<T>),
+                map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, row_max::<T>),
                 &rw.out_shape,
             )
         })

@@ -207,11 +207,24 @@ fn fold(
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
 fn row_max(x: &[f32]) -> f32 {
-    // scalar: `if b > a { b } else { a }` = MAXPS(b, a).
+    // scalar `max_nan`: `if b > a || b.is_nan() { b } else { a }`.
+    // MAXPS(b, a) is `b > a ? b : a`, which keeps a NaN `a`; a NaN `b` is
+    // then blended in over it.
     let acc = fold_lanes(x, [splat(f32::NEG_INFINITY); R], |a, v, m| {
-        _mm512_mask_max_ps(a, m, v, a)
+        let nan = _mm512_mask_cmp_ps_mask::<_CMP_UNORD_Q>(m, v, v);
+        _mm512_mask_mov_ps(_mm512_mask_max_ps(a, m, v, a), nan, v)
     });
-    fold(acc, |a, b| _mm512_max_ps(b, a), |a, b| _mm_max_ps(b, a))
+    fold(
+        acc,
+        |a, b| {
+            _mm512_mask_mov_ps(
+                _mm512_max_ps(b, a),
+                _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(b, b),
+                b,
+            )
+        },
+        |a, b| _mm_blendv_ps(_mm_max_ps(b, a), b, _mm_cmpunord_ps(b, b)),
+    )
 }
 
 #[inline]

@@ -123,12 +123,12 @@ pub use scalar::*;
 /// summation order is fixed whatever the vector width.
 const LANES: usize = 64;
 
+/// The running max `a` updated with `b`, NaN propagating: a NaN `b` is
+/// taken, and a NaN `a` is kept (`b > NaN` is false). A compare, a NaN
+/// test and a blend, which the AVX-512 kernel does with the same result.
 #[inline(always)]
-fn max_keep_nan_out(a: f32, b: f32) -> f32 {
-    // Compiles to one `max` instruction; a NaN `b` is skipped here, but it
-    // reaches the row's sum through exp and turns the whole row NaN, as in
-    // torch.
-    if b > a {
+fn max_nan(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() {
         b
     } else {
         a
@@ -148,22 +148,24 @@ fn fold_sum<const N: usize, T: Copy + std::ops::Add<Output = T>>(mut a: [T; N]) 
     a[0]
 }
 
+/// The max of a row, by the NaN rule of `ops::reduce` (a NaN anywhere makes
+/// it NaN), folded over `LANES` lanes in a fixed order.
 #[inline(always)]
 fn row_max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let (chunks, tail) = x.as_chunks::<LANES>();
     for c in chunks {
         for i in 0..LANES {
-            acc[i] = max_keep_nan_out(acc[i], c[i]);
+            acc[i] = max_nan(acc[i], c[i]);
         }
     }
     for (i, &v) in tail.iter().enumerate() {
-        acc[i] = max_keep_nan_out(acc[i], v);
+        acc[i] = max_nan(acc[i], v);
     }
     let mut k = LANES / 2;
     while k > 0 {
         for i in 0..k {
-            acc[i] = max_keep_nan_out(acc[i], acc[i + k]);
+            acc[i] = max_nan(acc[i], acc[i + k]);
         }
         k /= 2;
     }
@@ -171,7 +173,8 @@ fn row_max(x: &[f32]) -> f32 {
 }
 
 /// The shift softmax subtracts: the row max, or 0 for a row of `-inf` (a
-/// fully masked row), which then gives NaN as in torch.
+/// fully masked row), which then gives NaN as in torch (the f32 twin of
+/// `ops::reduce::softmax_shift`).
 #[inline(always)]
 fn softmax_shift(x: &[f32]) -> f32 {
     let m = row_max(x);
