@@ -108,35 +108,38 @@ fn public_gemv_matches_gemm() {
     let mut want = vec![0.0f32; n];
     // SAFETY: x has k, b k·n (row-major), y n elements.
     unsafe {
-        gemv_f32(
+        gemv_f32(Gemm {
+            m: 1,
             k,
             n,
-            1.0,
-            x.as_ptr(),
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            y.as_mut_ptr(),
-            1,
-        );
-        crate::kernels::matmul_naive::gemm_f32(
-            1,
+            alpha: 1.0,
+            a: x.as_ptr(),
+            rsa: 0,
+            csa: 1,
+            b: b.as_ptr(),
+            rsb: n as isize,
+            csb: 1,
+            beta: 0.0,
+            c: y.as_mut_ptr(),
+            rsc: 0,
+            csc: 1,
+        });
+        crate::kernels::matmul_naive::gemm_f32(Gemm {
+            m: 1,
             k,
             n,
-            1.0,
-            x.as_ptr(),
-            0,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            want.as_mut_ptr(),
-            0,
-            1,
-        );
+            alpha: 1.0,
+            a: x.as_ptr(),
+            rsa: 0,
+            csa: 1,
+            b: b.as_ptr(),
+            rsb: n as isize,
+            csb: 1,
+            beta: 0.0,
+            c: want.as_mut_ptr(),
+            rsc: 0,
+            csc: 1,
+        });
     }
     for (g, w) in y.iter().zip(&want) {
         assert!(
