@@ -580,6 +580,11 @@ fn results_do_not_depend_on_thread_count() {
             x.add(&w).unwrap(),
             x.t().unwrap().contiguous(),
             x.matmul(&x.t().unwrap()).unwrap(),
+            // A batch of six 50×700 · 700×50 products (one per task).
+            x.reshape(&[6, 50, 700])
+                .unwrap()
+                .matmul(&x.reshape(&[6, 50, 700]).unwrap().transpose(1, 2).unwrap())
+                .unwrap(),
         ];
         outs.iter()
             .map(|t| {

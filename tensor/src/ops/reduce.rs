@@ -25,9 +25,8 @@
 //! softmax subtracts is then 0, so its softmax is NaN and its log-sum-exp
 //! `-inf`, as in torch.
 
-use rayon::prelude::*;
-
 use crate::dtype::{Element, FloatElement};
+use crate::parallel::{for_each_range, SharedMut};
 use crate::shape::{resolve_dims, Dim};
 use crate::strided::PAR_CHUNK;
 use crate::{with_float, Result, Tensor, TensorError};
@@ -65,7 +64,8 @@ pub(crate) fn rows<D: Dim>(
     })
 }
 
-/// Applies `f` to each row of `[K, R]` contiguous data, in parallel over rows.
+/// Applies `f` to each row of `[K, R]` contiguous data, in parallel over
+/// whole rows (so the thread count never changes a result).
 pub(crate) fn map_rows<T: Element, O: Element>(
     data: &[T],
     k: usize,
@@ -77,17 +77,14 @@ pub(crate) fn map_rows<T: Element, O: Element>(
         out.iter_mut().for_each(|o| *o = f(&[]));
         return out;
     }
-    let rows_per_task = (PAR_CHUNK / r).max(1);
     if k * r >= 2 * PAR_CHUNK && k > 1 {
-        crate::parallel::install(|| {
-            out.par_chunks_mut(rows_per_task)
-                .enumerate()
-                .for_each(|(c, dst)| {
-                    for (i, o) in dst.iter_mut().enumerate() {
-                        let row = c * rows_per_task + i;
-                        *o = f(&data[row * r..(row + 1) * r]);
-                    }
-                })
+        let shared = SharedMut::new(&mut out);
+        for_each_range(k, (PAR_CHUNK / r).max(1), |rows| {
+            // SAFETY: `for_each_range` hands out disjoint row ranges.
+            let dst = unsafe { shared.range(rows.clone()) };
+            for (row, o) in rows.zip(dst) {
+                *o = f(&data[row * r..(row + 1) * r]);
+            }
         });
     } else {
         for (row, o) in out.iter_mut().enumerate() {
@@ -382,7 +379,7 @@ fn sum_leading<T: FloatElement>(x: &[T], r: usize, k: usize) -> Vec<T> {
     }
     let isa = crate::kernels::fastmath::Isa::detect();
     let mut out = vec![T::zero(); k];
-    let shared = crate::parallel::SharedMut::new(&mut out);
+    let shared = SharedMut::new(&mut out);
     let body = |units: std::ops::Range<usize>| {
         let (c0, c1) = (units.start * UNIT, (units.end * UNIT).min(k));
         let mut acc = vec![0f64; c1 - c0];
@@ -404,7 +401,7 @@ fn sum_leading<T: FloatElement>(x: &[T], r: usize, k: usize) -> Vec<T> {
     };
     let units = k.div_ceil(UNIT);
     if r * k >= 2 * PAR_CHUNK {
-        crate::parallel::for_each_range(units, 1, body);
+        for_each_range(units, 1, body);
     } else {
         body(0..units);
     }
