@@ -82,68 +82,44 @@ impl Problem {
     fn label(&self, name: &str) -> String {
         format!("{name}_{}x{}x{}", self.m, self.k, self.n)
     }
-    fn kiln(&mut self) {
-        // SAFETY: the buffers hold exactly these row-major / transposed views.
-        unsafe {
-            matmul_packed::gemm_f32(Gemm {
-                m: self.m,
-                k: self.k,
-                n: self.n,
-                alpha: 1.0,
-                a: self.a.as_ptr(),
-                rsa: self.k as isize,
-                csa: 1,
-                b: self.b.as_ptr(),
-                rsb: self.rsb,
-                csb: self.csb,
-                beta: 0.0,
-                c: self.c.as_mut_ptr(),
-                rsc: self.n as isize,
-                csc: 1,
-            })
+    /// The product `C = A·B` over this problem's buffers.
+    fn gemm(&mut self) -> Gemm<f32> {
+        Gemm {
+            m: self.m,
+            k: self.k,
+            n: self.n,
+            alpha: 1.0,
+            a: self.a.as_ptr(),
+            rsa: self.k as isize,
+            csa: 1,
+            b: self.b.as_ptr(),
+            rsb: self.rsb,
+            csb: self.csb,
+            beta: 0.0,
+            c: self.c.as_mut_ptr(),
+            rsc: self.n as isize,
+            csc: 1,
         }
     }
+    fn kiln(&mut self) {
+        let g = self.gemm();
+        // SAFETY: the buffers hold exactly these row-major / transposed views.
+        unsafe { matmul_packed::gemm_f32(g) }
+    }
     fn matrixmultiply(&mut self) {
+        let g = self.gemm();
         // SAFETY: as above.
         unsafe {
             matrixmultiply::sgemm(
-                self.m,
-                self.k,
-                self.n,
-                1.0,
-                self.a.as_ptr(),
-                self.k as isize,
-                1,
-                self.b.as_ptr(),
-                self.rsb,
-                self.csb,
-                0.0,
-                self.c.as_mut_ptr(),
-                self.n as isize,
-                1,
+                g.m, g.k, g.n, g.alpha, g.a, g.rsa, g.csa, g.b, g.rsb, g.csb, g.beta, g.c, g.rsc,
+                g.csc,
             )
         }
     }
     fn naive(&mut self) {
+        let g = self.gemm();
         // SAFETY: as above.
-        unsafe {
-            matmul_naive::gemm_f32(Gemm {
-                m: self.m,
-                k: self.k,
-                n: self.n,
-                alpha: 1.0,
-                a: self.a.as_ptr(),
-                rsa: self.k as isize,
-                csa: 1,
-                b: self.b.as_ptr(),
-                rsb: self.rsb,
-                csb: self.csb,
-                beta: 0.0,
-                c: self.c.as_mut_ptr(),
-                rsc: self.n as isize,
-                csc: 1,
-            })
-        }
+        unsafe { matmul_naive::gemm_f32(g) }
     }
 }
 

@@ -463,40 +463,29 @@ fn public_entry_points_match_reference() {
     let mut c = vec![f32::NAN; m * n];
     let mut want = vec![0.0f32; m * n];
     let (ki, ni) = (k as isize, n as isize);
+    let g = Gemm {
+        m,
+        k,
+        n,
+        alpha: 1.0,
+        a: a.as_ptr(),
+        rsa: ki,
+        csa: 1,
+        b: b.as_ptr(),
+        rsb: 1,
+        csb: ki,
+        beta: 0.0,
+        c: c.as_mut_ptr(),
+        rsc: ni,
+        csc: 1,
+    };
     // SAFETY: row-major buffers of the right sizes (B read transposed as
     // its own n×k view reinterpreted: both calls use the same strides).
     unsafe {
-        gemm_f32(Gemm {
-            m,
-            k,
-            n,
-            alpha: 1.0,
-            a: a.as_ptr(),
-            rsa: ki,
-            csa: 1,
-            b: b.as_ptr(),
-            rsb: 1,
-            csb: ki,
-            beta: 0.0,
-            c: c.as_mut_ptr(),
-            rsc: ni,
-            csc: 1,
-        });
+        gemm_f32(g);
         matmul_naive::gemm_f32(Gemm {
-            m,
-            k,
-            n,
-            alpha: 1.0,
-            a: a.as_ptr(),
-            rsa: ki,
-            csa: 1,
-            b: b.as_ptr(),
-            rsb: 1,
-            csb: ki,
-            beta: 0.0,
             c: want.as_mut_ptr(),
-            rsc: ni,
-            csc: 1,
+            ..g
         });
     }
     for (g, w) in c.iter().zip(&want) {
@@ -507,39 +496,28 @@ fn public_entry_points_match_reference() {
     let b64: Vec<f64> = b.iter().map(|&x| x as f64).collect();
     let mut c64 = vec![f64::NAN; m * n];
     let mut w64 = vec![0.0f64; m * n];
+    let g = Gemm {
+        m,
+        k,
+        n,
+        alpha: 2.0,
+        a: a64.as_ptr(),
+        rsa: ki,
+        csa: 1,
+        b: b64.as_ptr(),
+        rsb: ni,
+        csb: 1,
+        beta: 0.0,
+        c: c64.as_mut_ptr(),
+        rsc: ni,
+        csc: 1,
+    };
     // SAFETY: as above.
     unsafe {
-        gemm_f64(Gemm {
-            m,
-            k,
-            n,
-            alpha: 2.0,
-            a: a64.as_ptr(),
-            rsa: ki,
-            csa: 1,
-            b: b64.as_ptr(),
-            rsb: ni,
-            csb: 1,
-            beta: 0.0,
-            c: c64.as_mut_ptr(),
-            rsc: ni,
-            csc: 1,
-        });
+        gemm_f64(g);
         matmul_naive::gemm_f64(Gemm {
-            m,
-            k,
-            n,
-            alpha: 2.0,
-            a: a64.as_ptr(),
-            rsa: ki,
-            csa: 1,
-            b: b64.as_ptr(),
-            rsb: ni,
-            csb: 1,
-            beta: 0.0,
             c: w64.as_mut_ptr(),
-            rsc: ni,
-            csc: 1,
+            ..g
         });
     }
     for (g, w) in c64.iter().zip(&w64) {
