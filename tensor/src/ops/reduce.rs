@@ -16,8 +16,8 @@
 //! [`max_exp_sum`] and `logsumexp_row`, generic over the float type.
 //! Softmax, log-softmax and cross-entropy (`softmax.rs`,
 //! `cross_entropy.rs`) use them for f64; their f32 paths use the vectorised
-//! `fastmath::row_max` / `fastmath::max_exp_sum`, which follow the same
-//! rule. The rule is PyTorch's: **a NaN anywhere in a row propagates** —
+//! kernels in `kernels::fastmath`, whose results follow the same rule (their
+//! internal max skips NaN for speed and lets `exp` carry it; see there). The rule is PyTorch's: **a NaN anywhere in a row propagates** —
 //! the row's max (and min) is NaN, its log-sum-exp is NaN, its softmax and
 //! log-softmax are NaN in every element, and so is a cross-entropy term
 //! over it. ([`Tensor::argmax`] likewise returns the index of the first

@@ -207,24 +207,11 @@ fn fold(
 #[inline]
 #[target_feature(enable = "avx512f,avx512dq")]
 fn row_max(x: &[f32]) -> f32 {
-    // scalar `max_nan`: `if b > a || b.is_nan() { b } else { a }`.
-    // MAXPS(b, a) is `b > a ? b : a`, which keeps a NaN `a`; a NaN `b` is
-    // then blended in over it.
+    // scalar: `if b > a { b } else { a }` = MAXPS(b, a).
     let acc = fold_lanes(x, [splat(f32::NEG_INFINITY); R], |a, v, m| {
-        let nan = _mm512_mask_cmp_ps_mask::<_CMP_UNORD_Q>(m, v, v);
-        _mm512_mask_mov_ps(_mm512_mask_max_ps(a, m, v, a), nan, v)
+        _mm512_mask_max_ps(a, m, v, a)
     });
-    fold(
-        acc,
-        |a, b| {
-            _mm512_mask_mov_ps(
-                _mm512_max_ps(b, a),
-                _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(b, b),
-                b,
-            )
-        },
-        |a, b| _mm_blendv_ps(_mm_max_ps(b, a), b, _mm_cmpunord_ps(b, b)),
-    )
+    fold(acc, |a, b| _mm512_max_ps(b, a), |a, b| _mm_max_ps(b, a))
 }
 
 #[inline]

@@ -42,7 +42,15 @@ multiversion! {
     /// `ops::reduce::max_exp_sum`. Cross-entropy's forward uses it.
     pub fn max_exp_sum(x: &[f32], stats: &mut [f32; 2]) {
         let m = softmax_shift(x);
-        *stats = [m, exp_shifted_sum(x, m, None)];
+        let s = exp_shifted_sum(x, m, None);
+        // `row_max` skips NaN, but a NaN in the row makes `s` NaN; only
+        // then (rarely) look for one, so that the max obeys the rule too.
+        let m = if s.is_nan() && x.iter().any(|v| v.is_nan()) {
+            f32::NAN
+        } else {
+            m
+        };
+        *stats = [m, s];
     }
 }
 

@@ -238,12 +238,12 @@ fn every_isa_gives_identical_bits() {
     assert!(Isa::available().contains(&Isa::detect()));
 }
 
-/// The f32 row max follows the generic one's NaN rule on every instruction
+/// The f32 row kernels follow the generic NaN rule on every instruction
 /// set: a NaN anywhere (in a full vector, in the tail, first or last) makes
-/// the max, the log-sum-exp statistics and the whole softmax row NaN, and
-/// without NaN both give the same max.
+/// the reported max, the log-sum-exp statistics and the whole softmax row
+/// NaN, and without NaN the max is the generic one's.
 #[test]
-fn row_max_propagates_nan_like_the_generic_one() {
+fn row_results_follow_the_nan_rule() {
     use crate::ops::reduce;
     let mut g = crate::Rng::new(3);
     for n in [1, 15, 16, 64, 77, 1013] {
