@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
-use kiln_tensor::kernels::matmul_bf16::{self, to_bf16_bits, Elems, Operand};
-use kiln_tensor::kernels::{matmul_naive, matmul_packed};
+use kiln_tensor::kernels::matmul_bf16::{self, to_bf16_bits, Elems, GemmBf16, Operand};
+use kiln_tensor::kernels::{matmul_naive, matmul_packed, Gemm};
 
 /// Deterministic values in [-1, 1) (no RNG crate needed for a benchmark).
 fn filled(len: usize, seed: u32) -> Vec<f32> {
@@ -82,68 +82,44 @@ impl Problem {
     fn label(&self, name: &str) -> String {
         format!("{name}_{}x{}x{}", self.m, self.k, self.n)
     }
-    fn kiln(&mut self) {
-        // SAFETY: the buffers hold exactly these row-major / transposed views.
-        unsafe {
-            matmul_packed::gemm_f32(
-                self.m,
-                self.k,
-                self.n,
-                1.0,
-                self.a.as_ptr(),
-                self.k as isize,
-                1,
-                self.b.as_ptr(),
-                self.rsb,
-                self.csb,
-                0.0,
-                self.c.as_mut_ptr(),
-                self.n as isize,
-                1,
-            )
+    /// The product `C = A·B` over this problem's buffers.
+    fn gemm(&mut self) -> Gemm<f32> {
+        Gemm {
+            m: self.m,
+            k: self.k,
+            n: self.n,
+            alpha: 1.0,
+            a: self.a.as_ptr(),
+            rsa: self.k as isize,
+            csa: 1,
+            b: self.b.as_ptr(),
+            rsb: self.rsb,
+            csb: self.csb,
+            beta: 0.0,
+            c: self.c.as_mut_ptr(),
+            rsc: self.n as isize,
+            csc: 1,
         }
     }
+    fn kiln(&mut self) {
+        let g = self.gemm();
+        // SAFETY: the buffers hold exactly these row-major / transposed views.
+        unsafe { matmul_packed::gemm_f32(g) }
+    }
     fn matrixmultiply(&mut self) {
+        let g = self.gemm();
         // SAFETY: as above.
         unsafe {
             matrixmultiply::sgemm(
-                self.m,
-                self.k,
-                self.n,
-                1.0,
-                self.a.as_ptr(),
-                self.k as isize,
-                1,
-                self.b.as_ptr(),
-                self.rsb,
-                self.csb,
-                0.0,
-                self.c.as_mut_ptr(),
-                self.n as isize,
-                1,
+                g.m, g.k, g.n, g.alpha, g.a, g.rsa, g.csa, g.b, g.rsb, g.csb, g.beta, g.c, g.rsc,
+                g.csc,
             )
         }
     }
     fn naive(&mut self) {
+        let g = self.gemm();
         // SAFETY: as above.
-        unsafe {
-            matmul_naive::gemm_f32(
-                self.m,
-                self.k,
-                self.n,
-                1.0,
-                self.a.as_ptr(),
-                self.k as isize,
-                1,
-                self.b.as_ptr(),
-                self.rsb,
-                self.csb,
-                0.0,
-                self.c.as_mut_ptr(),
-                self.n as isize,
-                1,
-            )
-        }
+        unsafe { matmul_naive::gemm_f32(g) }
     }
 }
 
@@ -218,12 +194,12 @@ impl Bf16Problem {
         let p = &mut self.p;
         // SAFETY: the buffers hold exactly these row-major / transposed views.
         unsafe {
-            matmul_bf16::gemm_bf16(
-                p.m,
-                p.k,
-                p.n,
-                1.0,
-                Operand {
+            matmul_bf16::gemm_bf16(GemmBf16 {
+                m: p.m,
+                k: p.k,
+                n: p.n,
+                alpha: 1.0,
+                a: Operand {
                     // A decode step's activations are f32 (the gemv path).
                     data: if p.m == 1 {
                         Elems::F32(p.a.as_ptr())
@@ -233,16 +209,16 @@ impl Bf16Problem {
                     rs: p.k as isize,
                     cs: 1,
                 },
-                Operand {
+                b: Operand {
                     data: Elems::Bf16(self.b.as_ptr()),
                     rs: p.rsb,
                     cs: p.csb,
                 },
-                0.0,
-                p.c.as_mut_ptr(),
-                p.n as isize,
-                1,
-            )
+                beta: 0.0,
+                c: p.c.as_mut_ptr(),
+                rsc: p.n as isize,
+                csc: 1,
+            })
         }
     }
 }

@@ -552,8 +552,19 @@ fn results_do_not_depend_on_thread_count() {
         &[700],
     )
     .unwrap();
+    let targets = Tensor::from_vec(
+        (0..300)
+            .map(|n| if n % 7 == 6 { -100 } else { n * 13 % 700 })
+            .collect::<Vec<i64>>(),
+        &[300],
+    )
+    .unwrap();
     let run = || -> Vec<Vec<u32>> {
+        let (loss, stats) = x.cross_entropy_forward(&targets, -100).unwrap();
+        let one = Tensor::full(&[], 1.0, kiln_tensor::DType::F32);
         let outs = [
+            Tensor::cross_entropy_backward(&x, &stats, &one).unwrap(),
+            loss,
             x.softmax(-1).unwrap(),
             x.softmax(0).unwrap(),
             x.log_softmax(-1).unwrap(),
@@ -569,6 +580,11 @@ fn results_do_not_depend_on_thread_count() {
             x.add(&w).unwrap(),
             x.t().unwrap().contiguous(),
             x.matmul(&x.t().unwrap()).unwrap(),
+            // A batch of six 50×700 · 700×50 products (one per task).
+            x.reshape(&[6, 50, 700])
+                .unwrap()
+                .matmul(&x.reshape(&[6, 50, 700]).unwrap().transpose(1, 2).unwrap())
+                .unwrap(),
         ];
         outs.iter()
             .map(|t| {

@@ -35,13 +35,15 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-use std::cell::Cell;
 use std::ops::Range;
 
 use crate::parallel::for_each_range;
 
 use super::isa::Level;
-use super::matmul_packed::{with_scratch, Isa, Line, SharedPtr};
+use super::matmul_packed::Isa;
+use super::scratch::{with_scratch, Line, PARTIALS};
+use super::Gemm;
+use crate::parallel::SharedPtr;
 
 /// Widest column tile of the row-major loop, in floats (16 KiB of
 /// accumulators: inside the 48 KiB L1 next to the x values and
@@ -53,63 +55,31 @@ const ROW_TILE: usize = 4096;
 /// contiguous memory, and `k = 768` gives 12 blocks to share out.
 const ROW_BLOCK: usize = 64;
 
-thread_local! {
-    /// The block partial sums of `Gemv::rows_split_k`, reused across calls
-    /// (a fresh allocation of this size costs page faults every call).
-    static PARTIALS: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
-}
-
 /// Below this many elements of B (256 KiB) the pool is not woken.
 const PARALLEL_MIN_ELEMS: usize = 1 << 16;
 
-/// `y[1×n] = alpha · x[1×k] · B[k×n] + beta · y`, single precision.
+/// `y[1×n] = alpha · x[1×k] · B[k×n] + beta · y`, single precision: the
+/// product `g` describes, which has one row (`g.m == 1`): x is row 0 of A
+/// (`x[p]` at `a.offset(p·csa)`), y row 0 of C (`y[j]` at `c.offset(j·csc)`).
 ///
-/// `x[p]` is at `x.offset(p·incx)`, `B[p, j]` at `b.offset(p·rsb + j·csb)`,
-/// `y[j]` at `y.offset(j·incy)`. Fast when B is row-major (`csb == 1`) or
-/// column-major (`rsb == 1`); correct for any strides. `beta == 0` makes y
-/// write-only; `alpha == 0` or `k == 0` gives `y = beta · y` without reading
-/// x or B. Runs on Kiln's pool when B is large; bit-identical for any thread
-/// count. [`super::matmul_packed::gemm_f32`] calls this itself for `m == 1`
-/// and `n == 1`, so callers rarely need it directly.
+/// Fast when B is row-major (`csb == 1`) or column-major (`rsb == 1`);
+/// correct for any strides. `beta == 0` makes y write-only; `alpha == 0` or
+/// `k == 0` gives `y = beta · y` without reading x or B. Runs on Kiln's pool
+/// when B is large; bit-identical for any thread count.
+/// [`super::matmul_packed::gemm_f32`] calls this itself for `m == 1` and
+/// `n == 1`, so callers rarely need it directly.
+///
+/// # Panics
+///
+/// If `g.m != 1`.
 ///
 /// # Safety
 ///
-/// For `p < k`, `j < n`: `x.offset(p·incx)` and `b.offset(p·rsb + j·csb)`
-/// are valid for reads and `y.offset(j·incy)` for writes (and reads when
-/// `beta != 0`); y does not overlap x or B and distinct `j` are distinct
-/// elements of y.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemv_f32(
-    k: usize,
-    n: usize,
-    alpha: f32,
-    x: *const f32,
-    incx: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    y: *mut f32,
-    incy: isize,
-) {
+/// [`super::matmul_packed::gemm_f32`]'s contract, with `m == 1`.
+pub unsafe fn gemv_f32(g: Gemm<f32>) {
+    assert_eq!(g.m, 1, "gemv_f32: the product has {} rows, not 1", g.m);
     // SAFETY: forwarded; `Isa::detect` only names an available ISA.
-    unsafe {
-        gemv_f32_with(
-            Isa::detect(),
-            crate::parallel::num_threads(),
-            k,
-            n,
-            alpha,
-            x,
-            incx,
-            b,
-            rsb,
-            csb,
-            beta,
-            y,
-            incy,
-        )
-    }
+    unsafe { gemv_f32_with(Isa::detect(), crate::parallel::num_threads(), &g) }
 }
 
 /// [`gemv_f32`] with the instruction set and thread count chosen; used by
@@ -119,37 +89,23 @@ pub unsafe fn gemv_f32(
 ///
 /// # Safety
 ///
-/// `isa.available()`, and [`gemv_f32`]'s contract.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemv_f32_with(
-    isa: Isa,
-    threads: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    x: *const f32,
-    incx: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    y: *mut f32,
-    incy: isize,
-) {
+/// `isa.available()`, `g.m == 1`, and [`gemv_f32`]'s contract.
+pub(crate) unsafe fn gemv_f32_with(isa: Isa, threads: usize, g: &Gemm<f32>) {
+    debug_assert_eq!(g.m, 1);
     let args = Gemv {
-        k,
-        n,
-        alpha,
-        x,
-        incx,
-        b,
-        rsb,
-        csb,
-        beta,
-        y,
-        incy,
+        k: g.k,
+        n: g.n,
+        alpha: g.alpha,
+        x: g.a,
+        incx: g.csa,
+        b: g.b,
+        rsb: g.rsb,
+        csb: g.csb,
+        beta: g.beta,
+        y: g.c,
+        incy: g.csc,
     };
-    let threads = if k.saturating_mul(n) < PARALLEL_MIN_ELEMS {
+    let threads = if g.k.saturating_mul(g.n) < PARALLEL_MIN_ELEMS {
         1
     } else {
         threads
@@ -158,7 +114,8 @@ pub(crate) unsafe fn gemv_f32_with(
     unsafe { args.run(isa, threads) }
 }
 
-/// One call's operands, bundled so they can cross into the pool.
+/// One call's operands in the names of a matrix–vector product, bundled so
+/// they can cross into the pool.
 #[derive(Clone, Copy)]
 struct Gemv {
     k: usize,

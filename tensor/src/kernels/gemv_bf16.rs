@@ -20,8 +20,9 @@
 //! thread count.
 
 use super::isa::Isa;
-use super::matmul_bf16::{from_bf16_bits, to_bf16_bits};
-use super::matmul_packed::{with_scratch, SharedPtr, PACK_A};
+use super::matmul_bf16::{from_bf16_bits, to_bf16_bits, GemmBf16};
+use super::scratch::{with_scratch, PACK_A};
+use crate::parallel::SharedPtr;
 
 /// Lanes of the column-major dot products.
 const LANES: usize = 32;
@@ -210,8 +211,10 @@ fn fold(lanes: &mut [f32; LANES]) -> f32 {
 /// not depend on the thread count, and chunks are added in order.
 const ROWS_PER_CHUNK: usize = 64;
 
-/// `y[j] = alpha · Σ_p bf16(x[p])·W[p, j] + beta · y[j]` for `j < n`, with
-/// `x[p]` at `x + p·csx`. When `beta == 0`, y is write-only.
+/// `y[j] = alpha · Σ_p bf16(x[p])·W[p, j] + beta · y[j]` for `j < n`: the
+/// one-row product `g` (`g.m == 1`) whose A is the f32 row `x` (`x[p]` at
+/// `x + p·g.a.cs`) and whose B is `w`; y is row 0 of C (`y[j]` at
+/// `g.c + j·g.csc`). When `beta == 0`, y is write-only.
 ///
 /// # Safety
 ///
@@ -219,19 +222,9 @@ const ROWS_PER_CHUNK: usize = 64;
 /// `w.rs == 1` or `w.cs == 1`; `y[j]` (at `y + j·csy`) writable, distinct
 /// for distinct `j`, disjoint from the inputs, and not accessed by anyone
 /// else during the call.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemv_bf16(
-    isa: Isa,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    x: *const f32,
-    csx: isize,
-    w: Weights,
-    beta: f32,
-    y: *mut f32,
-    csy: isize,
-) {
+pub(crate) unsafe fn gemv_bf16(isa: Isa, g: &GemmBf16, x: *const f32, w: Weights) {
+    let (k, n, alpha, beta) = (g.k, g.n, g.alpha, g.beta);
+    let (csx, y, csy) = (g.a.cs, g.c, g.csc);
     // SAFETY: x[p] is readable for p < k.
     let xr: Vec<f32> = (0..k)
         .map(|p| from_bf16_bits(to_bf16_bits(unsafe { *x.offset(p as isize * csx) })))

@@ -106,37 +106,29 @@ fn public_gemv_matches_gemm() {
     let b: Vec<f32> = (0..k * n).map(|_| rng.next()).collect();
     let mut y = vec![f32::NAN; n];
     let mut want = vec![0.0f32; n];
-    // SAFETY: x has k, b k·n (row-major), y n elements.
+    let g = Gemm {
+        m: 1,
+        k,
+        n,
+        alpha: 1.0,
+        a: x.as_ptr(),
+        rsa: 0,
+        csa: 1,
+        b: b.as_ptr(),
+        rsb: n as isize,
+        csb: 1,
+        beta: 0.0,
+        c: y.as_mut_ptr(),
+        rsc: 0,
+        csc: 1,
+    };
+    // SAFETY: x has k, b k·n (row-major), y and want n elements.
     unsafe {
-        gemv_f32(
-            k,
-            n,
-            1.0,
-            x.as_ptr(),
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            y.as_mut_ptr(),
-            1,
-        );
-        crate::kernels::matmul_naive::gemm_f32(
-            1,
-            k,
-            n,
-            1.0,
-            x.as_ptr(),
-            0,
-            1,
-            b.as_ptr(),
-            n as isize,
-            1,
-            0.0,
-            want.as_mut_ptr(),
-            0,
-            1,
-        );
+        gemv_f32(g);
+        crate::kernels::matmul_naive::gemm_f32(Gemm {
+            c: want.as_mut_ptr(),
+            ..g
+        });
     }
     for (g, w) in y.iter().zip(&want) {
         assert!(

@@ -41,7 +41,9 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::isa::Isa;
-use super::matmul_packed::{plan, with_scratch, SharedPtr, TileOut, PACK_A, PACK_B};
+use super::matmul_packed::{plan, TileOut};
+use super::scratch::{with_scratch, PACK_A, PACK_B};
+use crate::parallel::SharedPtr;
 
 /// One operand's elements: f32 (rounded to bf16 when packed) or bf16 bits.
 #[derive(Clone, Copy, Debug)]
@@ -93,24 +95,37 @@ impl Operand {
     }
 }
 
+/// One bf16 GEMM call, `C[m×n] = alpha · bf16(A) · bf16(B) + beta · C`:
+/// [`super::Gemm`] with A and B as [`Operand`]s (each f32 or bf16) and C
+/// f32. Building one is safe; [`gemm_bf16`] states what it must satisfy.
 #[derive(Clone, Copy)]
-struct Bgemm {
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: Operand,
-    b: Operand,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
+pub struct GemmBf16 {
+    /// Rows of A and C.
+    pub m: usize,
+    /// Columns of A, rows of B.
+    pub k: usize,
+    /// Columns of B and C.
+    pub n: usize,
+    /// The scale of the product.
+    pub alpha: f32,
+    /// A, `m×k`.
+    pub a: Operand,
+    /// B, `k×n`.
+    pub b: Operand,
+    /// The scale of C's old value; 0 makes C write-only.
+    pub beta: f32,
+    /// Element `(0, 0)` of C.
+    pub c: *mut f32,
+    /// C's row stride.
+    pub rsc: isize,
+    /// C's column stride.
+    pub csc: isize,
 }
 // SAFETY: the pointers are only dereferenced under the contract of
 // `gemm_bf16`; threads write disjoint tiles of C.
-unsafe impl Send for Bgemm {}
+unsafe impl Send for GemmBf16 {}
 // SAFETY: as above.
-unsafe impl Sync for Bgemm {}
+unsafe impl Sync for GemmBf16 {}
 
 /// Depth of a K block in elements (even): a 12-row A panel of 384 pairs is
 /// 18 KiB, in L1; a 1024-wide B block of 384 pairs is 1.5 MiB, in L2.
@@ -132,35 +147,11 @@ const PARALLEL_MIN_FMAS: usize = 64 * 64 * 64;
 /// `p < k`), `B[p, j]` and `C[i, j]` in bounds through the strides; C
 /// disjoint from A and B, with distinct elements for distinct `(i, j)`,
 /// and not accessed by anything else during the call.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_bf16(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: Operand,
-    b: Operand,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-) {
-    let threads = if m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_FMAS {
+pub unsafe fn gemm_bf16(g: GemmBf16) {
+    let threads = if g.m.saturating_mul(g.n).saturating_mul(g.k) < PARALLEL_MIN_FMAS {
         1
     } else {
         crate::parallel::num_threads()
-    };
-    let g = Bgemm {
-        m,
-        k,
-        n,
-        alpha,
-        a,
-        b,
-        beta,
-        c,
-        rsc,
-        csc,
     };
     let isa = Isa::detect();
     if threads > 1 && isa.has_bf16_dot() && gemv_weights(&g).is_none() {
@@ -181,15 +172,13 @@ pub unsafe fn gemm_bf16(
 /// # Safety
 ///
 /// As [`gemm_bf16`]; `isa` came from [`Isa::available`] or [`Isa::detect`].
-unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: Bgemm) {
+unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: GemmBf16) {
     if g.m == 0 || g.n == 0 {
         return;
     }
     if let (Some(w), Elems::F32(x), true) = (gemv_weights(&g), g.a.data, g.k > 0) {
         // SAFETY: row 0 of A is x, row 0 of C is y; rest forwarded.
-        unsafe {
-            super::gemv_bf16::gemv_bf16(isa, g.k, g.n, g.alpha, x, g.a.cs, w, g.beta, g.c, g.csc)
-        };
+        unsafe { super::gemv_bf16::gemv_bf16(isa, &g, x, w) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -213,7 +202,7 @@ unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: Bgemm) {
 /// The weights of a decode step: one f32 row of activations times a bf16
 /// matrix stored row- or column-major, which `gemv_bf16.rs` streams
 /// at memory speed instead of packing.
-fn gemv_weights(g: &Bgemm) -> Option<super::gemv_bf16::Weights> {
+fn gemv_weights(g: &GemmBf16) -> Option<super::gemv_bf16::Weights> {
     match (g.m, g.a.data, g.b.data) {
         (1, Elems::F32(_), Elems::Bf16(w)) if g.b.rs == 1 || g.b.cs == 1 => {
             Some(super::gemv_bf16::Weights {
@@ -231,7 +220,7 @@ fn gemv_weights(g: &Bgemm) -> Option<super::gemv_bf16::Weights> {
 /// # Safety
 ///
 /// As [`gemm_bf16`].
-unsafe fn gemm_widened(g: &Bgemm) {
+unsafe fn gemm_widened(g: &GemmBf16) {
     let widen = |op: &Operand, rows: usize, cols: usize| -> Vec<f32> {
         let mut v = Vec::with_capacity(rows * cols);
         for i in 0..rows {
@@ -248,22 +237,22 @@ unsafe fn gemm_widened(g: &Bgemm) {
     // SAFETY: a and b are m×k and k×n row-major (or unread when k == 0 or
     // alpha == 0); C is forwarded.
     unsafe {
-        super::matmul_packed::gemm_f32(
-            g.m,
-            g.k,
-            g.n,
-            g.alpha,
-            a.as_ptr(),
-            g.k as isize,
-            1,
-            b.as_ptr(),
-            g.n as isize,
-            1,
-            g.beta,
-            g.c,
-            g.rsc,
-            g.csc,
-        )
+        super::matmul_packed::gemm_f32(super::Gemm {
+            m: g.m,
+            k: g.k,
+            n: g.n,
+            alpha: g.alpha,
+            a: a.as_ptr(),
+            rsa: g.k as isize,
+            csa: 1,
+            b: b.as_ptr(),
+            rsb: g.n as isize,
+            csb: 1,
+            beta: g.beta,
+            c: g.c,
+            rsc: g.rsc,
+            csc: g.csc,
+        })
     }
 }
 
@@ -472,7 +461,7 @@ impl Kernel for Amx {
 /// The CPU runs `K`; `g` satisfies [`gemm_bf16`]'s contract with
 /// `m, n, k > 0`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Bgemm) {
+unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
     let (mr, nr) = (K::MR, K::NR);
     // Balanced K blocks of an even depth (a whole number of kernel steps
     // where k allows), depending on k only.

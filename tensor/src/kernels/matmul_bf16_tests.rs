@@ -33,7 +33,7 @@ fn run(
         (n as isize, 1)
     };
     let mut c = c0.clone();
-    let g = Bgemm {
+    let g = GemmBf16 {
         m,
         k,
         n,

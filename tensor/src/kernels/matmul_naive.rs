@@ -4,12 +4,14 @@
 //! the `matmul` benchmark shows beside them. It reads every operand through
 //! its strides, so any view (transposed, sliced, negative strides) works.
 
+use super::Gemm;
+
 /// Generates the naive kernel for one float type, so f32 and f64 share one text.
 macro_rules! naive_gemm {
     ($(#[$doc:meta])* $name:ident, $t:ty) => {
         $(#[$doc])*
         ///
-        /// Shapes: `A` is `m×k`, `B` is `k×n`, `C` is `m×n`. Element `(i, j)` of
+        /// Shapes (the fields of [`Gemm`]): `A` is `m×k`, `B` is `k×n`, `C` is `m×n`. Element `(i, j)` of
         /// `X` lives at `x.offset(i * rsx + j * csx)`; strides are in elements and
         /// may be any value, including zero or negative.
         ///
@@ -29,23 +31,8 @@ macro_rules! naive_gemm {
         /// `C` must not overlap `A` or `B`, and no two `(i, j)` of `C` may map
         /// to the same element (a zero stride in `C` with `m` or `n` > 1 is a
         /// data race with itself).
-        #[allow(clippy::too_many_arguments)]
-        pub unsafe fn $name(
-            m: usize,
-            k: usize,
-            n: usize,
-            alpha: $t,
-            a: *const $t,
-            rsa: isize,
-            csa: isize,
-            b: *const $t,
-            rsb: isize,
-            csb: isize,
-            beta: $t,
-            c: *mut $t,
-            rsc: isize,
-            csc: isize,
-        ) {
+        pub unsafe fn $name(g: Gemm<$t>) {
+            let Gemm { m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc } = g;
             // C[m×n] = alpha · A[m×k] · B[k×n] + beta · C[m×n]
             for i in 0..m {
                 for j in 0..n {
@@ -90,22 +77,22 @@ mod tests {
         let mut c = [f32::NAN; 4];
         // SAFETY: 2×3 and 3×2 row-major inputs, a 2×2 output, as strided.
         unsafe {
-            gemm_f32(
-                2,
-                3,
-                2,
-                1.0,
-                a.as_ptr(),
-                3,
-                1,
-                b.as_ptr(),
-                2,
-                1,
-                0.0,
-                c.as_mut_ptr(),
-                2,
-                1,
-            );
+            gemm_f32(Gemm {
+                m: 2,
+                k: 3,
+                n: 2,
+                alpha: 1.0,
+                a: a.as_ptr(),
+                rsa: 3,
+                csa: 1,
+                b: b.as_ptr(),
+                rsb: 2,
+                csb: 1,
+                beta: 0.0,
+                c: c.as_mut_ptr(),
+                rsc: 2,
+                csc: 1,
+            });
         }
         assert_eq!(c, [58.0, 64.0, 139.0, 154.0]);
         // Transposed B read through strides, beta = 1 accumulates.
@@ -114,22 +101,22 @@ mod tests {
         let mut c64 = [1.0f64; 4];
         // SAFETY: the same shapes, B read through transposed strides.
         unsafe {
-            gemm_f64(
-                2,
-                3,
-                2,
-                2.0,
-                a64.as_ptr(),
-                3,
-                1,
-                bt.as_ptr(),
-                1,
-                3,
-                1.0,
-                c64.as_mut_ptr(),
-                2,
-                1,
-            );
+            gemm_f64(Gemm {
+                m: 2,
+                k: 3,
+                n: 2,
+                alpha: 2.0,
+                a: a64.as_ptr(),
+                rsa: 3,
+                csa: 1,
+                b: bt.as_ptr(),
+                rsb: 1,
+                csb: 3,
+                beta: 1.0,
+                c: c64.as_mut_ptr(),
+                rsc: 2,
+                csc: 1,
+            });
         }
         assert_eq!(c64, [117.0, 129.0, 279.0, 309.0]);
     }

@@ -42,64 +42,25 @@
 //! portable fallback, which hands the whole product to
 //! `matrixmultiply::sgemm`.
 
-use std::cell::Cell;
 use std::ops::Range;
-use std::thread::LocalKey;
 
 use rayon::prelude::*;
 
 use super::gemv;
+use super::scratch::{with_scratch, PACK_A, PACK_B};
+pub use super::Gemm;
+use crate::parallel::SharedPtr;
 
 pub(crate) use super::isa::Isa;
 #[cfg(target_arch = "x86_64")]
 use super::isa::Level;
 
-/// One GEMM call's operands, bundled so they can cross into the thread pool.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Gemm<T> {
-    pub m: usize,
-    pub k: usize,
-    pub n: usize,
-    pub alpha: T,
-    pub a: *const T,
-    pub rsa: isize,
-    pub csa: isize,
-    pub b: *const T,
-    pub rsb: isize,
-    pub csb: isize,
-    pub beta: T,
-    pub c: *mut T,
-    pub rsc: isize,
-    pub csc: isize,
-}
-
-// SAFETY: the pointers are only dereferenced under the contract of the
-// `unsafe fn` that built the value; threads write disjoint blocks of C.
-unsafe impl<T> Send for Gemm<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for Gemm<T> {}
-
-/// A raw pointer that may be shared with the pool's threads.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedPtr<T>(pub *mut T);
-// SAFETY: users write disjoint ranges through it (documented at each use).
-unsafe impl<T> Send for SharedPtr<T> {}
-// SAFETY: as above.
-unsafe impl<T> Sync for SharedPtr<T> {}
-
-impl<T> SharedPtr<T> {
-    /// The pointer. A method, so closures capture the whole `Send` wrapper
-    /// rather than the raw field.
-    pub(crate) fn get(self) -> *mut T {
-        self.0
-    }
-}
-
 /// Below this many multiply-adds (`m·n·k`) a call runs on the calling thread:
 /// waking the pool costs a few microseconds, about what 64³ FMAs take.
 const PARALLEL_MIN_FMAS: usize = 64 * 64 * 64;
 
-/// `C[m×n] = alpha · A[m×k] · B[k×n] + beta · C`, single precision.
+/// `C[m×n] = alpha · A[m×k] · B[k×n] + beta · C`, single precision, for
+/// the product `g` describes.
 ///
 /// Element `(i, j)` of `X ∈ {A, B, C}` lives at `x.offset(i·rsx + j·csx)`.
 /// Strides are in elements and may be any value (transposed, sliced, or
@@ -121,39 +82,8 @@ const PARALLEL_MIN_FMAS: usize = 64 * 64 * 64;
 /// * C does not overlap A or B, and distinct `(i, j)` are distinct elements
 ///   of C (no zero or aliasing strides in C when that dimension exceeds 1).
 /// * Nothing else reads or writes C during the call.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_f32(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f32,
-    a: *const f32,
-    rsa: isize,
-    csa: isize,
-    b: *const f32,
-    rsb: isize,
-    csb: isize,
-    beta: f32,
-    c: *mut f32,
-    rsc: isize,
-    csc: isize,
-) {
-    let g = Gemm {
-        m,
-        k,
-        n,
-        alpha,
-        a,
-        rsa,
-        csa,
-        b,
-        rsb,
-        csb,
-        beta,
-        c,
-        rsc,
-        csc,
-    };
+pub unsafe fn gemm_f32(g: Gemm<f32>) {
+    let Gemm { m, k, n, .. } = g;
     let isa = Isa::detect();
     let threads = if m.saturating_mul(n).saturating_mul(k) < PARALLEL_MIN_FMAS {
         1
@@ -184,23 +114,23 @@ pub unsafe fn gemm_f32(
 /// # Safety
 ///
 /// The same contract as [`gemm_f32`].
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm_f64(
-    m: usize,
-    k: usize,
-    n: usize,
-    alpha: f64,
-    a: *const f64,
-    rsa: isize,
-    csa: isize,
-    b: *const f64,
-    rsb: isize,
-    csb: isize,
-    beta: f64,
-    c: *mut f64,
-    rsc: isize,
-    csc: isize,
-) {
+pub unsafe fn gemm_f64(g: Gemm<f64>) {
+    let Gemm {
+        m,
+        k,
+        n,
+        alpha,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        rsc,
+        csc,
+    } = g;
     if m == 0 || n == 0 {
         return;
     }
@@ -252,17 +182,14 @@ pub(crate) unsafe fn gemm_f32_with(isa: Isa, threads: usize, g: Gemm<f32>) {
         // A row vector times a matrix: stream B once (see `gemv`).
         _ if g.m == 1 && (g.rsb == 1 || g.csb == 1) => unsafe {
             // SAFETY: forwarded; x is row 0 of A, y row 0 of C.
-            gemv::gemv_f32_with(
-                isa, threads, g.k, g.n, g.alpha, g.a, g.csa, g.b, g.rsb, g.csb, g.beta, g.c, g.csc,
-            )
+            gemv::gemv_f32_with(isa, threads, &g)
         },
         // A matrix times a column vector: Cᵀ = Bᵀ·Aᵀ is the same problem
         // with x = column 0 of B and the matrix Aᵀ (strides swapped).
         _ if g.n == 1 && (g.rsa == 1 || g.csa == 1) => unsafe {
-            // SAFETY: forwarded; Aᵀ[p, i] = A[i, p] is in bounds for p<k, i<m.
-            gemv::gemv_f32_with(
-                isa, threads, g.k, g.m, g.alpha, g.b, g.rsb, g.a, g.csa, g.rsa, g.beta, g.c, g.rsc,
-            )
+            // SAFETY: forwarded; the transposed product touches the same
+            // elements (Aᵀ[p, i] = A[i, p] for p<k, i<m).
+            gemv::gemv_f32_with(isa, threads, &g.transposed())
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the call contract is forwarded and `isa` (so the level)
@@ -454,40 +381,6 @@ impl Kernel for Avx2 {
     }
 }
 
-/// 64 bytes of floats: the unit pack buffers are allocated in, so every
-/// panel starts on a cache line (the kernels use aligned loads on B).
-#[repr(C, align(64))]
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Line(pub [f32; 16]);
-
-thread_local! {
-    /// The shared A block, owned by the thread that drives the call.
-    pub(crate) static PACK_A: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
-    /// Each task's packed B block, owned by the thread running the task.
-    pub(crate) static PACK_B: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
-}
-
-/// Runs `f` with a 64-byte-aligned scratch buffer of at least `len` floats,
-/// reused across calls on this thread.
-///
-/// The buffer is taken out of the thread-local while in use, so a nested
-/// call on the same thread (rayon may run another job here while this one
-/// waits) gets a fresh buffer instead of aliasing this one.
-pub(crate) fn with_scratch<R>(
-    key: &'static LocalKey<Cell<Vec<Line>>>,
-    len: usize,
-    f: impl FnOnce(*mut f32) -> R,
-) -> R {
-    let mut buf = key.take();
-    let lines = len.div_ceil(16);
-    if buf.len() < lines {
-        buf = vec![Line::default(); lines];
-    }
-    let r = f(buf.as_mut_ptr().cast::<f32>());
-    key.set(buf);
-    r
-}
-
 /// Packs one panel: `dst[p·w + l] = src[l·ls + p·ps]` for `p < kc`,
 /// `l < valid`, and zero for the padding lanes `valid ≤ l < w`.
 ///
@@ -670,7 +563,6 @@ unsafe fn pack_b_block<K: Kernel>(
 ///
 /// As [`gemm_packed`]; the panels were packed for this K block, and no
 /// other thread writes these tiles of C meanwhile.
-#[allow(clippy::too_many_arguments)]
 unsafe fn tiles<K: Kernel>(
     g: &Gemm<f32>,
     kb: KBlock,

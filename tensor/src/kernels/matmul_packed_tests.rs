@@ -144,22 +144,22 @@ fn reference(alpha: f32, a: &Mat, b: &Mat, beta: f32, c0: &Mat) -> (Vec<f64>, Ve
         };
         // SAFETY: row-major m×k, k×n and m×n buffers of at least that size.
         unsafe {
-            matmul_naive::gemm_f64(
+            matmul_naive::gemm_f64(Gemm {
                 m,
                 k,
                 n,
-                al,
-                a64.as_ptr(),
-                k as isize,
-                1,
-                b64.as_ptr(),
-                n as isize,
-                1,
-                0.0,
-                out.as_mut_ptr(),
-                n as isize,
-                1,
-            )
+                alpha: al,
+                a: a64.as_ptr(),
+                rsa: k as isize,
+                csa: 1,
+                b: b64.as_ptr(),
+                rsb: n as isize,
+                csb: 1,
+                beta: 0.0,
+                c: out.as_mut_ptr(),
+                rsc: n as isize,
+                csc: 1,
+            })
         };
     }
     if beta != 0.0 {
@@ -433,22 +433,22 @@ fn alpha_zero_does_not_read_a_or_b() {
     let mut c = [2.0f32; 4];
     // SAFETY: 2×3, 3×2 and 2×2 row-major buffers.
     unsafe {
-        gemm_f32(
-            2,
-            3,
-            2,
-            0.0,
-            a.as_ptr(),
-            3,
-            1,
-            b.as_ptr(),
-            2,
-            1,
-            0.5,
-            c.as_mut_ptr(),
-            2,
-            1,
-        )
+        gemm_f32(Gemm {
+            m: 2,
+            k: 3,
+            n: 2,
+            alpha: 0.0,
+            a: a.as_ptr(),
+            rsa: 3,
+            csa: 1,
+            b: b.as_ptr(),
+            rsb: 2,
+            csb: 1,
+            beta: 0.5,
+            c: c.as_mut_ptr(),
+            rsc: 2,
+            csc: 1,
+        })
     };
     assert_eq!(c, [1.0; 4]);
 }
@@ -463,41 +463,30 @@ fn public_entry_points_match_reference() {
     let mut c = vec![f32::NAN; m * n];
     let mut want = vec![0.0f32; m * n];
     let (ki, ni) = (k as isize, n as isize);
+    let g = Gemm {
+        m,
+        k,
+        n,
+        alpha: 1.0,
+        a: a.as_ptr(),
+        rsa: ki,
+        csa: 1,
+        b: b.as_ptr(),
+        rsb: 1,
+        csb: ki,
+        beta: 0.0,
+        c: c.as_mut_ptr(),
+        rsc: ni,
+        csc: 1,
+    };
     // SAFETY: row-major buffers of the right sizes (B read transposed as
     // its own n×k view reinterpreted: both calls use the same strides).
     unsafe {
-        gemm_f32(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            ki,
-            1,
-            b.as_ptr(),
-            1,
-            ki,
-            0.0,
-            c.as_mut_ptr(),
-            ni,
-            1,
-        );
-        matmul_naive::gemm_f32(
-            m,
-            k,
-            n,
-            1.0,
-            a.as_ptr(),
-            ki,
-            1,
-            b.as_ptr(),
-            1,
-            ki,
-            0.0,
-            want.as_mut_ptr(),
-            ni,
-            1,
-        );
+        gemm_f32(g);
+        matmul_naive::gemm_f32(Gemm {
+            c: want.as_mut_ptr(),
+            ..g
+        });
     }
     for (g, w) in c.iter().zip(&want) {
         assert!((g - w).abs() <= 1e-4 * (k as f32).sqrt(), "{g} vs {w}");
@@ -507,40 +496,29 @@ fn public_entry_points_match_reference() {
     let b64: Vec<f64> = b.iter().map(|&x| x as f64).collect();
     let mut c64 = vec![f64::NAN; m * n];
     let mut w64 = vec![0.0f64; m * n];
+    let g = Gemm {
+        m,
+        k,
+        n,
+        alpha: 2.0,
+        a: a64.as_ptr(),
+        rsa: ki,
+        csa: 1,
+        b: b64.as_ptr(),
+        rsb: ni,
+        csb: 1,
+        beta: 0.0,
+        c: c64.as_mut_ptr(),
+        rsc: ni,
+        csc: 1,
+    };
     // SAFETY: as above.
     unsafe {
-        gemm_f64(
-            m,
-            k,
-            n,
-            2.0,
-            a64.as_ptr(),
-            ki,
-            1,
-            b64.as_ptr(),
-            ni,
-            1,
-            0.0,
-            c64.as_mut_ptr(),
-            ni,
-            1,
-        );
-        matmul_naive::gemm_f64(
-            m,
-            k,
-            n,
-            2.0,
-            a64.as_ptr(),
-            ki,
-            1,
-            b64.as_ptr(),
-            ni,
-            1,
-            0.0,
-            w64.as_mut_ptr(),
-            ni,
-            1,
-        );
+        gemm_f64(g);
+        matmul_naive::gemm_f64(Gemm {
+            c: w64.as_mut_ptr(),
+            ..g
+        });
     }
     for (g, w) in c64.iter().zip(&w64) {
         assert!((g - w).abs() <= 1e-12 * k as f64, "{g} vs {w}");
@@ -549,38 +527,38 @@ fn public_entry_points_match_reference() {
     let mut small = [f64::NAN, f64::NAN, 3.0, 4.0];
     // SAFETY: 1×2 views of a 4-element buffer; A and B are not read.
     unsafe {
-        gemm_f64(
-            1,
-            0,
-            2,
-            1.0,
-            a64.as_ptr(),
-            0,
-            0,
-            b64.as_ptr(),
-            0,
-            0,
-            0.0,
-            small.as_mut_ptr(),
-            2,
-            1,
-        );
-        gemm_f64(
-            1,
-            5,
-            2,
-            0.0,
-            a64.as_ptr(),
-            1,
-            1,
-            b64.as_ptr(),
-            1,
-            1,
-            0.5,
-            small.as_mut_ptr().add(2),
-            2,
-            1,
-        );
+        gemm_f64(Gemm {
+            m: 1,
+            k: 0,
+            n: 2,
+            alpha: 1.0,
+            a: a64.as_ptr(),
+            rsa: 0,
+            csa: 0,
+            b: b64.as_ptr(),
+            rsb: 0,
+            csb: 0,
+            beta: 0.0,
+            c: small.as_mut_ptr(),
+            rsc: 2,
+            csc: 1,
+        });
+        gemm_f64(Gemm {
+            m: 1,
+            k: 5,
+            n: 2,
+            alpha: 0.0,
+            a: a64.as_ptr(),
+            rsa: 1,
+            csa: 1,
+            b: b64.as_ptr(),
+            rsb: 1,
+            csb: 1,
+            beta: 0.5,
+            c: small.as_mut_ptr().add(2),
+            rsc: 2,
+            csc: 1,
+        });
     }
     assert_eq!(small, [0.0, 0.0, 1.5, 2.0]);
 }

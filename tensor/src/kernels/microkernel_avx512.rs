@@ -309,7 +309,8 @@ pub(crate) unsafe fn pack_b_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::matmul_packed::{pack_panel, Line};
+    use crate::kernels::matmul_packed::pack_panel;
+    use crate::kernels::scratch::Line;
 
     /// Packing a row-major B block row by row gives the panels the scalar
     /// packer builds one by one, ragged last panel included.

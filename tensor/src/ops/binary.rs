@@ -235,7 +235,7 @@ impl Tensor {
         src_layout: &crate::Layout,
     ) -> Result<()> {
         fn run<T: FloatElement>(dst: &mut [T], from: &[T], walk: &Walk<2>, numel: usize) {
-            let dst = crate::kernels::matmul_packed::SharedPtr(dst.as_mut_ptr());
+            let dst = crate::parallel::SharedPtr(dst.as_mut_ptr());
             let units = numel.div_ceil(PAR_UNIT);
             crate::parallel::for_each_range(units, PAR_CHUNK / PAR_UNIT, |r| {
                 walk.for_runs(

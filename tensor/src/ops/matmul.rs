@@ -11,7 +11,8 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use crate::dtype::Element;
-use crate::kernels::matmul_bf16::{Elems, Operand};
+use crate::kernels::matmul_bf16::{Elems, GemmBf16, Operand};
+use crate::kernels::matmul_packed::{gemm_f32, gemm_f64, Gemm};
 use crate::shape::broadcast_shapes;
 use crate::{DType, Layout, Result, Tensor, TensorError};
 
@@ -57,15 +58,10 @@ fn batch_offsets(layout: &Layout) -> Vec<usize> {
 /// Runs the kernel for one `m×k · k×n` product into a contiguous `m×n`
 /// block. `c` may be uninitialised: with beta = 0 the kernels write every
 /// element without reading it.
-#[allow(clippy::too_many_arguments)]
 fn gemm<T: Element>(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[T],
-    am: Mat,
-    b: &[T],
-    bm: Mat,
+    (m, k, n): (usize, usize, usize),
+    (a, am): (&[T], Mat),
+    (b, bm): (&[T], Mat),
     c: &mut [MaybeUninit<T>],
 ) {
     debug_assert_eq!(c.len(), m * n);
@@ -74,39 +70,42 @@ fn gemm<T: Element>(
     // `offset + i·rs + j·cs` for i < rows, j < cols lies inside `a`/`b`;
     // `c` is exactly m·n contiguous elements (rs = n, cs = 1).
     unsafe {
+        let (a, b) = (a.as_ptr().add(am.offset), b.as_ptr().add(bm.offset));
+        let (rsa, csa, rsb, csb) = (am.rs, am.cs, bm.rs, bm.cs);
+        let (rsc, csc) = (n as isize, 1);
         match T::DTYPE {
-            DType::F32 => crate::kernels::matmul_packed::gemm_f32(
+            DType::F32 => gemm_f32(Gemm {
                 m,
                 k,
                 n,
-                1.0,
-                a.as_ptr().add(am.offset) as *const f32,
-                am.rs,
-                am.cs,
-                b.as_ptr().add(bm.offset) as *const f32,
-                bm.rs,
-                bm.cs,
-                0.0,
-                c.as_mut_ptr().cast::<f32>(),
-                n as isize,
-                1,
-            ),
-            DType::F64 => crate::kernels::matmul_packed::gemm_f64(
+                alpha: 1.0,
+                a: a.cast::<f32>(),
+                rsa,
+                csa,
+                b: b.cast::<f32>(),
+                rsb,
+                csb,
+                beta: 0.0,
+                c: c.as_mut_ptr().cast::<f32>(),
+                rsc,
+                csc,
+            }),
+            DType::F64 => gemm_f64(Gemm {
                 m,
                 k,
                 n,
-                1.0,
-                a.as_ptr().add(am.offset) as *const f64,
-                am.rs,
-                am.cs,
-                b.as_ptr().add(bm.offset) as *const f64,
-                bm.rs,
-                bm.cs,
-                0.0,
-                c.as_mut_ptr().cast::<f64>(),
-                n as isize,
-                1,
-            ),
+                alpha: 1.0,
+                a: a.cast::<f64>(),
+                rsa,
+                csa,
+                b: b.cast::<f64>(),
+                rsb,
+                csb,
+                beta: 0.0,
+                c: c.as_mut_ptr().cast::<f64>(),
+                rsc,
+                csc,
+            }),
             _ => unreachable!("matmul checks the dtype first"),
         }
     }
@@ -151,7 +150,7 @@ fn typed_matmul<T: Element>(
     unsafe {
         each_product(mats.len(), (m, k, n), out_shape, |i, c| {
             let (am, bm) = mats[i];
-            gemm(m, k, n, a, am, b, bm, c)
+            gemm((m, k, n), (a, am), (b, bm), c)
         })
     }
 }
@@ -242,18 +241,18 @@ fn bf16_matmul(
     unsafe {
         each_product::<f32>(ops.0.len(), (m, k, n), out_shape, |i, c| {
             let (a, b) = ops.get(i);
-            crate::kernels::matmul_bf16::gemm_bf16(
+            crate::kernels::matmul_bf16::gemm_bf16(GemmBf16 {
                 m,
                 k,
                 n,
-                1.0,
+                alpha: 1.0,
                 a,
                 b,
-                0.0,
-                c.as_mut_ptr().cast::<f32>(),
-                n as isize,
-                1,
-            )
+                beta: 0.0,
+                c: c.as_mut_ptr().cast::<f32>(),
+                rsc: n as isize,
+                csc: 1,
+            })
         })
     }
 }

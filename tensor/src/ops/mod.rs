@@ -9,6 +9,7 @@
 //! | `reduce.rs` | sum, mean, max, min, argmax, logsumexp, var |
 //! | `softmax.rs` | softmax, log_softmax and their backward kernels |
 //! | `norm.rs` | layer_norm forward and backward |
+//! | `cross_entropy.rs` | fused cross-entropy forward and backward |
 //! | `index.rs` | index_select, gather, scatter_add, index_add |
 //! | `concat.rs` | cat, stack, split, chunk |
 //! | `topk.rs` | topk |
@@ -17,6 +18,7 @@
 pub mod binary;
 pub mod compare;
 pub mod concat;
+pub mod cross_entropy;
 pub mod index;
 pub mod matmul;
 pub mod norm;

@@ -9,10 +9,24 @@
 //!
 //! An empty `dims` list reduces nothing (PyTorch's `sum(dim=[])` reduces
 //! everything; use [`Tensor::sum_all`] for that).
-
-use rayon::prelude::*;
+//!
+//! # Row max, log-sum-exp and the NaN rule
+//!
+//! The row max and log-sum-exp that every kernel shares live here: [`row_max`],
+//! [`max_exp_sum`] and `logsumexp_row`, generic over the float type.
+//! Softmax, log-softmax and cross-entropy (`softmax.rs`,
+//! `cross_entropy.rs`) use them for f64; their f32 paths use the vectorised
+//! kernels in `kernels::fastmath`, whose results follow the same rule (their
+//! internal max skips NaN for speed and lets `exp` carry it; see there). The rule is PyTorch's: **a NaN anywhere in a row propagates** —
+//! the row's max (and min) is NaN, its log-sum-exp is NaN, its softmax and
+//! log-softmax are NaN in every element, and so is a cross-entropy term
+//! over it. ([`Tensor::argmax`] likewise returns the index of the first
+//! NaN.) A row of all `-inf` (fully masked) has max `-inf`; the shift that
+//! softmax subtracts is then 0, so its softmax is NaN and its log-sum-exp
+//! `-inf`, as in torch.
 
 use crate::dtype::{Element, FloatElement};
+use crate::parallel::{for_each_range, SharedMut};
 use crate::shape::{resolve_dims, Dim};
 use crate::strided::PAR_CHUNK;
 use crate::{with_float, Result, Tensor, TensorError};
@@ -50,7 +64,8 @@ pub(crate) fn rows<D: Dim>(
     })
 }
 
-/// Applies `f` to each row of `[K, R]` contiguous data, in parallel over rows.
+/// Applies `f` to each row of `[K, R]` contiguous data, in parallel over
+/// whole rows (so the thread count never changes a result).
 pub(crate) fn map_rows<T: Element, O: Element>(
     data: &[T],
     k: usize,
@@ -62,17 +77,14 @@ pub(crate) fn map_rows<T: Element, O: Element>(
         out.iter_mut().for_each(|o| *o = f(&[]));
         return out;
     }
-    let rows_per_task = (PAR_CHUNK / r).max(1);
     if k * r >= 2 * PAR_CHUNK && k > 1 {
-        crate::parallel::install(|| {
-            out.par_chunks_mut(rows_per_task)
-                .enumerate()
-                .for_each(|(c, dst)| {
-                    for (i, o) in dst.iter_mut().enumerate() {
-                        let row = c * rows_per_task + i;
-                        *o = f(&data[row * r..(row + 1) * r]);
-                    }
-                })
+        let shared = SharedMut::new(&mut out);
+        for_each_range(k, (PAR_CHUNK / r).max(1), |rows| {
+            // SAFETY: `for_each_range` hands out disjoint row ranges.
+            let dst = unsafe { shared.range(rows.clone()) };
+            for (row, o) in rows.zip(dst) {
+                *o = f(&data[row * r..(row + 1) * r]);
+            }
         });
     } else {
         for (row, o) in out.iter_mut().enumerate() {
@@ -100,7 +112,9 @@ pub fn sum_f64<T: Element>(x: &[T]) -> f64 {
     s
 }
 
-fn max_row<T: FloatElement>(row: &[T]) -> T {
+/// The max of a row (`-inf` if empty); the first NaN if there is one (see
+/// the NaN rule in the module docs).
+pub fn row_max<T: FloatElement>(row: &[T]) -> T {
     let mut m = T::neg_infinity();
     for &v in row {
         if v.is_nan() {
@@ -126,8 +140,39 @@ fn min_row<T: FloatElement>(row: &[T]) -> T {
     m
 }
 
+/// `Σ exp(x − shift)` over a row, each term computed in `T` and added
+/// in order into an `f64`.
+fn exp_sum<T: FloatElement>(row: &[T], shift: T) -> f64 {
+    let mut s = 0f64;
+    for &v in row {
+        s += (v - shift).exp().as_f64();
+    }
+    s
+}
+
+/// The shift a softmax subtracts from a row whose max is `m`: `m` itself,
+/// or 0 when it is `-inf` (a fully masked row, which then gives NaN).
+pub(crate) fn softmax_shift<T: FloatElement>(m: T) -> T {
+    if m == T::neg_infinity() {
+        T::zero()
+    } else {
+        m
+    }
+}
+
+/// The two numbers a log-sum-exp needs from a row: `(m, Σ exp(x − m))`,
+/// `m` the [`softmax_shift`] of the row's max, the sum in `f64`. NaN in the
+/// row makes both NaN. The generic twin of `fastmath::max_exp_sum`.
+pub fn max_exp_sum<T: FloatElement>(row: &[T]) -> (T, f64) {
+    let m = softmax_shift(row_max(row));
+    (m, exp_sum(row, m))
+}
+
+/// `log Σ exp(x)` of a row as `torch.logsumexp` gives it: `-inf` for an
+/// all-`-inf` (or empty) row, `+inf` if the row holds `+inf`, NaN if it
+/// holds NaN.
 fn logsumexp_row<T: FloatElement>(row: &[T]) -> T {
-    let m = max_row(row);
+    let m = row_max(row);
     if m.is_infinite() || m.is_nan() {
         // All -inf gives -inf; any +inf gives +inf; NaN stays NaN.
         return if m == T::neg_infinity() || m.is_nan() {
@@ -136,11 +181,7 @@ fn logsumexp_row<T: FloatElement>(row: &[T]) -> T {
             T::infinity()
         };
     }
-    let mut s = 0f64;
-    for &v in row {
-        s += (v - m).exp().as_f64();
-    }
-    m + T::from_f64(s.ln())
+    m + T::from_f64(exp_sum(row, m).ln())
 }
 
 fn empty_error(op: &'static str, x: &Tensor) -> TensorError {
@@ -231,7 +272,7 @@ impl Tensor {
                 return Err(empty_error("max", self));
             }
             Tensor::from_vec(
-                map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, max_row::<T>),
+                map_rows(rw.data.as_slice::<T>()?, rw.k, rw.r, row_max::<T>),
                 &rw.out_shape,
             )
         })
@@ -338,7 +379,7 @@ fn sum_leading<T: FloatElement>(x: &[T], r: usize, k: usize) -> Vec<T> {
     }
     let isa = crate::kernels::fastmath::Isa::detect();
     let mut out = vec![T::zero(); k];
-    let shared = crate::parallel::SharedMut::new(&mut out);
+    let shared = SharedMut::new(&mut out);
     let body = |units: std::ops::Range<usize>| {
         let (c0, c1) = (units.start * UNIT, (units.end * UNIT).min(k));
         let mut acc = vec![0f64; c1 - c0];
@@ -360,7 +401,7 @@ fn sum_leading<T: FloatElement>(x: &[T], r: usize, k: usize) -> Vec<T> {
     };
     let units = k.div_ceil(UNIT);
     if r * k >= 2 * PAR_CHUNK {
-        crate::parallel::for_each_range(units, 1, body);
+        for_each_range(units, 1, body);
     } else {
         body(0..units);
     }

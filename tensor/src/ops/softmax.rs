@@ -5,7 +5,7 @@ use std::mem::MaybeUninit;
 
 use crate::dtype::{as_f32, as_f32_mut, Element, FloatElement};
 use crate::kernels::fastmath::{self, Isa};
-use crate::ops::reduce::sum_f64;
+use crate::ops::reduce::{max_exp_sum, row_max, softmax_shift, sum_f64};
 use crate::shape::Dim;
 use crate::strided::PAR_CHUNK;
 use crate::uninit::build_par;
@@ -105,18 +105,10 @@ fn softmax_grad(
     })
 }
 
-fn row_max<T: FloatElement>(x: &[T]) -> T {
-    x.iter().fold(
-        T::neg_infinity(),
-        |m, &v| if v > m || v.is_nan() { v } else { m },
-    )
-}
-
 /// `out = softmax(x)` for one row.
 pub fn softmax_row<T: FloatElement>(x: &[T], out: &mut [T]) {
-    let m = row_max(x);
-    // A row of all -inf (fully masked) has no finite max: return NaN like torch.
-    let m = if m == T::neg_infinity() { T::zero() } else { m };
+    // A row of all -inf (fully masked) has no finite max: NaN like torch.
+    let m = softmax_shift(row_max(x));
     for (o, &v) in out.iter_mut().zip(x) {
         *o = (v - m).exp();
     }
@@ -132,9 +124,7 @@ pub fn softmax_row<T: FloatElement>(x: &[T], out: &mut [T]) {
 /// `x − lse` would round `lse` at the scale of `|x|` and lose the digits of
 /// results near 0 when `|x|` is large.
 pub fn log_softmax_row<T: FloatElement>(x: &[T], out: &mut [T]) {
-    let m = row_max(x);
-    let m = if m == T::neg_infinity() { T::zero() } else { m };
-    let s: f64 = x.iter().map(|&v| (v - m).exp().as_f64()).sum();
+    let (m, s) = max_exp_sum(x);
     let log_sum = T::from_f64(s.ln());
     for (o, &v) in out.iter_mut().zip(x) {
         *o = (v - m) - log_sum;

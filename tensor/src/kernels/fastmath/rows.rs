@@ -37,11 +37,20 @@ multiversion! {
 multiversion! {
     /// The two numbers a log-sum-exp needs from a non-empty row:
     /// `stats = [m, Σ exp(x − m)]` with `m` the row max (0 for a row of all
-    /// `-inf`), the sum accumulated in 64 lanes as in the softmax
-    /// kernels. Cross-entropy's forward uses it.
+    /// `-inf`; NaN, and so the sum, if the row holds NaN), the sum
+    /// accumulated in 64 lanes as in the softmax kernels: the f32 twin of
+    /// `ops::reduce::max_exp_sum`. Cross-entropy's forward uses it.
     pub fn max_exp_sum(x: &[f32], stats: &mut [f32; 2]) {
         let m = softmax_shift(x);
-        *stats = [m, exp_shifted_sum(x, m, None)];
+        let s = exp_shifted_sum(x, m, None);
+        // `row_max` skips NaN, but a NaN in the row makes `s` NaN; only
+        // then (rarely) look for one, so that the max obeys the rule too.
+        let m = if s.is_nan() && x.iter().any(|v| v.is_nan()) {
+            f32::NAN
+        } else {
+            m
+        };
+        *stats = [m, s];
     }
 }
 

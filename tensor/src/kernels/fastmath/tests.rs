@@ -163,6 +163,8 @@ fn every_isa_gives_identical_bits() {
         let mut stats = [0f32; 2];
         max_exp_sum(isa, &x[..n], &mut stats);
         outs.push(bits(&stats));
+        max_exp_sum(isa, &x[n..2 * n], &mut stats); // holds a NaN
+        outs.push(bits(&stats));
         // SAFETY: `scaled_exp` writes every element.
         let y: Vec<f32> = unsafe { build(n, |d| scaled_exp(isa, &x[..n], 3.0, 0.25, d)) };
         outs.push(bits(&y));
@@ -234,4 +236,41 @@ fn every_isa_gives_identical_bits() {
         );
     }
     assert!(Isa::available().contains(&Isa::detect()));
+}
+
+/// The f32 row kernels follow the generic NaN rule on every instruction
+/// set: a NaN anywhere (in a full vector, in the tail, first or last) makes
+/// the reported max, the log-sum-exp statistics and the whole softmax row
+/// NaN, and without NaN the max is the generic one's.
+#[test]
+fn row_results_follow_the_nan_rule() {
+    use crate::ops::reduce;
+    let mut g = crate::Rng::new(3);
+    for n in [1, 15, 16, 64, 77, 1013] {
+        let base: Vec<f32> = (0..n).map(|_| (g.normal() * 10.0) as f32).collect();
+        for isa in Isa::available() {
+            let mut stats = [0f32; 2];
+            max_exp_sum(isa, &base, &mut stats);
+            assert_eq!(
+                stats[0],
+                reduce::max_exp_sum(&base).0,
+                "{} n={n}",
+                isa.name()
+            );
+            for at in [0, n / 2, n - 1] {
+                let mut x = base.clone();
+                x[at] = f32::NAN;
+                assert!(reduce::row_max(&x).is_nan());
+                max_exp_sum(isa, &x, &mut stats);
+                assert!(
+                    stats[0].is_nan() && stats[1].is_nan(),
+                    "{} n={n} at={at}",
+                    isa.name()
+                );
+                // SAFETY: the row kernels write every element.
+                let y: Vec<f32> = unsafe { build(n, |d| softmax_rows(isa, &x, d, n)) };
+                assert!(y.iter().all(|v| v.is_nan()));
+            }
+        }
+    }
 }
