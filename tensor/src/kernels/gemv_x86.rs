@@ -136,8 +136,8 @@ impl Gemv {
     ///
     /// Eight columns in flight (eight sequential streams, 16 accumulators)
     /// plus a software prefetch 4 KiB ahead in each keep enough cache misses
-    /// outstanding to saturate memory from one core; four streams left
-    /// about 10% of the bandwidth unused.
+    /// outstanding to saturate memory from one core, which four streams
+    /// did not.
     ///
     /// # Safety
     ///

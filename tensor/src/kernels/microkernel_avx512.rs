@@ -6,10 +6,9 @@
 //! op, no shuffle) and used by two FMAs. `MR = 12` uses 24 accumulators:
 //! enough independent FMA chains to hide the 4-cycle FMA latency on two FMA
 //! ports (which needs ≥ 8) while each loaded B vector feeds 12 FMAs, so the
-//! load ports stay under-used (14 loads for 24 FMAs per `k` step). On L1-
-//! resident panels this loop runs at ≈ 175–180 GFLOP/s per core here; a
-//! 14-row variant (28 accumulators) measured the same, so the smaller edge
-//! waste of 12 rows won.
+//! load ports stay under-used (14 loads for 24 FMAs per `k` step). A
+//! 14-row variant (28 accumulators) ran no faster, so the smaller edge
+//! waste of 12 rows won (the kernel's figures are in `benches/README.md`).
 //!
 //! The packing routines for this kernel (16×16 register transposes) live
 //! here too, since they share its tile geometry.
