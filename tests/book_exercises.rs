@@ -470,6 +470,31 @@ fn backward_gpt2_3_leaves_read_twice() -> Result<(), Box<dyn std::error::Error>>
     Ok(())
 }
 
+// ---- Training (docs/src/training.md) ----
+
+#[test]
+fn training_1_small_vocabulary() -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = kiln::models::gpt2::Gpt2Config::baby();
+    cfg.vocab_size = 65;
+    let model = kiln::models::gpt2::Gpt2::new(cfg, 0)?;
+    let (n, wte) = (model.num_parameters(), model.wte.weight.value().numel());
+    // 65·128 + 64·128 + 4·(12·128² + 13·128) + 2·128
+    assert_eq!((n, wte), (809_856, 8_320));
+    assert_eq!(format!("{:.2} %", 100.0 * wte as f64 / n as f64), "1.03 %");
+    Ok(())
+}
+
+#[test]
+fn training_2_gpt2_small_flops() {
+    let (v, c, l, t) = (50_257u64, 768, 12, 1024);
+    let n = v * c + l * 12 * c * c;
+    assert_eq!(n, 123_532_032);
+    let per_token = 6 * n + 12 * l * c * t;
+    assert_eq!(per_token, 854_438_400);
+    let tokens_per_s = 160e9 / per_token as f64;
+    assert_eq!(format!("{tokens_per_s:.0}"), "187");
+}
+
 // ---- The tokenizer (docs/src/tokenizer.md) ----
 
 #[test]
