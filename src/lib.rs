@@ -52,6 +52,7 @@ mod book {
         modules => "modules.md",
         gpt2 => "gpt2.md",
         attention => "attention.md",
+        backward_gpt2 => "backward_gpt2.md",
         tokenizer => "tokenizer.md",
         training => "training.md",
         performance => "performance.md",

@@ -387,6 +387,114 @@ fn gpt2_3_training_is_three_forwards() {
     assert_eq!(forward + backward, 3 * forward);
 }
 
+// ---- Backward through GPT-2 (docs/src/backward_gpt2.md) ----
+
+/// dx of a mean cross-entropy over one row, target 1.
+fn ce_grad(row: Vec<f64>) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+    let x = Var::parameter(Tensor::from_vec(row, &[1, 3])?);
+    x.cross_entropy(&Tensor::from_vec(vec![1i64], &[1])?, -100)?
+        .backward()?;
+    Ok(x.grad().expect("a gradient").to_vec::<f64>()?)
+}
+
+#[test]
+fn backward_gpt2_1_cross_entropy_by_hand() -> Result<(), Box<dyn std::error::Error>> {
+    // softmax([0, 0, 0]) = 1/3 each; minus the one-hot at 1.
+    let dx = ce_grad(vec![0.0, 0.0, 0.0])?;
+    let want = [1.0 / 3.0, -2.0 / 3.0, 1.0 / 3.0];
+    for (d, w) in dx.iter().zip(want) {
+        assert!((d - w).abs() < 1e-15, "{dx:?}");
+    }
+    assert_eq!(
+        format!("{:.3} {:.3} {:.3}", dx[0], dx[1], dx[2]),
+        "0.333 -0.667 0.333"
+    );
+    // exp([0, 0, ln 2]) = [1, 1, 2]: softmax [1/4, 1/4, 1/2].
+    let dx = ce_grad(vec![0.0, 0.0, 2f64.ln()])?;
+    let want = [0.25, -0.75, 0.5];
+    for (d, w) in dx.iter().zip(want) {
+        assert!((d - w).abs() < 1e-15, "{dx:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn backward_gpt2_2_layer_norm_projections() -> Result<(), Box<dyn std::error::Error>> {
+    // dx = rstd·(ĝ − mean ĝ − x̂·mean(ĝx̂)): Σ x̂ = 0 and Σ x̂² = C (up to ε),
+    // so Σ dx = rstd·(Σĝ − Σĝ − 0) = 0 and Σ dx·x̂ = rstd·(Σĝx̂ − 0 − C·mean(ĝx̂)) = 0.
+    let mut rng = kiln::tensor::Rng::new(7);
+    let (rows, c) = (4, 8);
+    let x = Var::parameter(Tensor::randn(&[rows, c], 0.0, 2.0, DType::F64, &mut rng)?);
+    let w = Var::parameter(Tensor::randn(&[c], 1.0, 0.5, DType::F64, &mut rng)?);
+    let g = Var::constant(Tensor::randn(&[rows, c], 0.0, 1.0, DType::F64, &mut rng)?);
+    x.layer_norm(Some(&w), None, 0.0)?
+        .mul(&g)?
+        .sum_all()?
+        .backward()?;
+    let dx = x.grad().expect("a gradient").to_vec::<f64>()?;
+    for (xr, dr) in x.value().to_vec::<f64>()?.chunks(c).zip(dx.chunks(c)) {
+        let mu = xr.iter().sum::<f64>() / c as f64;
+        let var = xr.iter().map(|v| (v - mu).powi(2)).sum::<f64>() / c as f64;
+        let xhat: Vec<f64> = xr.iter().map(|v| (v - mu) / var.sqrt()).collect();
+        assert!(dr.iter().sum::<f64>().abs() < 1e-12, "{dr:?}");
+        let dot: f64 = dr.iter().zip(&xhat).map(|(d, h)| d * h).sum();
+        assert!(dot.abs() < 1e-12, "{dot}");
+    }
+    Ok(())
+}
+
+#[test]
+fn backward_gpt2_3_leaves_read_twice() -> Result<(), Box<dyn std::error::Error>> {
+    use kiln::autograd::trace::{self, TraceInput};
+    use std::collections::BTreeMap;
+    let mut model = tiny_a();
+    model.h.truncate(1);
+    model.set_dropout(0.0)?;
+    let ids = Tensor::from_vec(vec![464i64, 290, 318, 257, 290, 13, 464, 797], &[1, 8])?;
+    kiln::autograd::clear_tape();
+    let (_, loss) = model.forward_with_loss(&ids, &ids)?;
+    let mut readers: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (node, e) in trace::tape().entries.iter().enumerate() {
+        for input in &e.inputs {
+            if let TraceInput::Leaf(leaf) = input {
+                readers.entry(*leaf).or_default().push(node);
+            }
+        }
+    }
+    let shared: Vec<&Vec<usize>> = readers.values().filter(|r| r.len() > 1).collect();
+    // Only wte: the lookup (node 0) and the head's transpose (node 34).
+    assert_eq!(shared, [&vec![0, 34]]);
+    // 16 leaves in all: wte, wpe, the block's 12, ln_f's 2.
+    assert_eq!(readers.len(), 16);
+    loss.backward()?;
+    Ok(())
+}
+
+// ---- Training (docs/src/training.md) ----
+
+#[test]
+fn training_1_small_vocabulary() -> Result<(), Box<dyn std::error::Error>> {
+    let mut cfg = kiln::models::gpt2::Gpt2Config::baby();
+    cfg.vocab_size = 65;
+    let model = kiln::models::gpt2::Gpt2::new(cfg, 0)?;
+    let (n, wte) = (model.num_parameters(), model.wte.weight.value().numel());
+    // 65·128 + 64·128 + 4·(12·128² + 13·128) + 2·128
+    assert_eq!((n, wte), (809_856, 8_320));
+    assert_eq!(format!("{:.2} %", 100.0 * wte as f64 / n as f64), "1.03 %");
+    Ok(())
+}
+
+#[test]
+fn training_2_gpt2_small_flops() {
+    let (v, c, l, t) = (50_257u64, 768, 12, 1024);
+    let n = v * c + l * 12 * c * c;
+    assert_eq!(n, 123_532_032);
+    let per_token = 6 * n + 12 * l * c * t;
+    assert_eq!(per_token, 854_438_400);
+    let tokens_per_s = 160e9 / per_token as f64;
+    assert_eq!(format!("{tokens_per_s:.0}"), "187");
+}
+
 // ---- The tokenizer (docs/src/tokenizer.md) ----
 
 #[test]
