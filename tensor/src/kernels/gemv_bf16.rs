@@ -151,6 +151,31 @@ unsafe fn part_avx512(x: &[f32], w: Weights, r: (usize, usize), out: &mut [f32])
                 let xv = xs.map(|v| _mm512_set1_ps(v));
                 let rs = [row(p), row(p + 1), row(p + 2), row(p + 3)];
                 let mut j = 0;
+                // Two vectors per row per step: a whole 64-byte line of each
+                // of the four rows, the same sums per column as below.
+                while j + 32 <= vn {
+                    // The same line AHEAD rows on: the chunk's rows are one
+                    // contiguous stretch whose short row streams the
+                    // hardware prefetcher alone leaves partly unfetched.
+                    // (Past the last row the address is computed with
+                    // wrapping arithmetic; a prefetch never faults.)
+                    for r in rs {
+                        let ahead = r.wrapping_offset(AHEAD * w.rs).wrapping_add(j);
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                    }
+                    let mut t = _mm512_mul_ps(xv[0], widen16(rs[0].add(j)));
+                    let mut u = _mm512_mul_ps(xv[0], widen16(rs[0].add(j + 16)));
+                    t = _mm512_add_ps(t, _mm512_mul_ps(xv[1], widen16(rs[1].add(j))));
+                    u = _mm512_add_ps(u, _mm512_mul_ps(xv[1], widen16(rs[1].add(j + 16))));
+                    t = _mm512_add_ps(t, _mm512_mul_ps(xv[2], widen16(rs[2].add(j))));
+                    u = _mm512_add_ps(u, _mm512_mul_ps(xv[2], widen16(rs[2].add(j + 16))));
+                    t = _mm512_add_ps(t, _mm512_mul_ps(xv[3], widen16(rs[3].add(j))));
+                    u = _mm512_add_ps(u, _mm512_mul_ps(xv[3], widen16(rs[3].add(j + 16))));
+                    _mm512_storeu_ps(acc.add(j), _mm512_add_ps(_mm512_loadu_ps(acc.add(j)), t));
+                    let a1 = acc.add(j + 16);
+                    _mm512_storeu_ps(a1, _mm512_add_ps(_mm512_loadu_ps(a1), u));
+                    j += 32;
+                }
                 while j < vn {
                     let mut t = _mm512_mul_ps(xv[0], widen16(rs[0].add(j)));
                     t = _mm512_add_ps(t, _mm512_mul_ps(xv[1], widen16(rs[1].add(j))));
@@ -206,6 +231,9 @@ fn fold(lanes: &mut [f32; LANES]) -> f32 {
     }
     lanes[0]
 }
+
+/// How many rows ahead the row-major AVX-512 loop prefetches.
+const AHEAD: isize = 8;
 
 /// Rows of `W` per chunk of the row-major walk: a chunk's partial sums do
 /// not depend on the thread count, and chunks are added in order.
@@ -271,11 +299,16 @@ pub(crate) unsafe fn gemv_bf16(isa: Isa, g: &GemmBf16, x: *const f32, w: Weights
             });
             // SAFETY: every chunk of buf was written above.
             let partial = unsafe { std::slice::from_raw_parts(buf, chunks * n) };
-            for j in 0..n {
-                let mut v = partial[j];
-                for c in 1..chunks {
-                    v += partial[c * n + j];
+            // Chunk by chunk, so the adds run along contiguous rows (and
+            // vectorise); each y[j] still sums its chunks in chunk order.
+            let (first, rest) = partial.split_at(n);
+            let mut sum = first.to_vec();
+            for chunk in rest.chunks_exact(n) {
+                for (s, &v) in sum.iter_mut().zip(chunk) {
+                    *s += v;
                 }
+            }
+            for (j, v) in sum.into_iter().enumerate() {
                 write(j, v);
             }
         });
