@@ -10,6 +10,8 @@
 //! - `load`: load a saved 124M Hugging Face directory (seconds)
 //! - `train_124m`: one training step (fwd + bwd + AdamW), B=4, T=128 (tokens/s)
 //! - `train_baby`: one step of nanoGPT's baby GPT (4×4×128, block 64, batch 12, V=50257) (iterations/s)
+//! - `generate_bf16`, `prefill_bf16`: the same with the matrices in bf16 (`model.to(bfloat16)`)
+//! - `train_124m_bf16`: `train_124m` under bf16 autocast (`kiln train --bf16`) (tokens/s)
 
 #[path = "../src/alloc.rs"]
 mod alloc;
@@ -20,7 +22,7 @@ use std::time::Instant;
 mod report;
 use report::{median, Cases};
 
-use kiln::autograd::no_grad;
+use kiln::autograd::{autocast_bf16, no_grad};
 use kiln::models::gpt2::{
     generate, load_model_dir, save_model_dir, ForwardOptions, GenerationConfig, Gpt2, Gpt2Config,
 };
@@ -32,7 +34,7 @@ fn ids(n: usize, v: usize) -> Vec<i64> {
     (0..n).map(|i| ((i * 7919 + 13) % v) as i64).collect()
 }
 
-fn train_step_secs(cfg: Gpt2Config, b: usize, t: usize, reps: usize) -> f64 {
+fn train_step_secs(cfg: Gpt2Config, b: usize, t: usize, reps: usize, bf16: bool) -> f64 {
     let mut cfg = cfg;
     cfg.set_dropout(0.0);
     let model = Gpt2::new(cfg, 0).unwrap();
@@ -45,7 +47,14 @@ fn train_step_secs(cfg: Gpt2Config, b: usize, t: usize, reps: usize) -> f64 {
     let mut times = Vec::new();
     for i in 0..reps + 1 {
         let t0 = Instant::now();
-        let (_, loss) = model.forward_with_loss(&x, &x).unwrap();
+        let forward = || model.forward_with_loss(&x, &x).unwrap().1;
+        // `kiln train --bf16`: the forward's matrix products, and the
+        // gradient products they record, on bf16 operands.
+        let loss = if bf16 {
+            autocast_bf16(forward)
+        } else {
+            forward()
+        };
         loss.backward().unwrap();
         clip_grad_norm(&params, 1.0).unwrap();
         opt.step().unwrap();
@@ -147,11 +156,15 @@ fn main() {
         }
     }
     if run("train_124m") {
-        let s = train_step_secs(Gpt2Config::gpt2(), 4, 128, 3);
+        let s = train_step_secs(Gpt2Config::gpt2(), 4, 128, 3, false);
         report("train_124m", (4 * 128) as f64 / s, "tokens/s");
     }
+    if run("train_124m_bf16") {
+        let s = train_step_secs(Gpt2Config::gpt2(), 4, 128, 3, true);
+        report("train_124m_bf16", (4 * 128) as f64 / s, "tokens/s");
+    }
     if run("train_baby") {
-        let s = train_step_secs(Gpt2Config::baby(), 12, 64, 5);
+        let s = train_step_secs(Gpt2Config::baby(), 12, 64, 5, false);
         report("train_baby", 1.0 / s, "iterations/s");
     }
 }

@@ -5,7 +5,10 @@ better for rates, lower-is-better times are inverted).
     python scripts/compare_models.py [--threads 2] [CASE ...]
 
 Cases: generate, prefill, load, train_124m, train_baby, and the bf16 ones
-generate_bf16, prefill_bf16 (see benches/models.rs).
+generate_bf16, prefill_bf16, train_124m_bf16 (see benches/models.rs). The
+bf16 cases run PyTorch's best bf16 setting: the model in bfloat16 for
+inference, torch.autocast("cpu", dtype=torch.bfloat16) around the forward
+for training (f32 weights and AdamW state, as `kiln train --bf16`).
 Kiln's side is `cargo bench --bench models -- --json CASE`; the PyTorch side
 mirrors it: random-init GPT2LMHeadModel (GPT2Config() = 124M), f32, eval
 mode and no_grad for inference, model.train() + torch.optim.AdamW for
@@ -78,8 +81,8 @@ def torch_case(case):
                 times.append(time.perf_counter() - t0)
                 del m
             return statistics.median(times[1:]), "s"
-    if case in ("train_124m", "train_baby"):
-        if case == "train_124m":
+    if case in ("train_124m", "train_124m_bf16", "train_baby"):
+        if case != "train_baby":
             cfg, b, t, reps = GPT2Config(resid_pdrop=0, embd_pdrop=0, attn_pdrop=0), 4, 128, 3
         else:
             cfg, b, t, reps = GPT2Config(n_layer=4, n_head=4, n_embd=128, n_positions=64, resid_pdrop=0, embd_pdrop=0,
@@ -93,7 +96,8 @@ def torch_case(case):
         times = []
         for i in range(reps + 1):
             t0 = time.perf_counter()
-            loss = model(x, labels=x).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case.endswith("_bf16")):
+                loss = model(x, labels=x).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -101,7 +105,7 @@ def torch_case(case):
             if i > 0:
                 times.append(time.perf_counter() - t0)
         s = statistics.median(times)
-        return (b * t / s, "tokens/s") if case == "train_124m" else (1 / s, "iterations/s")
+        return (b * t / s, "tokens/s") if case != "train_baby" else (1 / s, "iterations/s")
     raise SystemExit(f"unknown case {case}")
 
 
@@ -120,7 +124,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("cases", nargs="*", default=["generate", "generate_bf16", "prefill", "prefill_bf16", "load",
-                                                 "train_baby", "train_124m"])
+                                                 "train_baby", "train_124m", "train_124m_bf16"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, {a.threads} threads")
