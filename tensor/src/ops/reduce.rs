@@ -161,7 +161,8 @@ pub(crate) fn softmax_shift<T: FloatElement>(m: T) -> T {
 }
 
 /// The two numbers a log-sum-exp needs from a row: `(m, Σ exp(x − m))`,
-/// `m` the [`softmax_shift`] of the row's max, the sum in `f64`. NaN in the
+/// `m` the row's max (0 when that is `-inf`: the shift a softmax
+/// subtracts), the sum in `f64`. NaN in the
 /// row makes both NaN. The generic twin of `fastmath::max_exp_sum`.
 pub fn max_exp_sum<T: FloatElement>(row: &[T]) -> (T, f64) {
     let m = softmax_shift(row_max(row));
