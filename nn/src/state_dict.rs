@@ -67,9 +67,11 @@ pub struct LoadOptions {
     /// whole model never sits in memory in the stored dtype first: an f32
     /// gpt2-xl read as bf16 peaks at its 3 GB of bf16 matrices, not 6 GB of
     /// f32. The conversion is [`kiln_tensor::Tensor::to_dtype`]'s (round to
-    /// nearest even), so the result equals loading and then casting. Other
-    /// tensors load as the fields above say. `None` (the default) casts
-    /// nothing.
+    /// nearest even), so the result equals loading and then casting. A load
+    /// that casts anything copies the other tensors (biases and norms:
+    /// small), so no scattered mapped pages stay resident either; a load
+    /// that casts nothing follows the fields above. `None` (the default)
+    /// casts nothing.
     pub cast_matrices: Option<DType>,
 }
 
@@ -232,7 +234,7 @@ impl StateDict {
         // this process once copied, so the peak resident set is the tensors
         // alone, not the file's pages on top (a gpt2-xl checkpoint is 6 GB).
         #[cfg(target_os = "linux")]
-        if !options.copy {
+        if !options.copy && !load::casts_any(&header, options) {
             let _ = map.advise(memmap2::Advice::PopulateRead);
         }
         let release = |offset: usize, len: usize| {

@@ -18,15 +18,18 @@ fn matrices_cast_while_reading_equal_load_then_cast_at_half_the_heap() {
     let path = dir.path().join("model.safetensors");
     let mut rng = Rng::new(3);
     let mut dict = StateDict::new();
-    // Eight 1 MiB f32 matrices, a bias vector and an i64 buffer.
+    // Eight 1 MiB f32 matrices, a 6 MiB one, a bias vector and an i64 buffer.
     for i in 0..8 {
         let w = Tensor::randn(&[512, 512], 0.0, 1.0, DType::F32, &mut rng).unwrap();
         dict.insert(format!("h.{i}.weight"), w);
     }
+    // One matrix bigger than a piece of the streamed cast (4 MiB).
+    let big = Tensor::randn(&[1536, 1024], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+    dict.insert("wte.weight", big);
     dict.insert("h.0.bias", Tensor::ones(&[512], DType::F32));
     dict.insert("steps", Tensor::from_vec(vec![7i64, 8], &[2]).unwrap());
     dict.save(&path).unwrap();
-    let f32_bytes = 8 * 512 * 512 * 4;
+    let f32_bytes = (8 * 512 * 512 + 1536 * 1024) * 4;
     drop(dict);
 
     let plain = StateDict::load(&path).unwrap();
@@ -63,10 +66,26 @@ fn matrices_cast_while_reading_equal_load_then_cast_at_half_the_heap() {
             }
         }
     }
+    // f16 narrows the same way.
+    let f16 = StateDict::load_with(
+        &path,
+        LoadOptions {
+            cast_matrices: Some(DType::F16),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let want = plain.get("wte.weight").unwrap().to_dtype(DType::F16);
+    let got = f16.get("wte.weight").unwrap();
+    assert_eq!(got.dtype(), DType::F16);
+    assert_eq!(
+        got.to_dtype(DType::F32).to_vec::<f32>().unwrap(),
+        want.to_dtype(DType::F32).to_vec::<f32>().unwrap()
+    );
     // Widening back to f32 while reading a bf16 file is exact.
     let bf16_path = dir.path().join("bf16.safetensors");
     let mut half = StateDict::new();
-    half.insert("w", plain.get("h.3.weight").unwrap().to_dtype(DType::BF16));
+    half.insert("w", plain.get("wte.weight").unwrap().to_dtype(DType::BF16));
     half.save(&bf16_path).unwrap();
     let widened = StateDict::load_with(
         &bf16_path,

@@ -80,8 +80,9 @@ pub(super) fn validate(bytes: &[u8], file: &str) -> Result<Header, StateDictErro
 ///
 /// With `shared` (the same bytes, shareable), tensors that need no
 /// conversion read their elements in place from it instead of copying
-/// (unless `options.copy`), and tensors cast by `options.cast_matrices` are
-/// converted straight from it. `release(offset, len)` is called for each
+/// (unless `options.copy`, or the load casts anything: then the rest is
+/// copied), and tensors cast by `options.cast_matrices` are converted
+/// straight from it. `release(offset, len)` is called for each
 /// tensor's bytes once nothing reads them in place any more, so a mapped
 /// file's pages leave the process as the load goes.
 pub(super) fn read_tensors(
@@ -98,18 +99,39 @@ pub(super) fn read_tensors(
             file: file.to_string(),
             len: bytes.len() as u64,
         })?;
+    // A load that casts copies the rest too (biases and norms, small):
+    // a few scattered tensors left mapped would keep far more of the file
+    // resident than their own bytes, through the kernel's fault-around.
+    let copy = options.copy || casts_any(&header, options);
     let mut tensors = BTreeMap::new();
     for entry in header.entries {
-        let floating = |d: DType| matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
-        let cast = options
-            .cast_matrices
-            .filter(|&d| entry.shape.len() == 2 && d != entry.dtype)
-            .filter(|&d| floating(d) && floating(entry.dtype));
+        let cast = cast_target(&entry, options);
+        if let Some(to) = cast {
+            // f32 ↔ bf16/f16 straight from the bytes, a piece at a time,
+            // each piece's pages released once read.
+            let base = header.data_start + entry.start;
+            let src = entry_bytes(data, &entry, file)?;
+            let piece_read = |offset: usize, len: usize| {
+                if let Some(release) = release {
+                    release(base + offset, len);
+                }
+            };
+            if let Some(tensor) = cast_streaming(src, entry.dtype, to, &piece_read) {
+                let tensor =
+                    Tensor::from_storage(Arc::new(tensor), Layout::contiguous(&entry.shape))
+                        .map_err(|source| StateDictError::Tensor {
+                            tensor: entry.name.clone(),
+                            source,
+                        })?;
+                tensors.insert(entry.name, tensor);
+                continue;
+            }
+        }
         // Read in place unless f16/bf16 are widened (`Storage::mapped`
         // itself declines bools, misaligned bytes and big-endian machines):
         // kept mapped, or only for as long as the cast reads it.
         let widens = !options.keep_dtype && matches!(entry.dtype, DType::F16 | DType::BF16);
-        let in_place = cast.is_some() || (!widens && !options.copy);
+        let in_place = cast.is_some() || (!widens && !copy);
         let mapped = shared.as_ref().filter(|_| in_place).and_then(|bytes| {
             let numel = entry.shape.iter().product();
             Storage::mapped(
@@ -141,6 +163,97 @@ pub(super) fn read_tensors(
         tensors.insert(entry.name, tensor);
     }
     Ok((tensors, header.metadata))
+}
+
+/// The dtype `options.cast_matrices` turns this entry into, if it changes it:
+/// 2-D floating-point tensors only.
+fn cast_target(entry: &Entry, options: LoadOptions) -> Option<DType> {
+    let floating = |d: DType| matches!(d, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
+    options
+        .cast_matrices
+        .filter(|&d| entry.shape.len() == 2 && d != entry.dtype)
+        .filter(|&d| floating(d) && floating(entry.dtype))
+}
+
+/// Whether loading `header` with `options` casts any tensor (whose pages
+/// are then read once and dropped, so prefaulting the file would only
+/// raise the peak).
+pub(super) fn casts_any(header: &Header, options: LoadOptions) -> bool {
+    header
+        .entries
+        .iter()
+        .any(|e| cast_target(e, options).is_some())
+}
+
+/// A validated entry's bytes in the data section.
+fn entry_bytes<'a>(data: &'a [u8], entry: &Entry, file: &str) -> Result<&'a [u8], StateDictError> {
+    // Validation guarantees the range; `get` keeps even a bug panic-free.
+    data.get(entry.start..entry.end)
+        .ok_or_else(|| StateDictError::OffsetsPastEnd {
+            file: file.to_string(),
+            tensor: entry.name.clone(),
+            start: entry.start as u64,
+            end: entry.end as u64,
+            data_len: data.len() as u64,
+        })
+}
+
+/// Source bytes per piece of a streamed cast: each piece's pages are
+/// released before the next is read, so a 150 MB matrix costs its output
+/// and 4 MiB of mapped file, not both whole.
+const CAST_PIECE_BYTES: usize = 4 << 20;
+
+/// Casts little-endian f32 bytes to bf16/f16 or bf16/f16 bytes to f32, a
+/// piece at a time, calling `piece_read(offset, len)` (offsets within
+/// `src`) after each piece. Elements convert as `Tensor::to_dtype`
+/// converts them: round to nearest even when narrowing, exact when
+/// widening. `None` for any other pair of dtypes.
+fn cast_streaming(
+    src: &[u8],
+    from: DType,
+    to: DType,
+    piece_read: &dyn Fn(usize, usize),
+) -> Option<Storage> {
+    Some(match (from, to) {
+        (DType::F32, DType::BF16) => Storage::BF16(narrow::<bf16>(src, piece_read)),
+        (DType::F32, DType::F16) => Storage::F16(narrow::<f16>(src, piece_read)),
+        (DType::BF16, DType::F32) => Storage::F32(widen_pieces::<bf16>(src, piece_read)),
+        (DType::F16, DType::F32) => Storage::F32(widen_pieces::<f16>(src, piece_read)),
+        _ => return None,
+    })
+}
+
+/// f32 bytes → `H`, a piece at a time (see [`cast_streaming`]).
+fn narrow<H: Half>(src: &[u8], piece_read: &dyn Fn(usize, usize)) -> Vec<H> {
+    const PIECE: usize = CAST_PIECE_BYTES / 4;
+    let mut out: Vec<H> = fresh_vec(src.len() / 4);
+    for (i, dst) in out.chunks_mut(PIECE).enumerate() {
+        let bytes = &src[4 * i * PIECE..4 * (i * PIECE + dst.len())];
+        kiln_tensor::parallel::install(|| {
+            dst.par_chunks_mut(CHUNK_BYTES / 4)
+                .zip(bytes.par_chunks(CHUNK_BYTES))
+                .for_each(|(d, s)| {
+                    for (o, b) in d.iter_mut().zip(s.chunks_exact(4)) {
+                        *o = H::narrow(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    }
+                });
+        });
+        piece_read(4 * i * PIECE, bytes.len());
+    }
+    out
+}
+
+/// `H` bytes → f32, a piece at a time (see [`cast_streaming`]).
+fn widen_pieces<H: Half>(src: &[u8], piece_read: &dyn Fn(usize, usize)) -> Vec<f32> {
+    const PIECE: usize = CAST_PIECE_BYTES / 2;
+    let mut out: Vec<f32> = fresh_vec(src.len() / 2);
+    for (i, dst) in out.chunks_mut(PIECE).enumerate() {
+        let bytes = &src[2 * i * PIECE..2 * (i * PIECE + dst.len())];
+        let widened = widen::<H>(bytes);
+        dst.copy_from_slice(&widened);
+        piece_read(2 * i * PIECE, bytes.len());
+    }
+    out
 }
 
 /// Validates the length prefix, the header JSON and every entry, without
@@ -477,16 +590,7 @@ fn convert(
     file: &str,
     options: LoadOptions,
 ) -> Result<Tensor, StateDictError> {
-    // Validation guarantees the range; `get` keeps even a bug panic-free.
-    let src = data
-        .get(entry.start..entry.end)
-        .ok_or_else(|| StateDictError::OffsetsPastEnd {
-            file: file.to_string(),
-            tensor: entry.name.clone(),
-            start: entry.start as u64,
-            end: entry.end as u64,
-            data_len: data.len() as u64,
-        })?;
+    let src = entry_bytes(data, entry, file)?;
     let shape = &entry.shape;
     let result = match (entry.dtype, options.keep_dtype) {
         (DType::F32, _) => Tensor::from_vec(copy_le::<f32>(src), shape),
@@ -570,15 +674,21 @@ fn copy_le<T: bytemuck::Pod + Send + Sync>(src: &[u8]) -> Vec<T> {
     out
 }
 
-/// A 16-bit float stored in a file, widened to `f32` on load.
+/// A 16-bit float stored in a file, widened to `f32` on load (or an f32
+/// narrowed to it by `LoadOptions::cast_matrices`).
 trait Half: bytemuck::Pod + Send + Sync {
     fn from_le_bytes(b: [u8; 2]) -> Self;
+    /// Rounds to nearest even (`half`'s `from_f32`, as `Tensor::to_dtype`).
+    fn narrow(x: f32) -> Self;
     fn widen_into(src: &[Self], dst: &mut [f32]);
 }
 
 impl Half for f16 {
     fn from_le_bytes(b: [u8; 2]) -> Self {
         f16::from_le_bytes(b)
+    }
+    fn narrow(x: f32) -> Self {
+        f16::from_f32(x)
     }
     fn widen_into(src: &[Self], dst: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
@@ -589,6 +699,9 @@ impl Half for f16 {
 impl Half for bf16 {
     fn from_le_bytes(b: [u8; 2]) -> Self {
         bf16::from_le_bytes(b)
+    }
+    fn narrow(x: f32) -> Self {
+        bf16::from_f32(x)
     }
     fn widen_into(src: &[Self], dst: &mut [f32]) {
         use half::slice::HalfFloatSliceExt;
