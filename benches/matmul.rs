@@ -173,7 +173,8 @@ fn fma_peak(x: f32) -> f32 {
 
 /// The book's ladder (`docs/src/matmul.md`, "The ladder, measured"): the
 /// naive loop, the three intermediate kernels of `matmul_steps` and the full
-/// kernel on one 512³ product, FLOP/s, **one thread** (the pool is set to
+/// kernel at 512³ (all but naive at 2048³, step 3 and the full kernel at
+/// 4096³), FLOP/s, **one thread** (the pool is set to
 /// one thread for the group and restored after), so each rung is per core.
 /// Run: `cargo bench --bench matmul -- steps_flops --warm-up-time 1 --measurement-time 3`
 fn steps<M: Measurement>(c: &mut Criterion<M>) {
@@ -181,27 +182,37 @@ fn steps<M: Measurement>(c: &mut Criterion<M>) {
     kiln_tensor::parallel::set_num_threads(1);
     let mut group = c.benchmark_group("steps_flops");
     group.sampling_mode(SamplingMode::Flat).sample_size(10);
-    let s = 512;
-    let mut p = Problem::new(s, s, s, false);
-    group.throughput(Throughput::Elements(p.flops()));
-    let label = p.label("square");
     type Step = fn(usize, usize, usize, &[f32], &[f32], &mut [f32]);
     let rungs: [(&str, Step); 3] = [
         ("step1_ipj", matmul_steps::step1_ipj),
         ("step2_register_tile", matmul_steps::step2_register_tile),
         ("step3_packed", matmul_steps::step3_packed),
     ];
-    group.bench_function(BenchmarkId::new("naive", &label), |bch| {
-        bch.iter(|| p.naive())
-    });
-    for (name, step) in rungs {
-        group.bench_function(BenchmarkId::new(name, &label), |bch| {
-            bch.iter(|| step(p.m, p.k, p.n, &p.a, &p.b, &mut p.c))
+    // 512³: packed B (1 MiB) fits L2. 2048³: k is past KC, packed B (16
+    // MiB) fits a 32 MiB L3. 4096³: packed B (64 MiB) does not, which is
+    // where cache blocking has to pay (only step 3 and the full kernel:
+    // the others would take minutes there, naive already at 2048³).
+    for s in [512, 2048, 4096] {
+        let mut p = Problem::new(s, s, s, false);
+        group.throughput(Throughput::Elements(p.flops()));
+        let label = p.label("square");
+        if s == 512 {
+            group.bench_function(BenchmarkId::new("naive", &label), |bch| {
+                bch.iter(|| p.naive())
+            });
+        }
+        for (name, step) in rungs {
+            if s == 4096 && name != "step3_packed" {
+                continue;
+            }
+            group.bench_function(BenchmarkId::new(name, &label), |bch| {
+                bch.iter(|| step(p.m, p.k, p.n, &p.a, &p.b, &mut p.c))
+            });
+        }
+        group.bench_function(BenchmarkId::new("kiln", &label), |bch| {
+            bch.iter(|| p.kiln())
         });
     }
-    group.bench_function(BenchmarkId::new("kiln", &label), |bch| {
-        bch.iter(|| p.kiln())
-    });
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx512f") {
         group.throughput(Throughput::Elements(2 * (PEAK_ITERS * 24 * 16) as u64));

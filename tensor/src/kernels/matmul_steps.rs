@@ -148,8 +148,11 @@ fn tile<const MR: usize, const NR: usize, const FUSED: bool>(
     c: &mut [f32],
     ldc: usize,
 ) {
-    let mut acc = [[0.0f32; NR]; MR];
     if rows == MR && cols == NR {
+        // Its own array, indexed by constants only once the loops unroll,
+        // so that it lives in registers (sharing it with the edge path's
+        // run-time indices would keep it in memory, stored every step).
+        let mut acc = [[0.0f32; NR]; MR];
         for p in 0..k {
             let bp: &[f32; NR] = src.b[p * src.bps..][..NR].try_into().expect("NR values");
             for (r, acc_r) in acc.iter_mut().enumerate() {
@@ -159,14 +162,20 @@ fn tile<const MR: usize, const NR: usize, const FUSED: bool>(
                 }
             }
         }
-    } else {
-        for p in 0..k {
-            let bp = &src.b[p * src.bps..][..cols];
-            for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
-                let arp = src.a[r * src.ars + p * src.aps];
-                for (x, &bpl) in acc_r.iter_mut().zip(bp) {
-                    *x = madd::<FUSED>(*x, arp, bpl);
-                }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for (cl, &x) in c[r * ldc..][..NR].iter_mut().zip(acc_r) {
+                *cl = x;
+            }
+        }
+        return;
+    }
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..k {
+        let bp = &src.b[p * src.bps..][..cols];
+        for (r, acc_r) in acc.iter_mut().enumerate().take(rows) {
+            let arp = src.a[r * src.ars + p * src.aps];
+            for (x, &bpl) in acc_r.iter_mut().zip(bp) {
+                *x = madd::<FUSED>(*x, arp, bpl);
             }
         }
     }
