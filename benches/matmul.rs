@@ -1,6 +1,7 @@
 //! Matrix-multiply benchmarks: Kiln's packed GEMM / gemv beside
 //! `matrixmultiply::sgemm` (the baseline) and, at 256³ only, the naive
-//! triple loop.
+//! triple loop; plus the book's ladder (`steps_flops`: the intermediate
+//! kernels of `matmul_steps` and a register-only FMA peak, one thread).
 //!
 //! Throughput is in **FLOP/s**: every benchmark declares
 //! `Throughput::Elements(2·m·n·k)` (one multiply and one add per term), so
@@ -29,7 +30,7 @@ use std::time::Duration;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use kiln_tensor::kernels::matmul_bf16::{self, to_bf16_bits, Elems, GemmBf16, Operand};
-use kiln_tensor::kernels::{matmul_naive, matmul_packed, Gemm};
+use kiln_tensor::kernels::{matmul_naive, matmul_packed, matmul_steps, Gemm};
 
 /// Deterministic values in [-1, 1) (no RNG crate needed for a benchmark).
 fn filled(len: usize, seed: u32) -> Vec<f32> {
@@ -144,6 +145,84 @@ fn square<M: Measurement>(c: &mut Criterion<M>) {
         }
     }
     group.finish();
+}
+
+/// FMAs per chain per call of [`fma_peak`].
+const PEAK_ITERS: usize = 10_000;
+
+/// The f32 FMA peak of one core, measured: 24 independent chains of AVX-512
+/// FMAs on registers only (the micro-kernel's accumulator count, enough to
+/// hide the FMA latency), no loads or stores. Each call does
+/// `PEAK_ITERS · 24 · 16` FMAs, `2·` that many FLOPs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_peak(x: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(x); 24];
+    let (mul, add) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    for _ in 0..PEAK_ITERS {
+        for r in acc.iter_mut() {
+            *r = _mm512_fmadd_ps(*r, mul, add);
+        }
+    }
+    let sum = acc
+        .iter()
+        .fold(_mm512_setzero_ps(), |s, &r| _mm512_add_ps(s, r));
+    _mm512_reduce_add_ps(sum)
+}
+
+/// The book's ladder (`docs/src/matmul.md`, "The ladder, measured"): the
+/// naive loop, the three intermediate kernels of `matmul_steps` and the full
+/// kernel at 512³ (all but naive at 2048³, step 3 and the full kernel at
+/// 4096³), FLOP/s, **one thread** (the pool is set to
+/// one thread for the group and restored after), so each rung is per core.
+/// Run: `cargo bench --bench matmul -- steps_flops --warm-up-time 1 --measurement-time 3`
+fn steps<M: Measurement>(c: &mut Criterion<M>) {
+    let threads = kiln_tensor::parallel::num_threads();
+    kiln_tensor::parallel::set_num_threads(1);
+    let mut group = c.benchmark_group("steps_flops");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    type Step = fn(usize, usize, usize, &[f32], &[f32], &mut [f32]);
+    let rungs: [(&str, Step); 3] = [
+        ("step1_ipj", matmul_steps::step1_ipj),
+        ("step2_register_tile", matmul_steps::step2_register_tile),
+        ("step3_packed", matmul_steps::step3_packed),
+    ];
+    // 512³: packed B (1 MiB) fits L2. 2048³: k is past KC, packed B (16
+    // MiB) fits a 32 MiB L3. 4096³: packed B (64 MiB) does not, which is
+    // where cache blocking has to pay (only step 3 and the full kernel:
+    // the others would take minutes there, naive already at 2048³).
+    for s in [512, 2048, 4096] {
+        let mut p = Problem::new(s, s, s, false);
+        group.throughput(Throughput::Elements(p.flops()));
+        let label = p.label("square");
+        if s == 512 {
+            group.bench_function(BenchmarkId::new("naive", &label), |bch| {
+                bch.iter(|| p.naive())
+            });
+        }
+        for (name, step) in rungs {
+            if s == 4096 && name != "step3_packed" {
+                continue;
+            }
+            group.bench_function(BenchmarkId::new(name, &label), |bch| {
+                bch.iter(|| step(p.m, p.k, p.n, &p.a, &p.b, &mut p.c))
+            });
+        }
+        group.bench_function(BenchmarkId::new("kiln", &label), |bch| {
+            bch.iter(|| p.kiln())
+        });
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        group.throughput(Throughput::Elements(2 * (PEAK_ITERS * 24 * 16) as u64));
+        group.bench_function("fma_peak_avx512", |bch| {
+            // SAFETY: AVX-512F was detected just above.
+            bch.iter(|| unsafe { fma_peak(std::hint::black_box(1.0)) })
+        });
+    }
+    group.finish();
+    kiln_tensor::parallel::set_num_threads(threads);
 }
 
 /// GPT-2 small products (sequence 512, width 768), named after the layer,
@@ -309,12 +388,14 @@ fn main() {
             .with_measurement(ThreadCpuTime(WallTime))
             .configure_from_args();
         square(&mut c);
+        steps(&mut c);
         gpt2(&mut c);
         bf16(&mut c);
         c.final_summary();
     } else {
         let mut c = Criterion::default().configure_from_args();
         square(&mut c);
+        steps(&mut c);
         gpt2(&mut c);
         bf16(&mut c);
         c.final_summary();

@@ -8,7 +8,8 @@
 //! [`matmul_packed::gemm_f32`] is Kiln's GEMM (packed,
 //! cache-blocked, AVX-512 / AVX2 micro-kernels picked at run time, parallel
 //! over blocks of C); it sends `m == 1` / `n == 1` products to
-//! [`gemv::gemv_f32`]. [`matmul_naive`] is the readable reference.
+//! [`gemv::gemv_f32`]. [`matmul_naive`] is the readable reference, and
+//! [`matmul_steps`] the teaching kernels between the two (the book's ladder).
 
 /// One GEMM call, `C[m×n] = alpha · A[m×k] · B[k×n] + beta · C`: the
 /// shapes, the scalars, and each operand as a pointer plus strides, so the
@@ -86,6 +87,7 @@ pub mod isa;
 pub mod matmul_bf16;
 pub mod matmul_naive;
 pub mod matmul_packed;
+pub mod matmul_steps;
 #[cfg(target_arch = "x86_64")]
 mod microkernel_amx;
 #[cfg(target_arch = "x86_64")]
