@@ -149,11 +149,7 @@ fn load_parameters<M: Module + ?Sized>(model: &M, dir: &Path) -> Result<()> {
         let t = dict
             .get(&name)
             .expect("checked: every parameter is present");
-        p.set_value(t.clone()).map_err(|e| ModelError::Weights {
-            file: file.clone(),
-            tensor: name.clone(),
-            msg: e.to_string(),
-        })?;
+        set_weight(&p, t, &file, &name)?;
     }
     Ok(())
 }
@@ -299,11 +295,17 @@ fn copy_adapter(model: &Gpt2, dir: &Path) -> Result<()> {
             tensor: name.clone(),
             msg: "missing".into(),
         })?;
-        p.set_value(t.clone()).map_err(|e| ModelError::Weights {
-            file: file.clone(),
-            tensor: name.clone(),
-            msg: e.to_string(),
-        })?;
+        set_weight(&p, t, &file, &name)?;
     }
     Ok(())
+}
+
+/// Puts a checkpoint tensor into parameter `p`, naming the file and the
+/// tensor if it does not fit.
+fn set_weight(p: &Var, t: &Tensor, file: &Path, name: &str) -> Result<()> {
+    p.set_value(t.clone()).map_err(|e| ModelError::Weights {
+        file: file.to_path_buf(),
+        tensor: name.to_string(),
+        msg: e.to_string(),
+    })
 }
