@@ -12,17 +12,10 @@ const STEPS: [(&str, Step); 3] = [
     ("step3_packed", step3_packed),
 ];
 
-/// Deterministic values in [-1, 1).
+/// Deterministic values in [-1, 1), from the GEMM tests' generator.
 fn filled(len: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s >> 8) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect()
+    let mut rng = crate::kernels::matmul_packed::tests::Rng::new(seed as u64);
+    (0..len).map(|_| rng.next()).collect()
 }
 
 /// `matmul_naive::gemm_f32` on row-major slices.
