@@ -249,8 +249,7 @@ fn widen_pieces<H: Half>(src: &[u8], piece_read: &dyn Fn(usize, usize)) -> Vec<f
     let mut out: Vec<f32> = fresh_vec(src.len() / 2);
     for (i, dst) in out.chunks_mut(PIECE).enumerate() {
         let bytes = &src[2 * i * PIECE..2 * (i * PIECE + dst.len())];
-        let widened = widen::<H>(bytes);
-        dst.copy_from_slice(&widened);
+        widen_into::<H>(bytes, dst);
         piece_read(2 * i * PIECE, bytes.len());
     }
     out
@@ -714,8 +713,14 @@ impl Half for bf16 {
 /// little-endian machine, as they are in any file whose header is padded to
 /// 8 bytes; otherwise decodes them two bytes at a time.
 fn widen<H: Half>(src: &[u8]) -> Vec<f32> {
-    const CHUNK: usize = CHUNK_BYTES / 2;
     let mut out: Vec<f32> = fresh_vec(src.len() / 2);
+    widen_into::<H>(src, &mut out);
+    out
+}
+
+/// [`widen`] into `out` (`src.len() / 2` elements).
+fn widen_into<H: Half>(src: &[u8], out: &mut [f32]) {
+    const CHUNK: usize = CHUNK_BYTES / 2;
     let aligned: Option<&[H]> = if cfg!(target_endian = "little") {
         bytemuck::try_cast_slice(src).ok()
     } else {
@@ -746,7 +751,6 @@ fn widen<H: Half>(src: &[u8]) -> Vec<f32> {
             run(dst, i);
         }
     }
-    out
 }
 
 /// Bytes to bools, rejecting any byte but 0 and 1 (a Rust `bool` may hold
