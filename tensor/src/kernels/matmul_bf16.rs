@@ -42,6 +42,7 @@ use rayon::prelude::*;
 
 use super::isa::Isa;
 use super::matmul_packed::{plan, TileOut};
+use super::pack_bf16::{pack_pairs, Panel};
 use super::scratch::{with_scratch, PACK_A, PACK_B};
 use crate::parallel::SharedPtr;
 
@@ -130,6 +131,15 @@ unsafe impl Sync for GemmBf16 {}
 /// Depth of a K block in elements (even): a 12-row A panel of 384 pairs is
 /// 18 KiB, in L1; a 1024-wide B block of 384 pairs is 1.5 MiB, in L2.
 const KC: usize = 768;
+/// Depth of an AMX K block: a 32-row A panel of 192 pairs (24 KiB) stays in
+/// L1 while the B panels stream past it, which measured 5–15 % faster than
+/// 768 on the GPT-2 shapes...
+const KC_AMX: usize = 384;
+/// ...unless C has more elements than this: every further K block reads
+/// and rewrites all of C (an LM head's 512×50257 outputs are 100 MB), so
+/// then the blocks are as deep as [`KC`].
+const C_STREAMED: usize = 8 << 20;
+
 /// Rows of the shared A block.
 const MC: usize = 1536;
 /// Widest column block per task.
@@ -256,145 +266,6 @@ unsafe fn gemm_widened(g: &GemmBf16) {
     }
 }
 
-/// Where a packed panel puts its pairs: pair `q` of lane `l` at
-/// `dst[l·dl + q·dq]`, for lanes `l < w` and pairs `q < pairs`.
-#[derive(Clone, Copy)]
-struct Panel {
-    w: usize,
-    dl: usize,
-    dq: usize,
-    pairs: usize,
-}
-
-impl Panel {
-    /// Pair-major: `dst[q·w + l]` (every B panel; A for AVX512-BF16).
-    fn pair_major(w: usize, pairs: usize) -> Panel {
-        Panel {
-            w,
-            dl: 1,
-            dq: w,
-            pairs,
-        }
-    }
-    /// Lane-major: `dst[l·pairs + q]` (A for AMX: a tile row is 16
-    /// consecutive pairs of one row).
-    fn lane_major(w: usize, pairs: usize) -> Panel {
-        Panel {
-            w,
-            dl: pairs,
-            dq: 1,
-            pairs,
-        }
-    }
-}
-
-/// Packs a panel of pairs from `op`: with `x(l, p)` the element at
-/// `base + l·ls + p·ps`, lane `l`'s pair `q` is `(x(l, 2q), x(l, 2q+1))`,
-/// low half first, for lanes `l < valid` and pairs `q < ⌈kcur/2⌉`; zeros
-/// past `valid` lanes, past `kcur` elements of k, and up to `panel.pairs`.
-/// For A, lanes are rows (`ls = rs`, `ps = cs`); for B, columns (`ls = cs`,
-/// `ps = rs`).
-///
-/// # Safety
-///
-/// `x(l, p)` in bounds for `l < valid`, `p < kcur`; `dst` writable at every
-/// index `panel` names; `⌈kcur/2⌉ ≤ panel.pairs`, `valid ≤ panel.w`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn pack_pairs(
-    op: &Operand,
-    base: isize,
-    ls: isize,
-    ps: isize,
-    panel: Panel,
-    kcur: usize,
-    valid: usize,
-    dst: *mut u32,
-) {
-    // SAFETY: (both arms) forwarded.
-    unsafe {
-        match op.data {
-            Elems::Bf16(p) => pack_typed(p.offset(base), ls, ps, panel, kcur, valid, dst, |v| v),
-            Elems::F32(p) => pack_typed(
-                p.offset(base),
-                ls,
-                ps,
-                panel,
-                kcur,
-                valid,
-                dst,
-                to_bf16_bits,
-            ),
-        }
-    }
-}
-
-/// [`pack_pairs`] for one element type, with the two common layouts as
-/// tight loops the compiler vectorises: lanes contiguous along k (row-major
-/// A, `wteᵀ` as B) and lanes contiguous (row-major B).
-///
-/// # Safety
-///
-/// As [`pack_pairs`], `src` being the element at `base`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn pack_typed<T: Copy>(
-    src: *const T,
-    ls: isize,
-    ps: isize,
-    panel: Panel,
-    kcur: usize,
-    valid: usize,
-    dst: *mut u32,
-    cvt: impl Fn(T) -> u16,
-) {
-    let Panel { w, dl, dq, pairs } = panel;
-    let full = kcur / 2;
-    let pair = |lo: u16, hi: u16| lo as u32 | (hi as u32) << 16;
-    // SAFETY: (whole body) sources stay within l < valid, p < kcur and
-    // destinations within l < w, q < pairs, per the contract.
-    unsafe {
-        let x = |l: usize, p: usize| cvt(*src.offset(l as isize * ls + p as isize * ps));
-        let d = |l: usize, q: usize| dst.add(l * dl + q * dq);
-        if ps == 1 {
-            for l in 0..valid {
-                let s = src.offset(l as isize * ls);
-                for q in 0..full {
-                    *d(l, q) = pair(cvt(*s.add(2 * q)), cvt(*s.add(2 * q + 1)));
-                }
-            }
-        } else if ls == 1 {
-            for q in 0..full {
-                let r0 = src.offset((2 * q) as isize * ps);
-                let r1 = src.offset((2 * q + 1) as isize * ps);
-                for l in 0..valid {
-                    *d(l, q) = pair(cvt(*r0.add(l)), cvt(*r1.add(l)));
-                }
-            }
-        } else {
-            for q in 0..full {
-                for l in 0..valid {
-                    *d(l, q) = pair(x(l, 2 * q), x(l, 2 * q + 1));
-                }
-            }
-        }
-        if kcur % 2 == 1 {
-            for l in 0..valid {
-                *d(l, full) = pair(x(l, kcur - 1), 0);
-            }
-        }
-        for l in 0..valid {
-            for q in kcur.div_ceil(2)..pairs {
-                *d(l, q) = 0;
-            }
-        }
-        for l in valid..w {
-            for q in 0..pairs {
-                *d(l, q) = 0;
-            }
-        }
-    }
-}
-
 /// A bf16 micro-kernel and the panel layout it reads.
 #[cfg(target_arch = "x86_64")]
 trait Kernel {
@@ -407,6 +278,8 @@ trait Kernel {
     /// A panels row-major (`a[i·kp + q]`, AMX) instead of pair-major
     /// (`a[q·MR + i]`, AVX512-BF16).
     const A_ROW_MAJOR: bool;
+    /// The deepest K block for an `m×n` C.
+    fn kc(m: usize, n: usize) -> usize;
     /// Runs one task's tiles: sets up whatever state the kernel needs.
     unsafe fn scope(f: impl FnOnce());
     /// One tile over `kp` pairs (a multiple of `KSTEP`).
@@ -423,6 +296,9 @@ impl Kernel for Avx512Bf16 {
     const NR: usize = super::microkernel_bf16::NR;
     const KSTEP: usize = 1;
     const A_ROW_MAJOR: bool = false;
+    fn kc(_: usize, _: usize) -> usize {
+        KC
+    }
     unsafe fn scope(f: impl FnOnce()) {
         f()
     }
@@ -443,6 +319,13 @@ impl Kernel for Amx {
     const NR: usize = super::microkernel_amx::NR;
     const KSTEP: usize = super::microkernel_amx::KSTEP;
     const A_ROW_MAJOR: bool = true;
+    fn kc(m: usize, n: usize) -> usize {
+        if m.saturating_mul(n) > C_STREAMED {
+            KC
+        } else {
+            KC_AMX
+        }
+    }
     unsafe fn scope(f: impl FnOnce()) {
         // SAFETY: this kernel is only chosen when AMX is permitted.
         unsafe { super::microkernel_amx::with_tiles(f) }
@@ -466,7 +349,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
     // Balanced K blocks of an even depth (a whole number of kernel steps
     // where k allows), depending on k only.
     let kc =
-        g.k.div_ceil(g.k.div_ceil(KC))
+        g.k.div_ceil(g.k.div_ceil(K::kc(g.m, g.n)))
             .next_multiple_of(2 * K::KSTEP);
     let kpp = kc / 2; // pairs per panel row, padded
     let mc = g.m.div_ceil(g.m.div_ceil(MC)).div_ceil(mr) * mr;
@@ -519,23 +402,20 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
                     let (p0, p1) = (part * mpanels / row_parts, (part + 1) * mpanels / row_parts);
                     with_scratch(&PACK_B, npanels * nr * kp, |bpack| {
                         let bpack = bpack.cast::<u32>();
-                        for jp in 0..npanels {
-                            let col = j0 + jp * nr;
-                            // SAFETY: columns col..col+valid < n, rows
-                            // pc..pc+kcur < k; panel jp is inside bpack.
-                            unsafe {
-                                pack_pairs(
-                                    &g.b,
-                                    pc as isize * g.b.rs + col as isize * g.b.cs,
-                                    g.b.cs,
-                                    g.b.rs,
-                                    Panel::pair_major(nr, kp),
-                                    kcur,
-                                    nr.min(g.n - col),
-                                    bpack.add(jp * nr * kp),
-                                )
-                            };
-                        }
+                        // SAFETY: columns j0..j0+ncur < n, rows pc..pc+kcur
+                        // < k; the npanels panels fill bpack.
+                        unsafe {
+                            pack_pairs(
+                                &g.b,
+                                pc as isize * g.b.rs + j0 as isize * g.b.cs,
+                                g.b.cs,
+                                g.b.rs,
+                                Panel::pair_major_panels(nr, kp, npanels),
+                                kcur,
+                                ncur,
+                                bpack,
+                            )
+                        };
                         let tiles = || {
                             for ip in p0..p1 {
                                 let row = ip * mr;

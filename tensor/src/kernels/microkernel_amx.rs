@@ -126,6 +126,10 @@ pub(crate) unsafe fn with_tiles<R>(f: impl FnOnce() -> R) -> R {
 ///
 /// The sum for each `C[i, j]` runs over the pairs in order, so it does not
 /// depend on where the tile sits in C or how C is split between threads.
+/// A full tile with `alpha == 1` and `beta` 0 or 1 is accumulated in C
+/// itself (`tileloadd` of C, the products, `tilestored`): `C + Σ` in that
+/// order, with the same error bound as the buffered `alpha·Σ + beta·C`
+/// every other tile takes.
 ///
 /// # Safety
 ///
@@ -138,38 +142,101 @@ pub(crate) unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, out: &TileO
     let lda = kp * 4; // bytes between rows of the A panel
     let a_lo = a.cast::<u8>();
     let a_hi = a_lo.wrapping_add(16 * lda);
-    // SAFETY: tiles configured (contract); no memory touched.
-    unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        )
-    };
-    for s in 0..kp / KSTEP {
-        // SAFETY: step s reads 64 bytes at pairs 16s.. of each of the 32 A
-        // rows and 16 rows of 128 bytes of B from pair 16s: inside both
-        // panels (contract).
+    // A full tile of contiguous rows with alpha 1 and beta 0 or 1 (every
+    // product Kiln's models run) accumulates in place: the accumulators
+    // start from C (or zero) and are stored straight back, with no pass
+    // through a buffer.
+    let direct = out.rows == MR
+        && out.cols == NR
+        && out.csc == 1
+        && out.alpha == 1.0
+        && (out.beta == 0.0 || out.beta == 1.0);
+    let ldc = out.rsc.wrapping_mul(4);
+    let c_lo = out.c.cast::<u8>();
+    let c_hi = c_lo.wrapping_offset(16 * ldc);
+    if direct && out.beta == 1.0 {
+        // SAFETY: the tile is full and its rows contiguous: 16 rows of 128
+        // bytes from c_lo and from c_hi are inside C, readable as beta != 0
+        // (TileOut contract).
         unsafe {
             asm!(
-                "tileloadd tmm4, [{al} + {lda}*1]",
-                "tileloadd tmm5, [{ah} + {lda}*1]",
-                "tileloadd tmm6, [{b} + {ldb}*1]",
-                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                al = in(reg) a_lo.add(64 * s),
-                ah = in(reg) a_hi.add(64 * s),
-                b = in(reg) b.add(s * KSTEP * NR),
-                lda = in(reg) lda,
-                ldb = in(reg) NR * 4,
+                "tileloadd tmm0, [{cl} + {ld}*1]",
+                "tileloadd tmm1, [{cl} + {ld}*1 + 64]",
+                "tileloadd tmm2, [{ch} + {ld}*1]",
+                "tileloadd tmm3, [{ch} + {ld}*1 + 64]",
+                cl = in(reg) c_lo,
+                ch = in(reg) c_hi,
+                ld = in(reg) ldc,
                 options(nostack, readonly),
             )
         };
+    } else {
+        // SAFETY: tiles configured (contract); no memory touched.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            )
+        };
+    }
+    let ldb = NR * 4; // bytes between rows of a B tile
+    for s in 0..kp / KSTEP {
+        let al = a_lo.wrapping_add(64 * s);
+        let ah = a_hi.wrapping_add(64 * s);
+        let bs = b.wrapping_add(s * KSTEP * NR);
+        // The B panel streams from L2 (the A panel is reused across a
+        // task's B panels, so it stays closer): ask for the step two ahead
+        // now, so its tile loads find it in L1. A prefetch past the panel's
+        // end is harmless (it does not fault).
+        let ahead = bs.wrapping_add(2 * KSTEP * NR).cast::<i8>();
+        for line in 0..KSTEP * NR * 4 / 64 {
+            // A prefetch reads nothing architecturally and never faults,
+            // whatever the address (so it is a safe intrinsic).
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+        }
+        // SAFETY: step s reads 64 bytes at pairs 16s.. of each of the 32 A
+        // rows and 16 rows of 128 bytes of B from pair 16s: inside both
+        // panels (contract). A tile register is only reloaded after the
+        // products that read it: the loads are interleaved with the
+        // products so each waits as little as possible on the one before.
+        unsafe {
+            asm!(
+                "tileloadd tmm4, [{al} + {lda}*1]",
+                "tileloadd tmm6, [{b} + {ldb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{ah} + {lda}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                al = in(reg) al,
+                ah = in(reg) ah,
+                b = in(reg) bs,
+                lda = in(reg) lda,
+                ldb = in(reg) ldb,
+                options(nostack, readonly),
+            )
+        };
+    }
+    if direct {
+        // SAFETY: as for the loads above; the rows are writable (TileOut
+        // contract).
+        unsafe {
+            asm!(
+                "tilestored [{cl} + {ld}*1], tmm0",
+                "tilestored [{cl} + {ld}*1 + 64], tmm1",
+                "tilestored [{ch} + {ld}*1], tmm2",
+                "tilestored [{ch} + {ld}*1 + 64], tmm3",
+                cl = in(reg) c_lo,
+                ch = in(reg) c_hi,
+                ld = in(reg) ldc,
+                options(nostack),
+            )
+        };
+        return;
     }
     let mut tmp = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
     let t = tmp.as_mut_ptr().cast::<u8>();

@@ -96,4 +96,6 @@ mod microkernel_avx2;
 mod microkernel_avx512;
 #[cfg(target_arch = "x86_64")]
 mod microkernel_bf16;
+#[cfg(target_arch = "x86_64")]
+mod pack_bf16;
 mod scratch;
