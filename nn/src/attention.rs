@@ -86,7 +86,20 @@ impl CausalSelfAttention {
                 v = Var::constant(all_v);
             }
         }
-        let scores = q.matmul(&k.t()?)?; // (B, NH, T, P+T)
+        // A bf16 model (bf16 weights: transformers' `model.to(bfloat16)`)
+        // multiplies queries, keys, weights and values on bf16 operands too,
+        // as the peer's bf16 attention does; accumulation stays f32, and so
+        // do the scores and the softmax. A decode step (one query row) stays
+        // f32: its products are too small for packing them to pay.
+        let bf16 = self.c_attn.weight.value().dtype() == DType::BF16 && t > 1;
+        let mm = |a: &Var, b: &Var| -> Result<Var> {
+            Ok(if bf16 {
+                kiln_autograd::autocast_bf16(|| a.matmul(b))?
+            } else {
+                a.matmul(b)?
+            })
+        };
+        let scores = mm(&q, &k.t()?)?; // (B, NH, T, P+T)
         let divisor = (hs as f64).sqrt();
         let att = match key_padding {
             // Query i (absolute position P+i) may not see keys j > P+i:
@@ -105,7 +118,7 @@ impl CausalSelfAttention {
             }
         };
         let att = self.attn_dropout.forward(&att)?;
-        let y = att.matmul(&v)?; // (B, NH, T, HS)
+        let y = mm(&att, &v)?; // (B, NH, T, HS)
         let y = y.transpose(1, 2)?.reshape(&[b, t, c])?; // (B, T, C)
         self.resid_dropout.forward(&self.c_proj.forward(&y)?)
     }
