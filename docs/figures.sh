@@ -8,10 +8,16 @@
 # tests/book_figures.rs checks that the committed file is what the library
 # writes today. The .svg is rendered from it by Graphviz's `dot`
 # (apt-get install graphviz).
+#
+# attention_mask.svg, attention_mask_cached.svg (Tensor::triu_mask and
+# Tensor::causal_softmax) are drawn by tests/book_figures.rs itself: with
+# KILN_WRITE_FIGURES=1 its tests write the figures they otherwise compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fig=docs/src/figures
 cargo run --quiet --example autodiff_by_hand -- --dot "$fig/autodiff_by_hand.dot" >/dev/null
+KILN_WRITE_FIGURES=1 cargo test --quiet --release --test book_figures >/dev/null
+echo "docs/figures.sh: $fig/attention_mask.svg, $fig/attention_mask_cached.svg"
 command -v dot >/dev/null || { echo "docs/figures.sh: Graphviz's dot is not installed" >&2; exit 1; }
 for f in "$fig"/*.dot; do
     dot -Tsvg "$f" -o "${f%.dot}.svg"

@@ -2,9 +2,14 @@
 //! under `docs/src/figures/` must be what the library writes today, so a
 //! change to the tape or to the DOT export that would change a figure fails
 //! here until `docs/figures.sh` regenerates it.
+//!
+//! The SVG figures drawn here (the attention masks) are checked the same way: each test draws its figure from what
+//! the library computes today and compares it with the committed file; with
+//! `KILN_WRITE_FIGURES=1`, as `docs/figures.sh` runs them, it writes the
+//! file instead.
 
 use kiln::autograd::{clear_tape, trace, Var};
-use kiln::tensor::Tensor;
+use kiln::tensor::{DType, Tensor};
 
 /// `docs/src/figures/autodiff_by_hand.dot`: the forward pass of
 /// `examples/autodiff_by_hand.rs` (its `forward` anchor), as that example's
@@ -27,4 +32,143 @@ fn autodiff_by_hand_figure_is_current() -> Result<(), Box<dyn std::error::Error>
         "the figure is out of date: run docs/figures.sh"
     );
     Ok(())
+}
+
+/// `KILN_WRITE_FIGURES=1` (set by `docs/figures.sh`) makes each figure test
+/// below write its file instead of comparing against it.
+fn check_or_write(rel: &str, drawn: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    if std::env::var_os("KILN_WRITE_FIGURES").is_some() {
+        std::fs::write(&path, drawn)?;
+        return Ok(());
+    }
+    let committed = std::fs::read_to_string(&path)?;
+    assert!(
+        drawn == committed,
+        "{rel} is out of date: run docs/figures.sh"
+    );
+    Ok(())
+}
+
+/// An attention mask as an SVG grid: one row per query, one column per key,
+/// `past` cached keys before the `t` new ones. A seen cell is filled and
+/// shows the weight `causal_softmax` gives it when all scores are equal; a
+/// hidden cell (true in `triu_mask(t, past + t, past + 1)`, the mask the
+/// attention layer builds) shows 0.
+fn mask_svg(t: usize, past: usize) -> Result<String, Box<dyn std::error::Error>> {
+    let total = past + t;
+    let hidden = Tensor::triu_mask(t, total, past as i64 + 1).to_vec::<bool>()?;
+    let weights = Tensor::zeros(&[t, total], DType::F64)
+        .causal_softmax(1.0, past)?
+        .to_vec::<f64>()?;
+    let (cell, labels, top) = (
+        44,
+        if past > 0 { 190 } else { 100 },
+        if past > 0 { 92 } else { 72 },
+    );
+    // Wide enough for the title; the grid (with its row labels) centred.
+    let width = (labels + total * cell + 20).max(560);
+    let left = labels + (width - 20 - labels - total * cell) / 2;
+    let height = top + t * cell + 56;
+    let title = if past > 0 {
+        format!("Causal mask after {past} cached positions: {t} new queries, {total} keys")
+    } else {
+        format!("Causal mask, T = {t}: query i sees keys 0 … i")
+    };
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"13\">\n\
+         \x20 <title>{title}</title>\n\
+         \x20 <!-- Written by tests/book_figures.rs (docs/figures.sh) from Tensor::triu_mask and Tensor::causal_softmax. -->\n\
+         \x20 <rect width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>\n\
+         \x20 <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-weight=\"bold\">{title}</text>\n",
+        width / 2
+    );
+    let keys_y = top - 10;
+    s += &format!("  <text x=\"{}\" y=\"{keys_y}\" text-anchor=\"end\" font-style=\"italic\">key j →</text>\n", left - 10);
+    if past > 0 {
+        let y = top - 34;
+        let mid_cached = left + past * cell / 2;
+        let mid_new = left + past * cell + t * cell / 2;
+        s += &format!("  <text x=\"{mid_cached}\" y=\"{y}\" text-anchor=\"middle\">cached (in the KV cache)</text>\n");
+        s += &format!("  <text x=\"{mid_new}\" y=\"{y}\" text-anchor=\"middle\">new</text>\n");
+    }
+    for j in 0..total {
+        let x = left + j * cell + cell / 2;
+        s += &format!("  <text x=\"{x}\" y=\"{keys_y}\" text-anchor=\"middle\">{j}</text>\n");
+    }
+    for i in 0..t {
+        let y = top + i * cell;
+        let label = if past > 0 {
+            format!("query {i} (position {})", past + i)
+        } else {
+            format!("query {i}")
+        };
+        s += &format!(
+            "  <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{label}</text>\n",
+            left - 10,
+            y + cell / 2 + 5
+        );
+        for j in 0..total {
+            let (h, w) = (hidden[i * total + j], weights[i * total + j]);
+            // The fused softmax hides exactly the keys the mask marks.
+            assert_eq!(h, w == 0.0, "query {i}, key {j}: mask {h}, weight {w}");
+            let x = left + j * cell;
+            let (fill, ink, text) = if h {
+                ("#eeeeee", "#999999", "0".to_string())
+            } else {
+                let n = (1.0 / w).round();
+                assert!((w * n - 1.0).abs() < 1e-12, "weight {w} is not 1/n");
+                let text = if n == 1.0 {
+                    "1".to_string()
+                } else {
+                    format!("1/{n}")
+                };
+                ("#2f6db0", "#ffffff", text)
+            };
+            s += &format!(
+                "  <rect x=\"{x}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" fill=\"{fill}\" stroke=\"#ffffff\" stroke-width=\"2\"/>\n\
+                 \x20 <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" fill=\"{ink}\">{text}</text>\n",
+                x + cell / 2,
+                y + cell / 2 + 5
+            );
+        }
+    }
+    if past > 0 {
+        let x = left + past * cell;
+        s += &format!(
+            "  <line x1=\"{x}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"#444444\" stroke-width=\"2\" stroke-dasharray=\"5 3\"/>\n",
+            top - 28,
+            top + t * cell + 6
+        );
+    }
+    let (x, y) = (left.min(width - 300), top + t * cell + 24);
+    s += &format!(
+        "  <rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"#2f6db0\"/>\n\
+         \x20 <text x=\"{}\" y=\"{y}\">seen: its weight when all scores are equal</text>\n\
+         \x20 <rect x=\"{x}\" y=\"{}\" width=\"14\" height=\"14\" fill=\"#eeeeee\" stroke=\"#999999\"/>\n\
+         \x20 <text x=\"{}\" y=\"{}\">hidden (the future): weight 0</text>\n</svg>\n",
+        y - 11,
+        x + 20,
+        y + 9,
+        x + 20,
+        y + 20
+    );
+    Ok(s)
+}
+
+/// `docs/src/figures/attention_mask.svg`: the training-time mask, `T = 4`.
+#[test]
+fn attention_mask_figure_is_current() -> Result<(), Box<dyn std::error::Error>> {
+    check_or_write("docs/src/figures/attention_mask.svg", &mask_svg(4, 0)?)
+}
+
+/// `docs/src/figures/attention_mask_cached.svg`: the same mask shifted by
+/// 3 cached positions, for 2 new queries.
+#[test]
+fn attention_mask_cached_figure_is_current() -> Result<(), Box<dyn std::error::Error>> {
+    check_or_write(
+        "docs/src/figures/attention_mask_cached.svg",
+        &mask_svg(2, 3)?,
+    )
 }
