@@ -10,14 +10,15 @@
 # (apt-get install graphviz).
 #
 # attention_mask.svg, attention_mask_cached.svg (Tensor::triu_mask and
-# Tensor::causal_softmax) are drawn by tests/book_figures.rs itself: with
+# Tensor::causal_softmax) and matmul_blocking.svg (the AVX-512 GEMM's
+# MR/NR/KC/MC/NC) are drawn by tests/book_figures.rs itself: with
 # KILN_WRITE_FIGURES=1 its tests write the figures they otherwise compare.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fig=docs/src/figures
 cargo run --quiet --example autodiff_by_hand -- --dot "$fig/autodiff_by_hand.dot" >/dev/null
 KILN_WRITE_FIGURES=1 cargo test --quiet --release --test book_figures >/dev/null
-echo "docs/figures.sh: $fig/attention_mask.svg, $fig/attention_mask_cached.svg"
+echo "docs/figures.sh: $fig/attention_mask.svg, $fig/attention_mask_cached.svg, $fig/matmul_blocking.svg"
 command -v dot >/dev/null || { echo "docs/figures.sh: Graphviz's dot is not installed" >&2; exit 1; }
 for f in "$fig"/*.dot; do
     dot -Tsvg "$f" -o "${f%.dot}.svg"
