@@ -13,12 +13,17 @@
 # Tensor::causal_softmax) and matmul_blocking.svg (the AVX-512 GEMM's
 # MR/NR/KC/MC/NC) are drawn by tests/book_figures.rs itself: with
 # KILN_WRITE_FIGURES=1 its tests write the figures they otherwise compare.
+#
+# mlp_boundary.svg is the decision regions of examples/train_mlp.rs after
+# training, drawn by its --svg option.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fig=docs/src/figures
 cargo run --quiet --example autodiff_by_hand -- --dot "$fig/autodiff_by_hand.dot" >/dev/null
 KILN_WRITE_FIGURES=1 cargo test --quiet --release --test book_figures >/dev/null
 echo "docs/figures.sh: $fig/attention_mask.svg, $fig/attention_mask_cached.svg, $fig/matmul_blocking.svg"
+cargo run --quiet --release --example train_mlp -- --svg "$fig/mlp_boundary.svg" >/dev/null
+echo "docs/figures.sh: $fig/mlp_boundary.svg"
 command -v dot >/dev/null || { echo "docs/figures.sh: Graphviz's dot is not installed" >&2; exit 1; }
 for f in "$fig"/*.dot; do
     dot -Tsvg "$f" -o "${f%.dot}.svg"
