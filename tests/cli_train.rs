@@ -92,7 +92,7 @@ fn fine_tune_then_eval_and_generate() {
         p(&redrawn),
     ]);
     assert!(ok, "{err}");
-    assert!(err.contains("evaluations"), "{err}");
+    assert!(err.contains("evaluation points"), "{err}");
     let read = |f: &Path| std::fs::read_to_string(f).unwrap();
     assert!(read(&redrawn) == read(&out.join("loss.svg")));
     let eval = |dir: &Path| {

@@ -29,7 +29,7 @@ pub fn run(args: &PlotLossArgs) -> Result<()> {
     plot_loss_curve(&history, &out)?;
     let evals = history.iter().filter(|p| p.eval_loss.is_some()).count();
     eprintln!(
-        "wrote {} ({} training points, {evals} evaluations)",
+        "wrote {} ({} training and {evals} evaluation points)",
         out.display(),
         history.len() - evals
     );
