@@ -5,7 +5,10 @@
 //! cosine learning-rate schedule, gradient clipping, and evaluation under
 //! `no_grad`.
 //!
-//! Run:  cargo run --release --example train_mlp
+//! Run:  cargo run --release --example train_mlp [-- --svg FILE]
+//! (`--svg` also draws the trained classifier's decision regions with the
+//! points, the book's figure: docs/figures.sh writes
+//! docs/src/figures/mlp_boundary.svg with it.)
 //! Book: docs/src/modules.md. Code: nn/src/module.rs, nn/src/optim/.
 
 use kiln::autograd::{no_grad, Var};
@@ -39,6 +42,82 @@ fn spirals(rng: &mut Rng) -> anyhow::Result<(Tensor, Tensor)> {
         Tensor::from_vec(xs, &[N * K, 2])?,
         Tensor::from_vec(labels, &[N * K])?,
     ))
+}
+
+/// Cells across each side of the decision-boundary picture, and their size
+/// in pixels.
+const GRID: usize = 160;
+const CELL: usize = 3;
+/// The picture spans `[-LIM, LIM]²`; the spirals stay inside the unit disc.
+const LIM: f64 = 1.05;
+/// Region fill and point colour of each class.
+const REGION: [&str; K] = ["#f9d3c4", "#c9e8c9", "#cddaf3"];
+const POINT: [&str; K] = ["#d9480f", "#2b8a3e", "#1c5fbf"];
+
+/// The classes `model` predicts over a `GRID × GRID` grid of `[-LIM, LIM]²`
+/// as coloured regions, with the training points on top, as SVG text.
+fn boundary_svg(
+    model: &impl Forward,
+    x: &Tensor,
+    labels: &Tensor,
+    acc: f64,
+) -> anyhow::Result<String> {
+    // Cell centres, row by row from the top (largest second coordinate).
+    let centre = |c: usize| -LIM + (c as f64 + 0.5) * 2.0 * LIM / GRID as f64;
+    let mut cells = Vec::with_capacity(GRID * GRID * 2);
+    for row in 0..GRID {
+        for col in 0..GRID {
+            cells.push(centre(col) as f32);
+            cells.push(centre(GRID - 1 - row) as f32);
+        }
+    }
+    let cells = Var::constant(Tensor::from_vec(cells, &[GRID * GRID, 2])?);
+    let class = no_grad(|| model.forward(&cells))?
+        .value()
+        .argmax(-1, false)?
+        .to_vec::<i64>()?;
+
+    let (left, top, side) = (20, 40, GRID * CELL);
+    let (width, height) = (side + 2 * left, top + side + 20);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"14\">\n\
+         <!-- Drawn by examples/train_mlp.rs (docs/figures.sh). -->\n\
+         <rect width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>\n\
+         <text x=\"{}\" y=\"26\" text-anchor=\"middle\" font-weight=\"bold\">\
+         Classes after {STEPS} steps (training accuracy {acc:.3})</text>\n\
+         <g shape-rendering=\"crispEdges\">\n",
+        width / 2
+    );
+    // One rectangle per run of equal cells in a row.
+    for row in 0..GRID {
+        let mut col = 0;
+        while col < GRID {
+            let (start, k) = (col, class[row * GRID + col]);
+            while col < GRID && class[row * GRID + col] == k {
+                col += 1;
+            }
+            s += &format!(
+                "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{CELL}\" fill=\"{}\"/>\n",
+                left + start * CELL,
+                top + row * CELL,
+                (col - start) * CELL,
+                REGION[k as usize]
+            );
+        }
+    }
+    s += "</g>\n";
+    let to_px = |v: f32| (v as f64 + LIM) / (2.0 * LIM) * side as f64;
+    for (p, k) in x.to_vec::<f32>()?.chunks(2).zip(labels.to_vec::<i64>()?) {
+        s += &format!(
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{}\" stroke=\"#ffffff\" stroke-width=\"0.8\"/>\n",
+            left as f64 + to_px(p[0]),
+            top as f64 + side as f64 - to_px(p[1]),
+            POINT[k as usize]
+        );
+    }
+    s += "</svg>\n";
+    Ok(s)
 }
 
 /// Fraction of rows whose largest logit is the label.
@@ -110,6 +189,14 @@ fn main() -> anyhow::Result<()> {
     let logits = no_grad(|| model.forward(&x))?;
     let acc = accuracy(&logits.value(), &labels)?;
     println!("final training accuracy: {acc:.3}");
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--svg") {
+        let path = args
+            .get(i + 1)
+            .ok_or_else(|| anyhow::anyhow!("--svg needs a file"))?;
+        std::fs::write(path, boundary_svg(&model, &x.value(), &labels, acc)?)?;
+        println!("wrote {path}");
+    }
     // A linear classifier gets about a third of the points; the MLP must do
     // far better, or something is broken.
     assert!(acc > 0.9, "the MLP failed to fit the spirals ({acc:.3})");

@@ -33,6 +33,8 @@ enum Command {
     Train(Box<cmd::train::TrainArgs>),
     /// Fold a LoRA adapter into its base model and write the merged model.
     MergeLora(cmd::merge_lora::MergeLoraArgs),
+    /// Redraw a run's loss curve (SVG) from its log.jsonl.
+    PlotLoss(cmd::plot_loss::PlotLossArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Some(Command::Eval(args)) => done(cmd::eval::run(&args)),
         Some(Command::Train(args)) => cmd::train::run(&args),
         Some(Command::MergeLora(args)) => done(cmd::merge_lora::run(&args)),
+        Some(Command::PlotLoss(args)) => done(cmd::plot_loss::run(&args)),
         None => cmd::train::run(&cmd::train::TrainArgs::demo()),
     };
     match result {

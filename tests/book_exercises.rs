@@ -7,6 +7,37 @@ use kiln::autograd::Var;
 use kiln::nn::{join, Forward, KvCache, Module};
 use kiln::tensor::{DType, Tensor, TensorError};
 
+// ---- Introduction (docs/src/introduction.md) ----
+
+#[test]
+fn introduction_1_square_then_sum() -> Result<(), Box<dyn std::error::Error>> {
+    let w = Var::parameter(Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3])?);
+    w.mul(&w)?.sum_all()?.backward()?;
+    // d/dw Σ w² = 2w: the mul rule adds g·w once for each of its two inputs.
+    assert_eq!(w.grad().unwrap().to_vec::<f32>()?, vec![2.0, 4.0, 6.0]);
+    Ok(())
+}
+
+#[test]
+fn introduction_2_error_names_op_and_shapes() {
+    let a = Tensor::ones(&[2, 3], DType::F32);
+    let b = Tensor::ones(&[4, 5], DType::F32);
+    let msg = a.matmul(&b).unwrap_err().to_string();
+    assert_eq!(msg, "matmul: lhs [2, 3] · rhs [4, 5]: inner dims 3 ≠ 4");
+}
+
+#[test]
+fn introduction_3_negative_dims() -> Result<(), TensorError> {
+    let x = Tensor::arange(0.0, 24.0, 1.0, DType::F32)?.reshape(&[2, 3, 4])?;
+    assert_eq!(x.sum(&[-1], false)?.shape(), &[2, 3]);
+    assert_eq!(x.sum(&[0, -1], true)?.shape(), &[1, 3, 1]);
+    // softmax(-2) normalises along the dim of size 3: summing over it gives 1s.
+    let s = x.softmax(-2)?.sum(&[1], false)?;
+    assert_eq!(s.shape(), &[2, 4]);
+    assert!(s.to_vec::<f32>()?.iter().all(|v| (v - 1.0).abs() < 1e-6));
+    Ok(())
+}
+
 // ---- Rust for PyTorch readers (docs/src/rust_for_pytorch.md) ----
 
 /// Exercise 1: `?` twice, once on each fallible call.
@@ -516,5 +547,69 @@ fn tokenizer_2_round_trip() -> Result<(), Box<dyn std::error::Error>> {
     // Half a character is not valid UTF-8: the lossy decode shows U+FFFD.
     assert_eq!(tok.decode_lossy(&ids[..4])?, "naïve café \u{FFFD}");
     assert_eq!(tok.decode(&ids)?, s);
+    Ok(())
+}
+
+// ---- Performance (docs/src/performance.md) ----
+
+#[test]
+fn performance_1_generation_bandwidth() {
+    // Every generated token reads all the weights once.
+    let (tokens_per_s, weight_bytes) = (56.0, 498e6);
+    let gb_per_s = tokens_per_s * weight_bytes / 1e9;
+    assert_eq!(format!("{gb_per_s:.1}"), "27.9");
+    // If streaming the weights were all a step did, 100 GB/s would allow:
+    let bound = 100e9 / weight_bytes;
+    assert_eq!(format!("{bound:.0}"), "201");
+}
+
+#[test]
+fn performance_2_same_bits_at_any_thread_count() -> Result<(), TensorError> {
+    use kiln::tensor::parallel::{num_threads, set_num_threads};
+    use kiln::tensor::Rng;
+    let mut rng = Rng::new(4);
+    let a = Tensor::randn(&[96, 320], 0.0, 1.0, DType::F32, &mut rng)?;
+    let b = Tensor::randn(&[320, 200], 0.0, 1.0, DType::F32, &mut rng)?;
+    // 96·320·200 = 6,144,000 multiply-adds: far above the 64³ = 262,144
+    // below which the product stays on the calling thread.
+    let before = num_threads();
+    let mut bits = Vec::new();
+    for threads in [1, 2] {
+        set_num_threads(threads);
+        let c = a.matmul(&b)?.to_vec::<f32>()?;
+        bits.push(c.iter().map(|v| v.to_bits()).collect::<Vec<u32>>());
+    }
+    set_num_threads(before);
+    // Threads split C, never k: each element is the same sequence of FMAs.
+    // Split k, and partial sums would be added in an order that depends on
+    // the split; f32 addition is not associative, so the bits would too.
+    assert!(bits[0] == bits[1]);
+    Ok(())
+}
+
+#[test]
+fn performance_3_bytes_per_op() -> Result<(), Box<dyn std::error::Error>> {
+    use kiln::autograd::{clear_tape, trace};
+    clear_tape();
+    let x = Var::parameter(Tensor::ones(&[32, 64], DType::F32));
+    let w = Var::parameter(Tensor::ones(&[128, 64], DType::F32));
+    let loss = x.matmul(&w.t()?)?.relu()?.sum_all()?;
+    let ops: Vec<(&str, usize, bool)> = trace::tape()
+        .entries
+        .iter()
+        .map(|e| (e.op, e.bytes, e.is_view))
+        .collect();
+    // The transpose is a view; [32, 128] f32 is 16 KiB; the sum one f32.
+    assert_eq!(
+        ops,
+        [
+            ("transpose", 0, true),
+            ("matmul", 16_384, false),
+            ("relu", 16_384, false),
+            ("sum", 4, false),
+        ]
+    );
+    assert_eq!(ops.iter().map(|o| o.1).sum::<usize>(), 32_772);
+    loss.backward()?;
     Ok(())
 }

@@ -83,6 +83,18 @@ fn fine_tune_then_eval_and_generate() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // Redrawn from the log, the curve is the one the run drew.
+    let redrawn = tmp.path().join("redrawn.svg");
+    let (ok, _, err) = kiln(&[
+        "plot-loss",
+        p(&out.join("log.jsonl")),
+        "--output",
+        p(&redrawn),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("evaluation points"), "{err}");
+    let read = |f: &Path| std::fs::read_to_string(f).unwrap();
+    assert!(read(&redrawn) == read(&out.join("loss.svg")));
     let eval = |dir: &Path| {
         let (ok, json, err) = kiln(&[
             "eval",

@@ -4,6 +4,7 @@
 pub mod eval;
 pub mod generate;
 pub mod merge_lora;
+pub mod plot_loss;
 pub mod tokenize;
 pub mod train;
 

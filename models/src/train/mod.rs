@@ -20,5 +20,5 @@ pub use hf_state::{hf_log_entry, train_summary_entry, HfTrainerState, RunFacts};
 pub use memory_report::MemoryReport;
 pub use model::{TrainModel, MODEL_WEIGHTS};
 pub use output_lock::{OutputLock, LOCK_FILE};
-pub use plot::plot_loss_curve;
+pub use plot::{plot_loss_curve, read_log};
 pub use trainer::{has_checkpoint, StepStats, TrainSummary, Trainer};

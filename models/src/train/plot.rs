@@ -1,4 +1,5 @@
-//! The loss curve as an SVG picture (train and validation loss per step).
+//! The loss curve as an SVG picture (train and validation loss per step),
+//! drawn at the end of a run or redrawn later from its `log.jsonl`.
 
 use std::path::Path;
 
@@ -6,6 +7,40 @@ use plotters::prelude::*;
 
 use super::checkpoint::LogPoint;
 use crate::{ModelError, Result};
+
+/// The loss history in a run's `log.jsonl`, in the order the trainer
+/// logged it: its training lines (`loss`) and evaluation lines
+/// (`eval_loss`); other keys are ignored. A resumed run appends from its
+/// checkpoint's step on, after whatever the interrupted run had logged past
+/// it, so a point replaces the earlier points of its kind at or after its
+/// step: the result is the history of the run that finished.
+///
+/// # Errors
+/// [`ModelError::Io`] if the file cannot be read; [`ModelError::Input`]
+/// naming the file and line if a line is not a log entry.
+pub fn read_log(path: &Path) -> Result<Vec<LogPoint>> {
+    let text = std::fs::read_to_string(path).map_err(|error| ModelError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let mut history: Vec<LogPoint> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let p: LogPoint = serde_json::from_str(line).map_err(|e| {
+            ModelError::Input(format!(
+                "{}:{}: not a log entry: {e}",
+                path.display(),
+                i + 1
+            ))
+        })?;
+        let is_eval = p.eval_loss.is_some();
+        history.retain(|q| q.eval_loss.is_some() != is_eval || q.step < p.step);
+        history.push(p);
+    }
+    Ok(history)
+}
 
 /// Draws train loss (line) and validation loss (points and line) against
 /// the optimizer step into `path`.
@@ -71,4 +106,45 @@ pub fn plot_loss_curve(history: &[LogPoint], path: &Path) -> Result<()> {
         .map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_log_keeps_the_resumed_history() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ModelError::Input(e.to_string()))?;
+        let path = dir.path().join("log.jsonl");
+        // Logged every 2 steps, evaluated at 4; the run died after step 6
+        // and resumed from its checkpoint at step 4, logging 6 again.
+        let lines = [
+            r#"{"step":2,"epoch":0.1,"loss":3.0,"lr":0.1,"grad_norm":1.0,"tokens_per_sec":9.0}"#,
+            r#"{"step":4,"epoch":0.2,"loss":2.5,"lr":0.1,"grad_norm":1.0}"#,
+            r#"{"step":4,"epoch":0.2,"eval_loss":2.6,"eval_perplexity":13.46}"#,
+            r#"{"step":6,"epoch":0.3,"loss":2.25,"lr":0.1,"grad_norm":1.0}"#,
+            "",
+            r#"{"step":6,"epoch":0.3,"loss":2.0,"lr":0.1,"grad_norm":1.0}"#,
+        ];
+        std::fs::write(&path, lines.join("\n")).map_err(|e| ModelError::Input(e.to_string()))?;
+        let got: Vec<(usize, Option<f64>, Option<f64>)> = read_log(&path)?
+            .iter()
+            .map(|p| (p.step, p.loss, p.eval_loss))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, Some(3.0), None),
+                (4, Some(2.5), None),
+                (4, None, Some(2.6)),
+                (6, Some(2.0), None),
+            ]
+        );
+
+        std::fs::write(&path, "{\"step\":1}\nnot json\n")
+            .map_err(|e| ModelError::Input(e.to_string()))?;
+        let err = read_log(&path).unwrap_err().to_string();
+        assert!(err.contains("log.jsonl:2: not a log entry"), "{err}");
+        Ok(())
+    }
 }
