@@ -10,6 +10,7 @@
 //! file instead.
 
 use kiln::autograd::{clear_tape, trace, Var};
+use kiln::tensor::kernels::matmul_packed::{Blocking, AVX512_BLOCKING};
 use kiln::tensor::{DType, Tensor};
 
 /// `docs/src/figures/autodiff_by_hand.dot`: the forward pass of
@@ -174,35 +175,6 @@ fn attention_mask_cached_figure_is_current() -> Result<(), Box<dyn std::error::E
     )
 }
 
-/// The value of `const NAME: usize = …;` in `src` (the first one after
-/// `after`): a literal, or a path into `microkernel_avx512.rs`, whose literal
-/// is read in turn. The GEMM's constants are private to its module, so the
-/// figure reads them from the source the kernel is compiled from.
-fn kernel_const(src: &str, after: &str, name: &str) -> Result<usize, String> {
-    let start = src
-        .find(after)
-        .ok_or_else(|| format!("no `{after}` in the kernel source"))?;
-    let key = format!("const {name}: usize = ");
-    let at = src[start..]
-        .find(&key)
-        .ok_or_else(|| format!("no `{key}` after `{after}`"))?
-        + start
-        + key.len();
-    let expr = src[at..].split(';').next().unwrap_or("").trim();
-    if expr == format!("super::microkernel_avx512::{name}") {
-        let micro = read_source("tensor/src/kernels/microkernel_avx512.rs")?;
-        return kernel_const(&micro, "", name);
-    }
-    expr.replace('_', "")
-        .parse()
-        .map_err(|_| format!("`{key}{expr}` is not a number"))
-}
-
-fn read_source(rel: &str) -> Result<String, String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    std::fs::read_to_string(&path).map_err(|e| format!("{rel}: {e}"))
-}
-
 /// `n` bytes as the book writes them: "18 KiB", "1.5 MiB".
 fn bytes(n: usize) -> String {
     if n >= 1 << 20 {
@@ -217,9 +189,7 @@ fn bytes(n: usize) -> String {
 /// (`tensor/src/kernels/matmul_packed.rs`): `A` left of `C` and `B` above
 /// it, so a row of `A` and a column of `B` meet at their element of `C`.
 fn blocking_svg() -> Result<String, Box<dyn std::error::Error>> {
-    let packed = read_source("tensor/src/kernels/matmul_packed.rs")?;
-    let k = |name| kernel_const(&packed, "impl Kernel for Avx512 {", name);
-    let (mr, nr, kc, mc, nc) = (k("MR")?, k("NR")?, k("KC")?, k("MC")?, k("NC")?);
+    let Blocking { mr, nr, kc, mc, nc } = AVX512_BLOCKING;
     let f32s = std::mem::size_of::<f32>();
     // One zmm register holds 16 f32s.
     let zmm = mr * nr / 16;
@@ -231,7 +201,7 @@ fn blocking_svg() -> Result<String, Box<dyn std::error::Error>> {
     Ok(format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="720" height="560" viewBox="0 0 720 560" font-family="sans-serif" font-size="13">
   <title>Cache blocking of Kiln's f32 GEMM (AVX-512 constants, not to scale)</title>
-  <!-- Written by tests/book_figures.rs (docs/figures.sh) from the constants in tensor/src/kernels/matmul_packed.rs. -->
+  <!-- Written by tests/book_figures.rs (docs/figures.sh) from AVX512_BLOCKING in tensor/src/kernels/matmul_packed.rs. -->
   <style>
     .mat {{ fill: #f7f7f7; stroke: #444; stroke-width: 1.5 }}
     .l3 {{ fill: #fde2c4; stroke: #c76b00 }}

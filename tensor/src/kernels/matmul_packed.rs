@@ -325,15 +325,59 @@ trait Kernel {
     }
 }
 
+/// One micro-kernel's tile and cache-block sizes, in elements: the MR×NR
+/// register tile, K blocks KC deep, MC-row A blocks and B blocks of up to
+/// NC columns (the book's blocking figure is drawn from these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    /// Rows of the register tile.
+    pub mr: usize,
+    /// Columns of the register tile.
+    pub nr: usize,
+    /// Depth of a packed panel (the A micro-panel `MR×KC` sits in L1).
+    pub kc: usize,
+    /// Rows of the shared A block.
+    pub mc: usize,
+    /// Widest column block per task (the packed `KC×NC` B block, in L2).
+    pub nc: usize,
+}
+
+/// The AVX-512 kernel's blocking.
+pub const AVX512_BLOCKING: Blocking = Blocking {
+    mr: 12,
+    nr: 32,
+    kc: 384,
+    mc: 1536,
+    nc: 1024,
+};
+
+/// The AVX2 kernel's blocking.
+pub const AVX2_BLOCKING: Blocking = Blocking {
+    mr: 6,
+    nr: 16,
+    kc: 256,
+    mc: 1536,
+    nc: 1024,
+};
+
+#[cfg(target_arch = "x86_64")]
+const _: () = assert!(
+    AVX512_BLOCKING.mr == super::microkernel_avx512::MR
+        && AVX512_BLOCKING.nr == super::microkernel_avx512::NR
+        && AVX2_BLOCKING.mr == super::microkernel_avx2::MR
+        && AVX2_BLOCKING.nr == super::microkernel_avx2::NR,
+    "the published blocking names each micro-kernel's register tile"
+);
+
 #[cfg(target_arch = "x86_64")]
 struct Avx512;
 #[cfg(target_arch = "x86_64")]
 impl Kernel for Avx512 {
-    const MR: usize = super::microkernel_avx512::MR;
-    const NR: usize = super::microkernel_avx512::NR;
-    const KC: usize = 384;
-    const MC: usize = 1536;
-    const NC: usize = 1024;
+    const MR: usize = AVX512_BLOCKING.mr;
+    const NR: usize = AVX512_BLOCKING.nr;
+    const KC: usize = AVX512_BLOCKING.kc;
+    const MC: usize = AVX512_BLOCKING.mc;
+    const NC: usize = AVX512_BLOCKING.nc;
     unsafe fn pack_b_rows(kc: usize, ncur: usize, src: *const f32, ps: isize, dst: *mut f32) {
         // SAFETY: AVX-512F detected; rest forwarded.
         unsafe { super::microkernel_avx512::pack_b_rows(kc, ncur, src, ps, dst) }
@@ -370,11 +414,11 @@ impl Kernel for Avx512 {
 struct Avx2;
 #[cfg(target_arch = "x86_64")]
 impl Kernel for Avx2 {
-    const MR: usize = super::microkernel_avx2::MR;
-    const NR: usize = super::microkernel_avx2::NR;
-    const KC: usize = 256;
-    const MC: usize = 1536;
-    const NC: usize = 1024;
+    const MR: usize = AVX2_BLOCKING.mr;
+    const NR: usize = AVX2_BLOCKING.nr;
+    const KC: usize = AVX2_BLOCKING.kc;
+    const MC: usize = AVX2_BLOCKING.mc;
+    const NC: usize = AVX2_BLOCKING.nc;
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, out: &TileOut) {
         // SAFETY: only reached when AVX2 and FMA were detected; rest forwarded.
         unsafe { super::microkernel_avx2::kernel(kc, a, b, out) }
