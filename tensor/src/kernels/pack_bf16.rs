@@ -285,36 +285,27 @@ mod avx512 {
                         pairs: full,
                     }
                 }
-                // Lanes along k into pair-major panels: transpose.
-                (true, _, _, true) => {
+                // The operand runs one way and the panel the other (lanes
+                // along k into pair-major panels, or contiguous lanes into
+                // lane-major ones): 16×16 blocks, transposed in registers.
+                (true, _, _, true) | (_, true, true, _) => {
+                    let along = src.ps == 1;
                     for l in (0..l16).step_by(16) {
                         for q in (0..q16).step_by(16) {
+                            // Row i: lane l + i's 16 pairs, or pair q + i of
+                            // 16 lanes; after the transpose, the other.
                             let mut r = [_mm512_setzero_si512(); 16];
                             for (i, v) in r.iter_mut().enumerate() {
-                                *v = along_k(src, l + i, q);
+                                *v = if along {
+                                    along_k(src, l + i, q)
+                                } else {
+                                    across(src, l, q + i)
+                                };
                             }
                             transpose16(&mut r);
                             for (j, v) in r.iter().enumerate() {
-                                _mm512_storeu_si512(d(l, q + j), *v);
-                            }
-                        }
-                    }
-                    Done {
-                        lanes: l16,
-                        pairs: q16,
-                    }
-                }
-                // Lanes contiguous into lane-major panels: transpose.
-                (_, true, true, _) => {
-                    for l in (0..l16).step_by(16) {
-                        for q in (0..q16).step_by(16) {
-                            let mut r = [_mm512_setzero_si512(); 16];
-                            for (j, v) in r.iter_mut().enumerate() {
-                                *v = across(src, l, q + j);
-                            }
-                            transpose16(&mut r);
-                            for (i, v) in r.iter().enumerate() {
-                                _mm512_storeu_si512(d(l + i, q), *v);
+                                let to = if along { d(l, q + j) } else { d(l + j, q) };
+                                _mm512_storeu_si512(to, *v);
                             }
                         }
                     }
