@@ -594,6 +594,9 @@ fn train_flags_are_the_library_config() {
         "--eval-strategy <",
         "--no-progress",
         "--no-ddp-overlap",
+        "--adam-beta1",
+        "--adam-beta2",
+        "--adam-epsilon",
     ] {
         assert!(help.contains(flag), "{flag} in:\n{help}");
     }
@@ -619,6 +622,12 @@ fn train_flags_are_the_library_config() {
     );
     let (ok, _, err) = with(&["--ddp-bucket-cap-mb", "0"]);
     assert!(!ok && err.contains("--ddp-bucket-cap-mb"), "{err}");
+    // The AdamW flags reach validation, whose message names them.
+    let (ok, _, err) = with(&["--adam-beta2", "1.0"]);
+    assert!(
+        !ok && err.contains("adam_beta2 (--adam-beta2) must be in [0, 1)"),
+        "{err}"
+    );
 
     // A constant schedule takes no warmup: the peak rate from step 1.
     let (ok, _, err) = with(&[

@@ -47,8 +47,8 @@ impl IntervalStrategy {
 ///
 /// With the `clap` feature each field is also a `kiln train` flag
 /// (`--learning-rate`, `--lr-scheduler`, …) defaulting to
-/// [`TrainConfig::default`]'s value; `adam` and `block_size` are set by the
-/// program (the block size defaults to the model's context).
+/// [`TrainConfig::default`]'s value; `block_size` is set by the program
+/// (it defaults to the model's context).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct TrainConfig {
@@ -61,9 +61,15 @@ pub struct TrainConfig {
     /// Decoupled weight decay on matrices (none on biases / LayerNorm).
     #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().weight_decay))]
     pub weight_decay: f64,
-    /// AdamW β₁, β₂, ε.
-    #[cfg_attr(feature = "clap", arg(skip = defaults().adam))]
-    pub adam: (f64, f64, f64),
+    /// AdamW β₁ (`torch.optim.AdamW(betas=(β₁, β₂))`).
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().adam_beta1))]
+    pub adam_beta1: f64,
+    /// AdamW β₂.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().adam_beta2))]
+    pub adam_beta2: f64,
+    /// AdamW ε, added to the root of the second moment.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().adam_epsilon))]
+    pub adam_epsilon: f64,
     /// Linear warmup steps.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = defaults().warmup_steps))]
     pub warmup_steps: usize,
@@ -331,7 +337,9 @@ impl Default for TrainConfig {
             output_dir: "runs/train".into(),
             learning_rate: 5e-5,
             weight_decay: 0.0,
-            adam: (0.9, 0.999, 1e-8),
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
             warmup_steps: 0,
             schedule: ScheduleKind::Linear,
             max_steps: None,
@@ -402,15 +410,18 @@ impl TrainConfig {
                 wd,
             ));
         }
-        let (b1, b2, eps) = self.adam;
-        for (name, flag, b) in [("adam.0", "adam-beta1", b1), ("adam.1", "adam-beta2", b2)] {
+        let (b1, b2, eps) = (self.adam_beta1, self.adam_beta2, self.adam_epsilon);
+        for (name, flag, b) in [
+            ("adam_beta1", "adam-beta1", b1),
+            ("adam_beta2", "adam-beta2", b2),
+        ] {
             if !(0.0..1.0).contains(&b) {
                 return Err(bad_arg(name, flag, "in [0, 1)", b));
             }
         }
         if !(eps.is_finite() && eps >= 0.0) {
             return Err(bad_arg(
-                "adam.2",
+                "adam_epsilon",
                 "adam-epsilon",
                 "a finite number ≥ 0",
                 eps,

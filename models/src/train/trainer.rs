@@ -180,7 +180,7 @@ impl<M: TrainModel> Trainer<M> {
         if cfg.gradient_checkpointing {
             model.gradient_checkpointing_enable()?;
         }
-        let (b1, b2, eps) = cfg.adam;
+        let (b1, b2, eps) = (cfg.adam_beta1, cfg.adam_beta2, cfg.adam_epsilon);
         let opt = AdamW::new(
             decay_groups(
                 // Only what is trained: with LoRA the frozen base is left out.
