@@ -11,19 +11,9 @@ use kiln_models::train::{evaluate, evaluate_strided, load_tokens_with};
 /// Arguments of `kiln eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// Hugging Face GPT-2 directory (config.json + model.safetensors), or
-    /// a hub id (gpt2, org/name, org/name@revision) looked up in the
-    /// Hugging Face cache and downloaded into it if missing.
-    #[arg(long, value_name = "DIR|ID")]
-    pub model: PathBuf,
-    /// Dtype of the weight matrices: f32, or bf16 (half the memory; a
-    /// bf16 checkpoint is used as stored, an f32 one rounded).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: super::DtypeArg,
-    /// Read the weights into memory instead of mapping the file (slower to
-    /// load; safe if the file may be overwritten in place meanwhile).
-    #[arg(long)]
-    pub no_mmap: bool,
+    /// --model, --dtype, --no-mmap.
+    #[command(flatten)]
+    pub load: super::ModelArgs,
     /// Text to evaluate on: a UTF-8 .txt file, or the rows of a .parquet /
     /// .jsonl file (--text-column).
     #[arg(long, value_name = "FILE", required_unless_present = "dataset")]
@@ -57,8 +47,7 @@ pub struct EvalArgs {
 
 /// Runs `kiln eval`.
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let (model, tokenizer) =
-        super::load_for_inference(&args.model, args.no_mmap, args.dtype.into())?;
+    let (model, tokenizer) = args.load.load()?;
     let (files, what) = match (&args.dataset, &args.file) {
         (Some(spec), _) => {
             let (id, config) = parse_dataset(spec)?;

@@ -1,7 +1,6 @@
 //! `kiln generate`: continue a prompt with a GPT-2 model directory.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -12,19 +11,9 @@ use super::print_json_array;
 /// Arguments of `kiln generate`.
 #[derive(Args)]
 pub struct GenerateArgs {
-    /// Hugging Face GPT-2 directory (config.json + model.safetensors), or
-    /// a hub id (gpt2, org/name, org/name@revision) looked up in the
-    /// Hugging Face cache and downloaded into it if missing.
-    #[arg(long, value_name = "DIR|ID")]
-    pub model: PathBuf,
-    /// Dtype of the weight matrices: f32, or bf16 (half the memory; a
-    /// bf16 checkpoint is used as stored, an f32 one rounded).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: super::DtypeArg,
-    /// Read the weights into memory instead of mapping the file (slower to
-    /// load; safe if the file may be overwritten in place meanwhile).
-    #[arg(long)]
-    pub no_mmap: bool,
+    /// --model, --dtype, --no-mmap.
+    #[command(flatten)]
+    pub load: super::ModelArgs,
     /// The text to continue.
     #[arg(long)]
     pub prompt: String,
@@ -63,8 +52,7 @@ pub struct GenerateArgs {
 
 /// Runs `kiln generate`.
 pub fn run(args: &GenerateArgs) -> Result<()> {
-    let (model, tokenizer) =
-        super::load_for_inference(&args.model, args.no_mmap, args.dtype.into())?;
+    let (model, tokenizer) = args.load.load()?;
     let mut prompt = tokenizer.encode(&args.prompt);
     if prompt.is_empty() {
         // GPT-2 conditions on <|endoftext|> when there is no text.

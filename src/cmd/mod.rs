@@ -106,6 +106,31 @@ pub fn tokenizer_for(dir: &Path) -> Result<Tokenizer> {
     }
 }
 
+/// The model options `generate` and `eval` share.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// Hugging Face GPT-2 directory (config.json + model.safetensors), or
+    /// a hub id (gpt2, org/name, org/name@revision) looked up in the
+    /// Hugging Face cache and downloaded into it if missing.
+    #[arg(long, value_name = "DIR|ID")]
+    pub model: PathBuf,
+    /// Dtype of the weight matrices: f32, or bf16 (half the memory; a
+    /// bf16 checkpoint is used as stored, an f32 one rounded).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: DtypeArg,
+    /// Read the weights into memory instead of mapping the file (slower to
+    /// load; safe if the file may be overwritten in place meanwhile).
+    #[arg(long)]
+    pub no_mmap: bool,
+}
+
+impl ModelArgs {
+    /// The model and its tokenizer, as [`load_for_inference`] reads them.
+    pub fn load(&self) -> Result<(Gpt2, Tokenizer)> {
+        load_for_inference(&self.model, self.no_mmap, self.dtype.into())
+    }
+}
+
 /// The model of `--model` for inference, and its tokenizer: a model folder
 /// or hub id ([`resolve_model`]), or a PEFT LoRA adapter folder (a LoRA
 /// run's `final/`), whose base (`base_model_name_or_path`) is loaded and
