@@ -228,13 +228,14 @@ impl StateDict {
         // process shrinking the file meanwhile, is documented above.
         let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(io)?);
         let header = load::validate(&map, &shown)?;
+        let options = load::resolve(&header, options);
         // The header is sound. Mapped tensors: ask the kernel to fault the
         // data in now, in one pass, rather than a page at a time during the
         // first forward pass. Copied tensors: drop each one's pages from
         // this process once copied, so the peak resident set is the tensors
         // alone, not the file's pages on top (a gpt2-xl checkpoint is 6 GB).
         #[cfg(target_os = "linux")]
-        if !options.copy && !load::casts_any(&header, options) {
+        if !options.copy {
             let _ = map.advise(memmap2::Advice::PopulateRead);
         }
         let release = |offset: usize, len: usize| {
@@ -276,6 +277,7 @@ impl StateDict {
         options: LoadOptions,
     ) -> Result<StateDict, StateDictError> {
         let header = load::validate(bytes, label)?;
+        let options = load::resolve(&header, options);
         let (tensors, metadata) = load::read_tensors(bytes, None, header, label, options, None)?;
         Ok(StateDict {
             tensors,

@@ -76,12 +76,12 @@ pub(super) fn validate(bytes: &[u8], file: &str) -> Result<Header, StateDictErro
     Ok(header)
 }
 
-/// Converts the tensors of a header [`validate`]d against the same `bytes`.
+/// Converts the tensors of a header [`validate`]d against the same `bytes`,
+/// with `options` [`resolve`]d for it.
 ///
 /// With `shared` (the same bytes, shareable), tensors that need no
 /// conversion read their elements in place from it instead of copying
-/// (unless `options.copy`, or the load casts anything: then the rest is
-/// copied), and tensors cast by `options.cast_matrices` are converted
+/// (unless `options.copy`), and tensors cast by `options.cast_matrices` are converted
 /// straight from it. `release(offset, len)` is called for each
 /// tensor's bytes once nothing reads them in place any more, so a mapped
 /// file's pages leave the process as the load goes.
@@ -99,10 +99,7 @@ pub(super) fn read_tensors(
             file: file.to_string(),
             len: bytes.len() as u64,
         })?;
-    // A load that casts copies the rest too (biases and norms, small):
-    // a few scattered tensors left mapped would keep far more of the file
-    // resident than their own bytes, through the kernel's fault-around.
-    let copy = options.copy || casts_any(&header, options);
+    let copy = options.copy;
     let mut tensors = BTreeMap::new();
     for entry in header.entries {
         let cast = cast_target(&entry, options);
@@ -175,14 +172,20 @@ fn cast_target(entry: &Entry, options: LoadOptions) -> Option<DType> {
         .filter(|&d| floating(d) && floating(entry.dtype))
 }
 
-/// Whether loading `header` with `options` casts any tensor (whose pages
-/// are then read once and dropped, so prefaulting the file would only
-/// raise the peak).
-pub(super) fn casts_any(header: &Header, options: LoadOptions) -> bool {
-    header
+/// `options` as this load will run them: a load that casts any tensor
+/// copies the rest too (biases and norms, small), because a few scattered
+/// tensors left mapped would keep far more of the file resident than their
+/// own bytes, through the kernel's fault-around. (So a load that will not
+/// copy is one worth prefaulting.)
+pub(super) fn resolve(header: &Header, options: LoadOptions) -> LoadOptions {
+    let casts = header
         .entries
         .iter()
-        .any(|e| cast_target(e, options).is_some())
+        .any(|e| cast_target(e, options).is_some());
+    LoadOptions {
+        copy: options.copy || casts,
+        ..options
+    }
 }
 
 /// A validated entry's bytes in the data section.
