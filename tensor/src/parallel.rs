@@ -9,14 +9,12 @@
 //! Kernels never split a reduction across a thread-count–dependent number of
 //! pieces, so every result is bit-identical whatever the thread count.
 //!
-//! Elementwise, row and reduction kernels (and the f32 GEMM's row split
-//! and gemv) use the crate's `for_each_range`, a parallel-for on this pool
-//! in which the calling thread works too and pool threads stay awake
-//! (spinning, up to 1 ms) between back-to-back ops, as OpenMP's do. Only the
-//! GEMMs' column split (`kernels::matmul_packed`, `kernels::matmul_bf16`)
-//! and the batch loop of `ops::matmul` still use rayon's iterators via
-//! [`install`]: moved to `for_each_range` as they stand, the column split
-//! measured 6–15 % slower at two threads (qkv, mlp_up and lm_head shapes).
+//! Every parallel kernel (elementwise, row and reduction kernels, both
+//! GEMMs and the gemvs, the batch loop of a batched matmul) runs through
+//! the crate's `for_each_range`, a parallel-for on this pool in which the
+//! calling thread works too and pool threads stay awake (spinning, up to
+//! 1 ms) between back-to-back ops, as OpenMP's do; [`join`] runs two
+//! independent pieces side by side. rayon supplies the pool's threads.
 
 use std::any::Any;
 use std::cell::Cell;
@@ -96,16 +94,20 @@ pub fn join<A: Send, B: Send>(
     a: impl FnOnce() -> A + Send,
     b: impl FnOnce() -> B + Send,
 ) -> (A, B) {
-    fn serially<R>(f: impl FnOnce() -> R) -> R {
-        let was = SERIAL.replace(true);
-        let r = f();
-        SERIAL.set(was);
-        r
-    }
     if num_threads() <= 1 {
         return (a(), b());
     }
     install(|| rayon::join(|| serially(a), || serially(b)))
+}
+
+/// Runs `f` with kernels inside it seeing one thread: for a piece of work
+/// that is itself one of several run in parallel ([`join`], the batch loop
+/// of a batched matmul).
+pub(crate) fn serially<R>(f: impl FnOnce() -> R) -> R {
+    let was = SERIAL.replace(true);
+    let r = f();
+    SERIAL.set(was);
+    r
 }
 
 /// Runs `f` inside Kiln's pool, so rayon iterators in `f` use its threads.
@@ -155,8 +157,23 @@ static HELPERS: AtomicUsize = AtomicUsize::new(0);
 /// a busy machine, where a pool thread may be slow to get a core, the op
 /// runs on fewer threads instead of stalling. Only use it where the result
 /// does not depend on where ranges are cut (elementwise ops, whole rows), so
-/// results are identical at every thread count.
-pub(crate) fn for_each_range(units: usize, min_units: usize, f: impl Fn(Range<usize>) + Sync) {
+/// results are identical at every thread count. (PyTorch's C++ equivalent
+/// is `at::parallel_for(begin, end, grain_size, f)`.)
+///
+/// ```
+/// use kiln_tensor::parallel::{for_each_range, SharedMut};
+/// let mut squares = vec![0u64; 10_000];
+/// let out = SharedMut::new(&mut squares);
+/// for_each_range(10_000, 1_000, |r| {
+///     // SAFETY: the ranges for_each_range hands out are disjoint.
+///     let chunk = unsafe { out.range(r.clone()) };
+///     for (x, i) in chunk.iter_mut().zip(r) {
+///         *x = (i * i) as u64;
+///     }
+/// });
+/// assert_eq!(squares[99], 9_801);
+/// ```
+pub fn for_each_range(units: usize, min_units: usize, f: impl Fn(Range<usize>) + Sync) {
     let pool = pool();
     let threads = num_threads();
     let parts = (units / min_units.max(1)).clamp(1, threads);
@@ -188,17 +205,30 @@ pub(crate) fn for_each_range(units: usize, min_units: usize, f: impl Fn(Range<us
         done: (Mutex::new(false), Condvar::new()),
     });
     *lock(&CURRENT) = Some(job.clone());
-    GENERATION.fetch_add(1, Ordering::Release);
+    // SeqCst on GENERATION and HELPERS (here and where a helper stops
+    // spinning): either this call sees the helper gone and wakes another,
+    // or the helper sees this job and takes it.
+    let generation = GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
     // Wake as many pool threads as there are parts without a helper.
-    let engaged = HELPERS.load(Ordering::Acquire);
+    let engaged = HELPERS.load(Ordering::SeqCst);
     for _ in engaged..parts - 1 {
-        HELPERS.fetch_add(1, Ordering::AcqRel);
+        HELPERS.fetch_add(1, Ordering::SeqCst);
         let job = job.clone();
         pool.spawn(move || {
             job.help();
             drop(job);
-            spin_for_jobs();
-            HELPERS.fetch_sub(1, Ordering::AcqRel);
+            let mut seen = generation;
+            loop {
+                seen = spin_for_jobs(seen);
+                HELPERS.fetch_sub(1, Ordering::SeqCst);
+                // A job published while this thread was giving up counted
+                // it as a helper and woke nobody: it would run on its
+                // caller alone. Look once more after leaving the count.
+                if GENERATION.load(Ordering::SeqCst) == seen {
+                    break;
+                }
+                HELPERS.fetch_add(1, Ordering::SeqCst);
+            }
         });
     }
     job.work(0);
@@ -215,20 +245,41 @@ pub(crate) fn for_each_range(units: usize, min_units: usize, f: impl Fn(Range<us
     }
 }
 
+/// Calls `f(range, &mut data[range])` for each `chunk`-element piece of
+/// `data` (the last may be shorter), spread over the threads as
+/// [`for_each_range`] spreads units: the safe form of the common case, one
+/// output slice written chunk by chunk (`par_chunks_mut` in rayon).
+pub fn for_each_chunk<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    f: impl Fn(Range<usize>, &mut [T]) + Sync,
+) {
+    let (len, chunk) = (data.len(), chunk.max(1));
+    let shared = SharedMut::new(data);
+    for_each_range(len.div_ceil(chunk), 1, |chunks| {
+        for c in chunks {
+            let r = c * chunk..((c + 1) * chunk).min(len);
+            // SAFETY: chunk c is handed to this iteration only (the ranges
+            // of for_each_range are disjoint).
+            f(r.clone(), unsafe { shared.range(r) });
+        }
+    });
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs on a pool thread after it helped: helps with each new job that
-/// [`for_each_range`] publishes, until none has come for [`SPIN`]. Other
-/// rayon work queued meanwhile is run too (`rayon::yield_now`), so spinning
-/// never holds it up.
-fn spin_for_jobs() {
-    let mut seen = GENERATION.load(Ordering::Acquire);
+/// Runs on a pool thread after it helped: helps with each job that
+/// [`for_each_range`] publishes after generation `seen`, until none has
+/// come for [`SPIN`], and returns the last generation it saw. Other rayon
+/// work queued meanwhile is run too (`rayon::yield_now`), so spinning never
+/// holds it up.
+fn spin_for_jobs(mut seen: usize) -> usize {
     let mut idle_since = Instant::now();
     let mut polls = 0u32;
     loop {
-        let g = GENERATION.load(Ordering::Acquire);
+        let g = GENERATION.load(Ordering::SeqCst);
         if g != seen {
             seen = g;
             let job = lock(&CURRENT).clone();
@@ -244,7 +295,7 @@ fn spin_for_jobs() {
                 idle_since = Instant::now();
             }
             if idle_since.elapsed() > SPIN {
-                break;
+                return seen;
             }
         }
         std::hint::spin_loop();
@@ -347,8 +398,10 @@ impl<T> SharedPtr<T> {
 }
 
 /// A mutable slice that several threads may write, each through its own
-/// disjoint range (what [`for_each_range`] hands out).
-pub(crate) struct SharedMut<'a, T> {
+/// disjoint range (what [`for_each_range`] hands out): how a parallel loop
+/// writes chunks of several slices at once (AdamW's parameters and both
+/// moments).
+pub struct SharedMut<'a, T> {
     ptr: *mut T,
     len: usize,
     _slice: std::marker::PhantomData<&'a mut [T]>,
@@ -361,7 +414,8 @@ unsafe impl<T: Send> Send for SharedMut<'_, T> {}
 unsafe impl<T: Send> Sync for SharedMut<'_, T> {}
 
 impl<'a, T> SharedMut<'a, T> {
-    pub(crate) fn new(s: &'a mut [T]) -> Self {
+    /// Shares `s` for the length of its borrow.
+    pub fn new(s: &'a mut [T]) -> Self {
         SharedMut {
             ptr: s.as_mut_ptr(),
             len: s.len(),
@@ -374,7 +428,7 @@ impl<'a, T> SharedMut<'a, T> {
     /// # Safety
     /// Ranges borrowed at the same time must not overlap.
     #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn range(&self, r: Range<usize>) -> &'a mut [T] {
+    pub unsafe fn range(&self, r: Range<usize>) -> &'a mut [T] {
         assert!(
             r.start <= r.end && r.end <= self.len,
             "range {r:?} of {}",

@@ -15,8 +15,8 @@
 
 use std::collections::BTreeMap;
 
+use kiln_tensor::parallel::{for_each_range, SharedMut};
 use kiln_tensor::{DType, FloatElement, Tensor};
-use rayon::prelude::*;
 
 use super::{state_entry, state_step, Optimizer, ParamGroup};
 use crate::{NnError, Result};
@@ -109,12 +109,23 @@ fn update<T: FloatElement>(
         body((((p, g), m), v));
         return;
     }
-    let parts = p
-        .par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK))
-        .zip(m.par_chunks_mut(CHUNK))
-        .zip(v.par_chunks_mut(CHUNK));
-    kiln_tensor::parallel::install(|| parts.for_each(body));
+    let len = p.len();
+    let (ps, ms, vs) = (SharedMut::new(p), SharedMut::new(m), SharedMut::new(v));
+    for_each_range(len.div_ceil(CHUNK), 1, |chunks| {
+        for c in chunks {
+            let r = c * CHUNK..((c + 1) * CHUNK).min(len);
+            // SAFETY: chunk c of each slice is touched by this iteration
+            // only (for_each_range's ranges are disjoint).
+            let (pc, mc, vc) = unsafe {
+                (
+                    ps.range(r.clone()),
+                    ms.range(r.clone()),
+                    vs.range(r.clone()),
+                )
+            };
+            body((((pc, &g[r]), mc), vc));
+        }
+    });
 }
 
 impl AdamCore {

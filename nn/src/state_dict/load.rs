@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, HashSet};
 use half::{bf16, f16};
 use std::sync::Arc;
 
+use kiln_tensor::parallel::for_each_chunk;
 use kiln_tensor::{DType, Layout, Storage, Tensor};
-use rayon::prelude::*;
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
@@ -232,14 +232,13 @@ fn narrow<H: Half>(src: &[u8], piece_read: &dyn Fn(usize, usize)) -> Vec<H> {
     let mut out: Vec<H> = fresh_vec(src.len() / 4);
     for (i, dst) in out.chunks_mut(PIECE).enumerate() {
         let bytes = &src[4 * i * PIECE..4 * (i * PIECE + dst.len())];
-        kiln_tensor::parallel::install(|| {
-            dst.par_chunks_mut(CHUNK_BYTES / 4)
-                .zip(bytes.par_chunks(CHUNK_BYTES))
-                .for_each(|(d, s)| {
-                    for (o, b) in d.iter_mut().zip(s.chunks_exact(4)) {
-                        *o = H::narrow(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-                    }
-                });
+        for_each_chunk(dst, CHUNK_BYTES / 4, |r, d| {
+            for (o, b) in d
+                .iter_mut()
+                .zip(bytes[4 * r.start..4 * r.end].chunks_exact(4))
+            {
+                *o = H::narrow(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            }
         });
         piece_read(4 * i * PIECE, bytes.len());
     }
@@ -660,11 +659,7 @@ fn copy_le<T: bytemuck::Pod + Send + Sync>(src: &[u8]) -> Vec<T> {
     let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
     let src = &src[..dst.len()];
     if dst.len() >= PARALLEL_BYTES {
-        kiln_tensor::parallel::install(|| {
-            dst.par_chunks_mut(CHUNK_BYTES)
-                .zip(src.par_chunks(CHUNK_BYTES))
-                .for_each(|(d, s)| d.copy_from_slice(s));
-        });
+        for_each_chunk(dst, CHUNK_BYTES, |r, d| d.copy_from_slice(&src[r]));
     } else {
         dst.copy_from_slice(src);
     }
@@ -744,11 +739,7 @@ fn widen_into<H: Half>(src: &[u8], out: &mut [f32]) {
         }
     };
     if src.len() >= PARALLEL_BYTES {
-        kiln_tensor::parallel::install(|| {
-            out.par_chunks_mut(CHUNK)
-                .enumerate()
-                .for_each(|(i, dst)| run(dst, i));
-        });
+        for_each_chunk(out, CHUNK, |r, dst| run(dst, r.start / CHUNK));
     } else {
         for (i, dst) in out.chunks_mut(CHUNK).enumerate() {
             run(dst, i);

@@ -38,7 +38,6 @@
 //! the same order at every thread count, so results are bit-identical.
 
 use half::bf16;
-use rayon::prelude::*;
 
 use super::isa::Isa;
 use super::matmul_packed::{plan, TileOut};
@@ -163,21 +162,14 @@ pub unsafe fn gemm_bf16(g: GemmBf16) {
     } else {
         crate::parallel::num_threads()
     };
-    let isa = Isa::detect();
-    if threads > 1 && isa.has_bf16_dot() && gemv_weights(&g).is_none() {
-        crate::parallel::install(move || {
-            // SAFETY: forwarded from this function's contract.
-            unsafe { gemm_bf16_with(isa, rayon::current_num_threads(), g) }
-        })
-    } else {
-        // SAFETY: forwarded from this function's contract.
-        unsafe { gemm_bf16_with(isa, threads, g) }
-    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { gemm_bf16_with(Isa::detect(), threads, g) }
 }
 
 /// [`gemm_bf16`] on a chosen instruction set and thread count (tests force
-/// each path). With `threads > 1` on the AVX512-BF16 path the tasks spread
-/// with rayon over the current pool.
+/// each path). With `threads > 1` the packed paths cut the work into tasks
+/// for that many threads and run them on the caller and Kiln's pool
+/// (`parallel::for_each_range`).
 ///
 /// # Safety
 ///
@@ -390,7 +382,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
                     }
                 };
                 if threads > 1 && mcur * kcur >= 1 << 15 {
-                    (0..mpanels).into_par_iter().for_each(pack_a);
+                    crate::parallel::for_each_range(mpanels, 1, |r| r.for_each(pack_a));
                 } else {
                     (0..mpanels).for_each(pack_a);
                 }
@@ -453,7 +445,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
                 };
                 let tasks = row_parts * col_blocks;
                 if threads > 1 && tasks > 1 {
-                    (0..tasks).into_par_iter().with_max_len(1).for_each(task);
+                    crate::parallel::for_each_range(tasks, 1, |r| r.for_each(task));
                 } else {
                     (0..tasks).for_each(task);
                 }

@@ -2,7 +2,7 @@
 //! bf16-rounded operands, and bit-identical results across thread counts.
 
 use super::*;
-use crate::kernels::matmul_packed::tests::{pool, Rng};
+use crate::kernels::matmul_packed::tests::Rng;
 
 /// `n` deterministic pseudo-random f32 in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -53,8 +53,9 @@ fn run(
         rsc: n as isize,
         csc: 1,
     };
-    // SAFETY: every operand is sized for its strides.
-    pool(threads).install(|| unsafe { gemm_bf16_with(isa, threads, g) });
+    // SAFETY: every operand is sized for its strides. (Cut for `threads`
+    // threads, run on Kiln's pool.)
+    unsafe { gemm_bf16_with(isa, threads, g) };
     // The f64 reference of the bf16-rounded operands, and Σ|a·b|.
     let mut want = vec![0f64; m * n];
     let mut mag = vec![0f64; m * n];

@@ -44,8 +44,6 @@
 
 use std::ops::Range;
 
-use rayon::prelude::*;
-
 use super::gemv;
 use super::scratch::{with_scratch, PACK_A, PACK_B};
 pub use super::Gemm;
@@ -90,18 +88,8 @@ pub unsafe fn gemm_f32(g: Gemm<f32>) {
     } else {
         crate::parallel::num_threads()
     };
-    if threads <= 1 || m == 1 || n == 1 || splits_rows(isa, &g, threads) {
-        // One thread, a gemv, or a product split by rows: the last two run
-        // on the calling thread plus spinning helpers
-        // (`parallel::for_each_range`), not via `install`.
-        // SAFETY: forwarded from this function's contract.
-        unsafe { gemm_f32_with(isa, threads, g) }
-    } else {
-        crate::parallel::install(move || {
-            // SAFETY: forwarded from this function's contract.
-            unsafe { gemm_f32_with(isa, rayon::current_num_threads(), g) }
-        })
-    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { gemm_f32_with(isa, threads, g) }
 }
 
 /// `C[m×n] = alpha · A[m×k] · B[k×n] + beta · C`, double precision.
@@ -150,12 +138,11 @@ pub unsafe fn gemm_f64(g: Gemm<f64>) {
 
 /// [`gemm_f32`] with the instruction set and the thread count chosen.
 ///
-/// `threads` is the number of tasks worth creating. When it exceeds 1, the
-/// column split ([`gemm_packed`]) spreads work with rayon over the
-/// *current* pool (the caller wraps this in `crate::parallel::install`, or
-/// tests in a pool they built), while the row split ([`gemm_rows`]) and
-/// gemv run on the caller plus Kiln's pool (`parallel::for_each_range`).
-/// With `threads == 1` the work stays on the calling thread.
+/// `threads` is the number of threads to cut the work for. When it exceeds
+/// 1, the column split ([`gemm_packed`]), the row split ([`gemm_rows`])
+/// and gemv run on the caller plus Kiln's pool
+/// (`parallel::for_each_range`). With `threads == 1` the work stays on the
+/// calling thread.
 ///
 /// # Safety
 ///
@@ -498,7 +485,8 @@ pub(crate) unsafe fn pack_panel(
 /// multiple of `nr`. With several threads, there are up to four blocks per
 /// thread (each at least 8 panels wide, so an A panel loaded into L1 is
 /// reused enough): the host sometimes takes a core away for a while, and
-/// rayon can then hand the stalled thread's remaining blocks to the other.
+/// the other thread then takes the stalled one's remaining blocks
+/// (`parallel::for_each_range`).
 /// Few blocks are rounded up to a multiple of the thread count so the
 /// threads finish together. If C is so narrow that there are still fewer
 /// blocks than threads, the rows of the A block are split too, each part
@@ -679,7 +667,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Gemm<f32>) {
                     }
                 };
                 if threads > 1 && mcur * kcur >= 1 << 15 {
-                    (0..mpanels).into_par_iter().for_each(pack_a);
+                    crate::parallel::for_each_range(mpanels, 1, |r| r.for_each(pack_a));
                 } else {
                     (0..mpanels).for_each(pack_a);
                 }
@@ -700,7 +688,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &Gemm<f32>) {
                 };
                 let tasks = row_parts * col_blocks;
                 if threads > 1 && tasks > 1 {
-                    (0..tasks).into_par_iter().with_max_len(1).for_each(task);
+                    crate::parallel::for_each_range(tasks, 1, |r| r.for_each(task));
                 } else {
                     (0..tasks).for_each(task);
                 }

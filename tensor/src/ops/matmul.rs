@@ -8,8 +8,6 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use crate::dtype::Element;
 use crate::kernels::matmul_bf16::{Elems, GemmBf16, Operand};
 use crate::kernels::matmul_packed::{gemm_f32, gemm_f64, Gemm};
@@ -174,20 +172,29 @@ unsafe fn each_product<T: Element>(
     }
     // No zero fill: every product writes all of its C (beta = 0), and a
     // fill would touch every fresh page of a large output twice.
-    let one = |(i, c): (usize, &mut [MaybeUninit<T>])| one(i, c);
     // Small batches (a baby model's attention scores) run on the calling
     // thread: handing them to the pool costs more than the products.
     let fmas = batches.saturating_mul(m * n).saturating_mul(k);
-    // SAFETY: `one` writes every element of each m·n chunk (the contract).
-    let out = unsafe {
-        crate::uninit::build(len, |out| {
-            if batches > 1 && fmas >= 64 * 64 * 64 {
-                crate::parallel::install(|| out.par_chunks_mut(m * n).enumerate().for_each(one));
-            } else {
-                out.chunks_mut(m * n).enumerate().for_each(one);
-            }
-        })
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        if batches > 1 && fmas >= 64 * 64 * 64 {
+            // One product per thread at a time, each on one thread (a
+            // product split between threads packs its operands twice).
+            let out = crate::parallel::SharedMut::new(out);
+            crate::parallel::for_each_range(batches, 1, |r| {
+                for i in r {
+                    // SAFETY: batch i's chunk, disjoint from the others.
+                    let c = unsafe { out.range(i * m * n..(i + 1) * m * n) };
+                    crate::parallel::serially(|| one(i, c));
+                }
+            });
+        } else {
+            out.chunks_mut(m * n)
+                .enumerate()
+                .for_each(|(i, c)| one(i, c));
+        }
     };
+    // SAFETY: `one` writes every element of each m·n chunk (the contract).
+    let out = unsafe { crate::uninit::build(len, fill) };
     Tensor::from_vec(out, out_shape)
 }
 
