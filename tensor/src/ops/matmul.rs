@@ -176,9 +176,11 @@ unsafe fn each_product<T: Element>(
     // thread: handing them to the pool costs more than the products.
     let fmas = batches.saturating_mul(m * n).saturating_mul(k);
     let fill = |out: &mut [MaybeUninit<T>]| {
-        if batches > 1 && fmas >= 64 * 64 * 64 {
+        if batches > 1 && batches >= crate::parallel::num_threads() && fmas >= 64 * 64 * 64 {
             // One product per thread at a time, each on one thread (a
             // product split between threads packs its operands twice).
+            // Fewer products than threads take the loop below, each
+            // product spreading over the threads itself.
             let out = crate::parallel::SharedMut::new(out);
             crate::parallel::for_each_range(batches, 1, |r| {
                 for i in r {
