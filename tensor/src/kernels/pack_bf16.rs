@@ -247,9 +247,11 @@ mod avx512 {
     ) -> Done {
         let full = kcur / 2;
         let (q16, l16) = (full / 16 * 16, valid / 16 * 16);
-        // 16 lanes from a multiple of 16 never straddle a group (groups are
-        // tile widths, multiples of 16).
-        debug_assert_eq!(panel.gw % 16, 0);
+        // 16 lanes from a multiple of 16 never straddle a group: groups of
+        // B panels are tile widths (multiples of 16), and a narrower panel
+        // (the 12-row A panel of AVX512-BF16) has fewer than 16 lanes, so
+        // no 16-lane block at all.
+        debug_assert!(panel.gw % 16 == 0 || valid < 16);
         let d = |l: usize, q: usize| dst.wrapping_add(panel.at(l, q)).cast::<__m512i>();
         // SAFETY: every load reads lanes < valid and elements < 2·full ≤
         // kcur; every store writes 16 pairs at lanes < valid and pairs <
