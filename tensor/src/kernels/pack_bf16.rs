@@ -251,7 +251,7 @@ mod avx512 {
         // B panels are tile widths (multiples of 16), and a narrower panel
         // (the 12-row A panel of AVX512-BF16) has fewer than 16 lanes, so
         // no 16-lane block at all.
-        debug_assert!(panel.gw % 16 == 0 || valid < 16);
+        debug_assert!(panel.gw.is_multiple_of(16) || valid < 16);
         let d = |l: usize, q: usize| dst.wrapping_add(panel.at(l, q)).cast::<__m512i>();
         // SAFETY: every load reads lanes < valid and elements < 2·full ≤
         // kcur; every store writes 16 pairs at lanes < valid and pairs <
