@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_tensor::parallel::{for_each_range, SharedMut};
+use kiln_tensor::parallel::{for_each_chunk, SharedMut};
 use kiln_tensor::{DType, FloatElement, Tensor};
 
 use super::{state_entry, state_step, Optimizer, ParamGroup};
@@ -61,9 +61,6 @@ struct AdamCore {
 
 const CHUNK: usize = 1 << 16;
 
-/// One chunk of (param, grad, exp_avg, exp_avg_sq).
-type Chunk<'a, T> = (((&'a mut [T], &'a [T]), &'a mut [T]), &'a mut [T]);
-
 #[allow(clippy::too_many_arguments)]
 fn update<T: FloatElement>(
     p: &mut [T],
@@ -88,7 +85,8 @@ fn update<T: FloatElement>(
         T::from_f64(1.0 - cfg.beta2),
         T::from_f64(cfg.eps),
     );
-    let body = |(((p, g), m), v): Chunk<'_, T>| {
+    // One chunk of (param, grad, exp_avg, exp_avg_sq).
+    let body = |p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]| {
         for i in 0..p.len() {
             let mut gi = g[i];
             if wd != 0.0 {
@@ -104,27 +102,14 @@ fn update<T: FloatElement>(
             p[i] -= step_size * (m[i] / denom);
         }
     };
-    if p.len() <= CHUNK {
-        // One chunk: not worth a hand-off to the pool.
-        body((((p, g), m), v));
-        return;
-    }
-    let len = p.len();
-    let (ps, ms, vs) = (SharedMut::new(p), SharedMut::new(m), SharedMut::new(v));
-    for_each_range(len.div_ceil(CHUNK), 1, |chunks| {
-        for c in chunks {
-            let r = c * CHUNK..((c + 1) * CHUNK).min(len);
-            // SAFETY: chunk c of each slice is touched by this iteration
-            // only (for_each_range's ranges are disjoint).
-            let (pc, mc, vc) = unsafe {
-                (
-                    ps.range(r.clone()),
-                    ms.range(r.clone()),
-                    vs.range(r.clone()),
-                )
-            };
-            body((((pc, &g[r]), mc), vc));
-        }
+    // p's chunks come from for_each_chunk (one chunk runs inline, with no
+    // hand-off to the pool); m's and v's are the same ranges.
+    let (ms, vs) = (SharedMut::new(m), SharedMut::new(v));
+    for_each_chunk(p, CHUNK, |r, pc| {
+        // SAFETY: for_each_chunk hands each range to one call only, so
+        // these chunks of m and v are touched by this call alone.
+        let (mc, vc) = unsafe { (ms.range(r.clone()), vs.range(r.clone())) };
+        body(pc, &g[r], mc, vc);
     });
 }
 

@@ -181,13 +181,8 @@ unsafe fn each_product<T: Element>(
             // product split between threads packs its operands twice).
             // Fewer products than threads take the loop below, each
             // product spreading over the threads itself.
-            let out = crate::parallel::SharedMut::new(out);
-            crate::parallel::for_each_range(batches, 1, |r| {
-                for i in r {
-                    // SAFETY: batch i's chunk, disjoint from the others.
-                    let c = unsafe { out.range(i * m * n..(i + 1) * m * n) };
-                    crate::parallel::serially(|| one(i, c));
-                }
+            crate::parallel::for_each_chunk(out, m * n, |r, c| {
+                crate::parallel::serially(|| one(r.start / (m * n), c))
             });
         } else {
             out.chunks_mut(m * n)
