@@ -39,6 +39,7 @@ pub use dtype::{DType, Element, FloatElement};
 pub use error::{Result, TensorError};
 pub use layout::Layout;
 pub use ops::cross_entropy::CrossEntropyStats;
+pub use ops::matmul::PackedRhs;
 pub use ops::norm::LayerNormStats;
 pub use random::Rng;
 pub use shape::Dim;

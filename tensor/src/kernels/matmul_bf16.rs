@@ -42,6 +42,7 @@ use half::bf16;
 use super::isa::Isa;
 use super::matmul_packed::{plan, TileOut};
 use super::pack_bf16::{pack_pairs, Panel};
+pub use super::prepack_bf16::PackedB;
 use super::scratch::{with_scratch, PACK_A, PACK_B};
 use crate::parallel::SharedPtr;
 
@@ -157,24 +158,43 @@ const PARALLEL_MIN_FMAS: usize = 64 * 64 * 64;
 /// disjoint from A and B, with distinct elements for distinct `(i, j)`,
 /// and not accessed by anything else during the call.
 pub unsafe fn gemm_bf16(g: GemmBf16) {
-    let threads = if g.m.saturating_mul(g.n).saturating_mul(g.k) < PARALLEL_MIN_FMAS {
-        1
-    } else {
-        crate::parallel::num_threads()
-    };
     // SAFETY: forwarded from this function's contract.
-    unsafe { gemm_bf16_with(Isa::detect(), threads, g) }
+    unsafe { gemm_bf16_on(Isa::detect(), threads_for(&g), g, None) }
 }
 
-/// [`gemm_bf16`] on a chosen instruction set and thread count (tests force
-/// each path). With `threads > 1` the packed paths cut the work into tasks
-/// for that many threads and run them on the caller and Kiln's pool
-/// (`parallel::for_each_range`).
+/// [`gemm_bf16`], reading B's panels from `pre` (packed from this B) when
+/// they fit the product's blocking, and packing them as usual otherwise:
+/// the same bits either way.
 ///
 /// # Safety
 ///
-/// As [`gemm_bf16`]; `isa` came from [`Isa::available`] or [`Isa::detect`].
-unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: GemmBf16) {
+/// As [`gemm_bf16`]; `pre` was packed from `g.b`'s `k×n` elements, which
+/// have not changed since.
+pub unsafe fn gemm_bf16_prepacked(g: GemmBf16, pre: &PackedB) {
+    // SAFETY: forwarded from this function's contract.
+    unsafe { gemm_bf16_on(Isa::detect(), threads_for(&g), g, Some(pre)) }
+}
+
+/// One thread for small products, all of them otherwise.
+fn threads_for(g: &GemmBf16) -> usize {
+    if g.m.saturating_mul(g.n).saturating_mul(g.k) < PARALLEL_MIN_FMAS {
+        1
+    } else {
+        crate::parallel::num_threads()
+    }
+}
+
+/// [`gemm_bf16`] on a chosen instruction set and thread count (tests force
+/// each path), reading B's panels from `pre` where they fit the product
+/// (see [`PackedB`]) instead of packing them. With `threads > 1` the packed
+/// paths cut the work into tasks for that many threads and run them on the
+/// caller and Kiln's pool (`parallel::for_each_range`).
+///
+/// # Safety
+///
+/// As [`gemm_bf16`]; `isa` came from [`Isa::available`] or [`Isa::detect`];
+/// `pre`, if any, was packed from `g.b` (same elements, `k×n`).
+pub(super) unsafe fn gemm_bf16_on(isa: Isa, threads: usize, g: GemmBf16, pre: Option<&PackedB>) {
     if g.m == 0 || g.n == 0 {
         return;
     }
@@ -187,16 +207,16 @@ unsafe fn gemm_bf16_with(isa: Isa, threads: usize, g: GemmBf16) {
     if g.k > 0 && g.alpha != 0.0 {
         if isa.has_amx() {
             // SAFETY: AMX is permitted; rest forwarded.
-            unsafe { gemm_packed::<Amx>(threads, &g) };
+            unsafe { gemm_packed::<Amx>(threads, &g, pre) };
             return;
         }
         if isa.has_bf16_dot() {
             // SAFETY: the CPU has AVX512-BF16; rest forwarded.
-            unsafe { gemm_packed::<Avx512Bf16>(threads, &g) };
+            unsafe { gemm_packed::<Avx512Bf16>(threads, &g, pre) };
             return;
         }
     }
-    let _ = isa;
+    let _ = (isa, pre);
     // SAFETY: forwarded.
     unsafe { gemm_widened(&g) }
 }
@@ -260,7 +280,9 @@ unsafe fn gemm_widened(g: &GemmBf16) {
 
 /// A bf16 micro-kernel and the panel layout it reads.
 #[cfg(target_arch = "x86_64")]
-trait Kernel {
+pub(super) trait Kernel {
+    /// Which kernel a [`PackedB`] was laid out for.
+    const NAME: &'static str;
     /// Rows of the C tile.
     const MR: usize;
     /// Columns of the C tile.
@@ -280,10 +302,11 @@ trait Kernel {
 
 /// `vdpbf16ps`, 12×32 register tiles (`microkernel_bf16.rs`).
 #[cfg(target_arch = "x86_64")]
-struct Avx512Bf16;
+pub(super) struct Avx512Bf16;
 
 #[cfg(target_arch = "x86_64")]
 impl Kernel for Avx512Bf16 {
+    const NAME: &'static str = "avx512bf16";
     const MR: usize = super::microkernel_bf16::MR;
     const NR: usize = super::microkernel_bf16::NR;
     const KSTEP: usize = 1;
@@ -303,10 +326,11 @@ impl Kernel for Avx512Bf16 {
 
 /// AMX tiles, 32×32 (`microkernel_amx.rs`).
 #[cfg(target_arch = "x86_64")]
-struct Amx;
+pub(super) struct Amx;
 
 #[cfg(target_arch = "x86_64")]
 impl Kernel for Amx {
+    const NAME: &'static str = "amx";
     const MR: usize = super::microkernel_amx::MR;
     const NR: usize = super::microkernel_amx::NR;
     const KSTEP: usize = super::microkernel_amx::KSTEP;
@@ -328,6 +352,15 @@ impl Kernel for Amx {
     }
 }
 
+/// The depth of the K blocks of an `m×k·k×n` product on kernel `K`:
+/// balanced blocks of an even depth (a whole number of kernel steps where
+/// k allows), no deeper than `K::kc`.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn k_block<K: Kernel>(m: usize, k: usize, n: usize) -> usize {
+    k.div_ceil(k.div_ceil(K::kc(m, n)))
+        .next_multiple_of(2 * K::KSTEP)
+}
+
 /// The packed, blocked product (the f32 GEMM's loop nest; see
 /// [`super::matmul_packed`]) on micro-kernel `K`.
 ///
@@ -336,13 +369,12 @@ impl Kernel for Amx {
 /// The CPU runs `K`; `g` satisfies [`gemm_bf16`]'s contract with
 /// `m, n, k > 0`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
+unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&PackedB>) {
     let (mr, nr) = (K::MR, K::NR);
-    // Balanced K blocks of an even depth (a whole number of kernel steps
-    // where k allows), depending on k only.
-    let kc =
-        g.k.div_ceil(g.k.div_ceil(K::kc(g.m, g.n)))
-            .next_multiple_of(2 * K::KSTEP);
+    let kc = k_block::<K>(g.m, g.k, g.n);
+    // Prepacked panels serve only a product blocked as they were packed,
+    // so the result is the same bits either way.
+    let pre = pre.filter(|p| p.fits::<K>(g.k, g.n, kc));
     let kpp = kc / 2; // pairs per panel row, padded
     let mc = g.m.div_ceil(g.m.div_ceil(MC)).div_ceil(mr) * mr;
     let a_panel = |kp| {
@@ -392,22 +424,9 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
                     let ncur = width.min(g.n - j0);
                     let npanels = ncur.div_ceil(nr);
                     let (p0, p1) = (part * mpanels / row_parts, (part + 1) * mpanels / row_parts);
-                    with_scratch(&PACK_B, npanels * nr * kp, |bpack| {
-                        let bpack = bpack.cast::<u32>();
-                        // SAFETY: columns j0..j0+ncur < n, rows pc..pc+kcur
-                        // < k; the npanels panels fill bpack.
-                        unsafe {
-                            pack_pairs(
-                                &g.b,
-                                pc as isize * g.b.rs + j0 as isize * g.b.cs,
-                                g.b.cs,
-                                g.b.rs,
-                                Panel::pair_major_panels(nr, kp, npanels),
-                                kcur,
-                                ncur,
-                                bpack,
-                            )
-                        };
+                    // The tiles of this task against B panels `bpack`
+                    // (packed with kp pairs, from column j0).
+                    let run = |bpack: *const u32| {
                         let tiles = || {
                             for ip in p0..p1 {
                                 let row = ip * mr;
@@ -425,9 +444,10 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
                                         alpha: g.alpha,
                                         beta,
                                     };
-                                    // SAFETY: panels packed with kp pairs;
-                                    // the tile is inside C and owned by this
-                                    // task; inside `K::scope`.
+                                    // SAFETY: panels packed with kp pairs
+                                    // (here or by `PackedB`); the tile is
+                                    // inside C and owned by this task;
+                                    // inside `K::scope`.
                                     unsafe {
                                         K::tile(
                                             kp,
@@ -441,6 +461,29 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16) {
                         };
                         // SAFETY: the CPU runs K (contract).
                         unsafe { K::scope(tiles) }
+                    };
+                    if let Some(p) = pre {
+                        // j0 is a whole number of panels (`plan` widths are
+                        // multiples of nr).
+                        return run(p.panels(pc, j0));
+                    }
+                    with_scratch(&PACK_B, npanels * nr * kp, |bpack| {
+                        let bpack = bpack.cast::<u32>();
+                        // SAFETY: columns j0..j0+ncur < n, rows pc..pc+kcur
+                        // < k; the npanels panels fill bpack.
+                        unsafe {
+                            pack_pairs(
+                                &g.b,
+                                pc as isize * g.b.rs + j0 as isize * g.b.cs,
+                                g.b.cs,
+                                g.b.rs,
+                                Panel::pair_major_panels(nr, kp, npanels),
+                                kcur,
+                                ncur,
+                                bpack,
+                            )
+                        };
+                        run(bpack)
                     })
                 };
                 let tasks = row_parts * col_blocks;

@@ -55,7 +55,7 @@ fn run(
     };
     // SAFETY: every operand is sized for its strides. (Cut for `threads`
     // threads, run on Kiln's pool.)
-    unsafe { gemm_bf16_with(isa, threads, g) };
+    unsafe { gemm_bf16_on(isa, threads, g, None) };
     // The f64 reference of the bf16-rounded operands, and Σ|a·b|.
     let mut want = vec![0f64; m * n];
     let mut mag = vec![0f64; m * n];
@@ -158,4 +158,173 @@ fn rounding_is_to_nearest_even() {
         1.0 + 2f32.powi(-7)
     );
     assert!(from_bf16_bits(to_bf16_bits(f32::NAN)).is_nan());
+}
+
+/// `C = 0.75·A·B + beta·C0` on `isa` with `threads`, B's panels packed per
+/// call or, with `pack`, read from a [`PackedB`] packed for that ISA.
+fn run_prepacked(
+    isa: Isa,
+    threads: usize,
+    (m, k, n): (usize, usize, usize),
+    (bf16_a, b_t, beta): (bool, bool, f32),
+    pack: Option<Isa>,
+) -> Vec<f32> {
+    let af = values(m * k, 4);
+    let ab: Vec<u16> = af.iter().map(|&x| to_bf16_bits(x)).collect();
+    let b: Vec<u16> = values(k * n, 5).into_iter().map(to_bf16_bits).collect();
+    let mut c = values(m * n, 6);
+    let (rs, cs) = if b_t {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
+    let bop = Operand {
+        data: Elems::Bf16(b.as_ptr()),
+        rs,
+        cs,
+    };
+    // SAFETY: b holds k·n elements, read through its strides.
+    let pre = pack.and_then(|p| unsafe { PackedB::new(p, &bop, k, n) });
+    let g = GemmBf16 {
+        m,
+        k,
+        n,
+        alpha: if beta == 0.0 { 1.0 } else { 0.75 },
+        a: Operand {
+            data: if bf16_a {
+                Elems::Bf16(ab.as_ptr())
+            } else {
+                Elems::F32(af.as_ptr())
+            },
+            rs: k as isize,
+            cs: 1,
+        },
+        b: bop,
+        beta,
+        c: c.as_mut_ptr(),
+        rsc: n as isize,
+        csc: 1,
+    };
+    // SAFETY: every operand is sized for its strides; pre was packed from
+    // this B.
+    unsafe { gemm_bf16_on(isa, threads, g, pre.as_ref()) };
+    c
+}
+
+/// Prepacked B panels give the bits a call that packs its own gives: on
+/// every path, at 1–3 threads, over several K blocks and column units,
+/// with ragged panels, both B layouts, f32 and bf16 A, and C overwritten
+/// (the AMX kernel's in-place tiles) or scaled and accumulated. Panels
+/// packed for another ISA are not used, and change nothing.
+#[test]
+fn prepacked_panels_give_the_bits_of_packing_per_call() {
+    let isas = Isa::available();
+    for shape in [
+        (1, 700, 300),
+        (45, 1029, 700),
+        (97, 64, 33),
+        (130, 800, 600),
+    ] {
+        for opts in [(false, false, 0.0), (true, true, 0.0), (false, true, 1.0)] {
+            let want = run_prepacked(Isa::detect(), 1, shape, opts, None);
+            for &isa in &isas {
+                for threads in [1, 2, 3] {
+                    for &pack in &isas {
+                        let got = run_prepacked(isa, threads, shape, opts, Some(pack));
+                        let same = run_prepacked(isa, threads, shape, opts, None);
+                        assert!(
+                            got == same,
+                            "{} at {threads} threads, packed for {}, {shape:?} {opts:?}: differs from packing per call",
+                            isa.name(),
+                            pack.name()
+                        );
+                        if isa.name() == Isa::detect().name() {
+                            assert!(got == want, "{}: thread count changed the bits", isa.name());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A B packed for the AMX or AVX512-BF16 kernel holds the layout's size;
+/// the widening fallback packs nothing.
+#[test]
+fn prepacking_packs_only_for_a_bf16_kernel() {
+    let b = vec![0u16; 64 * 40];
+    let op = Operand {
+        data: Elems::Bf16(b.as_ptr()),
+        rs: 40,
+        cs: 1,
+    };
+    for isa in Isa::available() {
+        // SAFETY: b holds 64·40 elements, row-major.
+        let pre = unsafe { PackedB::new(isa, &op, 64, 40) };
+        assert_eq!(
+            pre.is_some(),
+            isa.has_amx() || isa.has_bf16_dot(),
+            "{}",
+            isa.name()
+        );
+        if let Some(p) = pre {
+            // Two 32-column panels of 32 pairs (16 for AVX512-BF16 is
+            // also 32: KSTEP 1 pads nothing at k = 64).
+            assert_eq!(p.bytes(), 2 * 32 * 32 * 4, "{}", isa.name());
+        }
+    }
+}
+
+/// The panels are really read: B's elements zeroed after packing do not
+/// change a product that reads the prepacked panels (K blocks of 384 and
+/// of a ragged tail), while one that packs its own sees the zeros.
+#[test]
+fn prepacked_panels_are_what_the_kernel_reads() {
+    let (m, k, n) = (64, 1000, 300);
+    let a = values(m * k, 7);
+    let b0: Vec<u16> = values(k * n, 8).into_iter().map(to_bf16_bits).collect();
+    for isa in Isa::available() {
+        let product = |b: &[u16], pre: Option<&PackedB>| {
+            let mut c = vec![0f32; m * n];
+            let g = GemmBf16 {
+                m,
+                k,
+                n,
+                alpha: 1.0,
+                a: Operand {
+                    data: Elems::F32(a.as_ptr()),
+                    rs: k as isize,
+                    cs: 1,
+                },
+                b: Operand {
+                    data: Elems::Bf16(b.as_ptr()),
+                    rs: n as isize,
+                    cs: 1,
+                },
+                beta: 0.0,
+                c: c.as_mut_ptr(),
+                rsc: n as isize,
+                csc: 1,
+            };
+            // SAFETY: a, b and c are sized for their strides.
+            unsafe { gemm_bf16_on(isa, 2, g, pre) };
+            c
+        };
+        let op = Operand {
+            data: Elems::Bf16(b0.as_ptr()),
+            rs: n as isize,
+            cs: 1,
+        };
+        // SAFETY: b0 holds k·n elements, row-major.
+        let Some(pre) = (unsafe { PackedB::new(isa, &op, k, n) }) else {
+            continue;
+        };
+        let zeros = vec![0u16; k * n];
+        assert!(
+            product(&zeros, Some(&pre)) == product(&b0, None),
+            "{}: the prepacked panels were not read",
+            isa.name()
+        );
+        assert!(product(&zeros, None).iter().all(|&x| x == 0.0));
+    }
 }

@@ -98,4 +98,5 @@ mod microkernel_avx512;
 mod microkernel_bf16;
 #[cfg(target_arch = "x86_64")]
 mod pack_bf16;
+mod prepack_bf16;
 mod scratch;

@@ -9,7 +9,9 @@
 use std::mem::MaybeUninit;
 
 use crate::dtype::Element;
-use crate::kernels::matmul_bf16::{Elems, GemmBf16, Operand};
+use std::sync::Arc;
+
+use crate::kernels::matmul_bf16::{Elems, GemmBf16, Operand, PackedB};
 use crate::kernels::matmul_packed::{gemm_f32, gemm_f64, Gemm};
 use crate::shape::broadcast_shapes;
 use crate::{DType, Layout, Result, Tensor, TensorError};
@@ -222,6 +224,7 @@ fn bf16_matmul(
     la: &Layout,
     lb: &Layout,
     out_shape: &[usize],
+    pre: Option<&PackedB>,
 ) -> Result<Tensor> {
     let ((m, k, n), mats) = batch_mats(la, lb, out_shape);
     let ops: Vec<(Operand, Operand)> = mats
@@ -241,11 +244,12 @@ fn bf16_matmul(
     let ops = Ops(ops);
     // SAFETY: every operand offset comes from a layout validated against its
     // storage, so all elements `i < m, p < k, j < n` are in bounds; C is the
-    // chunk's m·n contiguous elements, written whole with beta = 0.
+    // chunk's m·n contiguous elements, written whole with beta = 0; `pre`
+    // was packed from rhs (the caller's promise), which is immutable.
     unsafe {
         each_product::<f32>(ops.0.len(), (m, k, n), out_shape, |i, c| {
             let (a, b) = ops.get(i);
-            crate::kernels::matmul_bf16::gemm_bf16(GemmBf16 {
+            let g = GemmBf16 {
                 m,
                 k,
                 n,
@@ -256,7 +260,13 @@ fn bf16_matmul(
                 c: c.as_mut_ptr().cast::<f32>(),
                 rsc: n as isize,
                 csc: 1,
-            })
+            };
+            // `pre` was packed from the rhs every product here reads (one
+            // 2-D matrix, broadcast over the batch).
+            match pre {
+                Some(p) => crate::kernels::matmul_bf16::gemm_bf16_prepacked(g, p),
+                None => crate::kernels::matmul_bf16::gemm_bf16(g),
+            }
         })
     }
 }
@@ -298,7 +308,7 @@ impl Tensor {
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         let (l, r) = (self.dtype(), rhs.dtype());
         if l == DType::BF16 || r == DType::BF16 {
-            let out = self.product(rhs, Precision::Bf16)?;
+            let out = self.product(rhs, Precision::Bf16, None)?;
             return Ok(if l == r {
                 out.to_dtype(DType::BF16)
             } else {
@@ -313,7 +323,7 @@ impl Tensor {
                 expected: "f32, f64 or bf16".into(),
             });
         }
-        self.product(rhs, Precision::Native)
+        self.product(rhs, Precision::Native, None)
     }
 
     /// Matrix product on bf16-rounded operands with f32 accumulation and an
@@ -349,11 +359,12 @@ impl Tensor {
                 });
             }
         }
-        self.product(rhs, Precision::Bf16)
+        self.product(rhs, Precision::Bf16, None)
     }
 
-    /// The shape logic of [`Tensor::matmul`], computing at `precision`.
-    fn product(&self, rhs: &Tensor, precision: Precision) -> Result<Tensor> {
+    /// The shape logic of [`Tensor::matmul`], computing at `precision`
+    /// (bf16 products read B's panels from `pre`, packed from `rhs`).
+    fn product(&self, rhs: &Tensor, precision: Precision, pre: Option<&PackedB>) -> Result<Tensor> {
         const OP: &str = "matmul";
         if self.rank() == 0 || rhs.rank() == 0 {
             return Err(TensorError::Invalid {
@@ -402,7 +413,7 @@ impl Tensor {
         // dim, it is a single `[batch·m, k] · [k, n]` product, which the
         // packed kernel blocks far better than `batch` products of m rows.
         let product = |la: &Layout, lb: &Layout, shape: &[usize]| match (precision, self.dtype()) {
-            (Precision::Bf16, _) => bf16_matmul(&a, &b, la, lb, shape),
+            (Precision::Bf16, _) => bf16_matmul(&a, &b, la, lb, shape, pre),
             (_, DType::F32) => typed_matmul::<f32>(&a, &b, la, lb, shape),
             _ => typed_matmul::<f64>(&a, &b, la, lb, shape),
         };
@@ -441,6 +452,115 @@ impl Tensor {
     }
 }
 
+/// A 2-D bf16 matrix packed once as the right-hand side of many products:
+/// a bf16 model's weight, which every prompt multiplies again. Built by
+/// [`Tensor::prepack_rhs`], used by [`Tensor::matmul_prepacked`].
+///
+/// It holds the matrix (shared, not copied) and its panels in the layout
+/// the bf16 GEMM's micro-kernel reads (the same bytes again: the price of
+/// not re-packing them on every call; see
+/// [`crate::kernels::matmul_bf16::PackedB`]). On a CPU without a bf16 GEMM
+/// kernel there are no panels, and the products are plain
+/// [`Tensor::matmul`]s. PyTorch has no such type; Intel's extension for it
+/// (`ipex.optimize(model, dtype=torch.bfloat16)`) prepacks the weights of a
+/// model's linear layers the same way.
+#[derive(Clone, Debug)]
+pub struct PackedRhs {
+    rhs: Tensor,
+    packed: Option<Arc<PackedB>>,
+}
+
+impl PackedRhs {
+    /// The matrix it was packed from.
+    pub fn tensor(&self) -> &Tensor {
+        &self.rhs
+    }
+
+    /// Bytes the packed panels take (0 where there are none).
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.bytes())
+    }
+}
+
+impl Tensor {
+    /// Packs this 2-D bf16 matrix `[k, n]` (any strides) for use as the
+    /// right-hand side of [`Tensor::matmul_prepacked`].
+    ///
+    /// # Errors
+    /// [`TensorError::DType`] unless bf16, [`TensorError::Invalid`] unless
+    /// 2-D.
+    ///
+    /// ```
+    /// use kiln_tensor::{DType, Tensor};
+    /// let w = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?
+    ///     .to_dtype(DType::BF16);
+    /// let packed = w.prepack_rhs()?;
+    /// let x = Tensor::from_vec(vec![1.0f32, 1.0, 0.5, -1.0], &[2, 2])?;
+    /// // The same bits as x.matmul(&w), without re-packing w.
+    /// assert_eq!(
+    ///     x.matmul_prepacked(&packed)?.to_vec::<f32>()?,
+    ///     x.matmul(&w)?.to_vec::<f32>()?
+    /// );
+    /// # Ok::<(), kiln_tensor::TensorError>(())
+    /// ```
+    pub fn prepack_rhs(&self) -> Result<PackedRhs> {
+        const OP: &str = "prepack_rhs";
+        if self.dtype() != DType::BF16 {
+            return Err(TensorError::DType {
+                op: OP,
+                got: self.dtype(),
+                expected: "bf16".into(),
+            });
+        }
+        if self.rank() != 2 {
+            return Err(TensorError::Invalid {
+                op: OP,
+                shape: self.shape().to_vec(),
+                msg: "the right-hand side of a matrix product is 2-D [k, n]".into(),
+            });
+        }
+        let (k, n) = (self.shape()[0], self.shape()[1]);
+        let st = self.layout().strides();
+        let b = bf16_operand(
+            self,
+            Mat {
+                offset: self.layout().offset(),
+                rs: st[0] as isize,
+                cs: st[1] as isize,
+            },
+        )?;
+        let isa = crate::kernels::isa::Isa::detect();
+        // SAFETY: the layout was validated against the storage, so every
+        // element (p < k, j < n) is in bounds; a tensor's storage is
+        // immutable while shared (writes copy first).
+        let packed = unsafe { PackedB::new(isa, &b, k, n) }.map(Arc::new);
+        Ok(PackedRhs {
+            rhs: self.clone(),
+            packed,
+        })
+    }
+
+    /// `self.matmul(rhs.tensor())`, the same bits, reading the packed
+    /// panels instead of packing the matrix again (see [`PackedRhs`]).
+    /// Shapes and broadcasting as [`Tensor::matmul`] with a 2-D rhs:
+    /// `[..., m, k] · [k, n] → [..., m, n]`.
+    ///
+    /// # Errors
+    /// As [`Tensor::matmul`].
+    pub fn matmul_prepacked(&self, rhs: &PackedRhs) -> Result<Tensor> {
+        let w = &rhs.rhs;
+        let Some(pre) = rhs.packed.as_deref() else {
+            return self.matmul(w);
+        };
+        let out = self.product(w, Precision::Bf16, Some(pre))?;
+        Ok(if self.dtype() == DType::BF16 {
+            out.to_dtype(DType::BF16)
+        } else {
+            out
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,6 +587,58 @@ mod tests {
             w.matmul(&m).unwrap().to_vec::<f64>().unwrap(),
             vec![5.0, 7.0, 9.0]
         );
+    }
+
+    /// `x.matmul_prepacked(&w.prepack_rhs())` is `x.matmul(&w)` bit for
+    /// bit: f32 and bf16 x, merged and unmerged batch dims, a transposed
+    /// weight view, a decode row (gemv), and K blocks past one.
+    #[test]
+    fn prepacked_products_equal_matmul() {
+        let mut rng = crate::Rng::new(3);
+        let w = Tensor::randn(&[800, 300], 0.0, 1.0, DType::F32, &mut rng)
+            .unwrap()
+            .to_dtype(DType::BF16);
+        let wt = Tensor::randn(&[300, 800], 0.0, 1.0, DType::F32, &mut rng)
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .t()
+            .unwrap();
+        let x = Tensor::randn(&[2, 70, 800], 0.0, 1.0, DType::F32, &mut rng).unwrap();
+        let xs = [
+            x.clone(),
+            x.to_dtype(DType::BF16),
+            x.transpose(0, 1).unwrap(),
+            x.narrow(0, 0, 1)
+                .unwrap()
+                .narrow(1, 0, 1)
+                .unwrap()
+                .reshape(&[800])
+                .unwrap(),
+        ];
+        for w in [&w, &wt] {
+            let p = w.prepack_rhs().unwrap();
+            assert!(p.tensor().shape() == w.shape());
+            for x in &xs {
+                let (got, want) = (x.matmul_prepacked(&p).unwrap(), x.matmul(w).unwrap());
+                assert_eq!(got.shape(), want.shape());
+                assert_eq!(got.dtype(), want.dtype());
+                assert_eq!(
+                    got.to_dtype(DType::F32).to_vec::<f32>().unwrap(),
+                    want.to_dtype(DType::F32).to_vec::<f32>().unwrap(),
+                    "x {:?} {:?}",
+                    x.shape(),
+                    x.dtype()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn prepacking_needs_a_2d_bf16_matrix() {
+        let f = Tensor::zeros(&[4, 4], DType::F32);
+        assert!(matches!(f.prepack_rhs(), Err(TensorError::DType { .. })));
+        let b = Tensor::zeros(&[2, 4, 4], DType::BF16);
+        assert!(matches!(b.prepack_rhs(), Err(TensorError::Invalid { .. })));
     }
 
     #[test]
