@@ -9,6 +9,7 @@
 //! - a **constant**: data that needs no gradient (inputs, detached values,
 //!   anything computed under [`no_grad`](crate::no_grad)).
 
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
@@ -19,12 +20,18 @@ use crate::{AutogradError, Result};
 /// A function run after a backward pass adds its gradient to a leaf.
 type GradHook = Arc<dyn Fn() + Send + Sync>;
 
+/// A value computed from a leaf's value and kept with it ([`Var::derived`]).
+type Derived = Arc<dyn Any + Send + Sync>;
+
 /// Shared state of a leaf: its current value and accumulated gradient.
 pub struct Leaf {
     value: RwLock<Tensor>,
     grad: Mutex<Option<Tensor>>,
     requires_grad: AtomicBool,
     hooks: Mutex<Vec<(u64, GradHook)>>,
+    /// What [`Var::derived`] computed from the current value; emptied
+    /// whenever the value changes.
+    derived: Mutex<Option<Derived>>,
 }
 
 impl std::fmt::Debug for Leaf {
@@ -65,6 +72,11 @@ impl Leaf {
     pub(crate) fn requires_grad(&self) -> bool {
         self.requires_grad.load(Ordering::Relaxed)
     }
+
+    /// Drops what [`Var::derived`] kept: the value it came from changed.
+    fn forget_derived(&self) {
+        *self.derived.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +105,7 @@ impl Var {
                 grad: Mutex::new(None),
                 requires_grad: AtomicBool::new(true),
                 hooks: Mutex::new(Vec::new()),
+                derived: Mutex::new(None),
             })),
         }
     }
@@ -255,6 +268,8 @@ impl Var {
             });
         }
         *slot = value;
+        drop(slot);
+        l.forget_derived();
         Ok(())
     }
 
@@ -271,7 +286,40 @@ impl Var {
             });
         };
         let mut slot = l.value.write().unwrap_or_else(|e| e.into_inner());
-        f(&mut slot)
+        let r = f(&mut slot);
+        drop(slot);
+        l.forget_derived();
+        r
+    }
+
+    /// `f(value)`, computed once and kept with this leaf until its value
+    /// changes ([`Var::set_value`], [`Var::update_value`]): how a layer
+    /// keeps its bf16 weight packed for the matrix kernel
+    /// ([`kiln_tensor::Tensor::prepack_rhs`]) across forward passes. A leaf
+    /// keeps one such value: asking for another type computes it afresh and
+    /// replaces the first. Constants and recorded outputs keep nothing; `f`
+    /// runs on every call. (PyTorch has no counterpart; weight caches there
+    /// live outside the parameter, keyed on its version counter.)
+    ///
+    /// # Errors
+    /// Whatever `f` returns (nothing is kept then).
+    pub fn derived<T: Any + Send + Sync, E>(
+        &self,
+        f: impl FnOnce(&Tensor) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Arc<T>, E> {
+        let Kind::Leaf(l) = &self.kind else {
+            return f(&self.value()).map(Arc::new);
+        };
+        // Held while computing, so two threads do not both compute it. A
+        // value change clears the slot after releasing the value, so the
+        // two locks are never held in the opposite order.
+        let mut slot = l.derived.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = slot.as_ref().and_then(|d| d.clone().downcast::<T>().ok()) {
+            return Ok(d);
+        }
+        let d = Arc::new(f(&self.value())?);
+        *slot = Some(d.clone());
+        Ok(d)
     }
 
     /// A constant with the same value: gradients stop here (`x.detach()`).
@@ -310,5 +358,54 @@ impl Drop for GradHookHandle {
                 .unwrap_or_else(|e| e.into_inner())
                 .retain(|(id, _)| *id != self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// `derived` computes once per value: again after `set_value` and
+    /// `update_value`, on a type change, and every time for a constant.
+    #[test]
+    fn derived_values_follow_the_leaf_value() {
+        let calls = AtomicUsize::new(0);
+        let sum = |t: &Tensor| -> Result<f32> {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Ok(t.to_vec::<f32>()?.iter().sum())
+        };
+        let p = Var::parameter(Tensor::from_vec(vec![1.0f32, 2.0], &[2]).unwrap());
+        assert_eq!(*p.derived(sum).unwrap(), 3.0);
+        assert_eq!(*p.clone().derived(sum).unwrap(), 3.0);
+        assert_eq!(calls.load(Ordering::Relaxed), 1);
+        p.set_value(Tensor::from_vec(vec![5.0f32, 2.0], &[2]).unwrap())
+            .unwrap();
+        assert_eq!(*p.derived(sum).unwrap(), 7.0);
+        p.update_value(|t| {
+            t.data_mut::<f32>()?[1] = 0.0;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(*p.derived(sum).unwrap(), 5.0);
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        // Another type replaces the kept value; a failure keeps nothing.
+        assert_eq!(
+            *p.derived(|t| Ok::<_, AutogradError>(t.numel())).unwrap(),
+            2
+        );
+        assert!(p
+            .derived(|_| Err::<u8, _>(AutogradError::Invalid {
+                op: "test",
+                msg: String::new()
+            }))
+            .is_err());
+        assert_eq!(*p.derived(sum).unwrap(), 5.0);
+        assert_eq!(calls.load(Ordering::Relaxed), 4);
+        let c = Var::constant(Tensor::from_vec(vec![1.0f32], &[1]).unwrap());
+        c.derived(sum).unwrap();
+        c.derived(sum).unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 6);
     }
 }
