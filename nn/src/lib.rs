@@ -34,6 +34,7 @@ pub mod loss;
 mod mlp;
 mod module;
 pub mod optim;
+pub mod prepack;
 pub mod state_dict;
 mod var_builder;
 
@@ -47,5 +48,8 @@ pub use linear::{Conv1D, Linear};
 pub use lora::Lora;
 pub use mlp::{Mlp, Sequential};
 pub use module::{join, Forward, Module};
+pub use prepack::{
+    prepacked_bytes, set_weight_prepacking, weight_prepacking, PREPACK_MAX_ROWS, PREPACK_MIN_ROWS,
+};
 pub use state_dict::{LoadOptions, LoadReport, StateDict, StateDictError};
 pub use var_builder::{Init, ParamSource, RandomInit, VarBuilder};

@@ -122,11 +122,17 @@ pub struct ModelArgs {
     /// load; safe if the file may be overwritten in place meanwhile).
     #[arg(long)]
     pub no_mmap: bool,
+    /// With bf16 weights, keep no packed copy of the matrices that long
+    /// inputs reuse (eval's windows): those forwards are slower, and the
+    /// process holds one copy of the matrices less.
+    #[arg(long)]
+    pub no_prepack: bool,
 }
 
 impl ModelArgs {
     /// The model and its tokenizer, as [`load_for_inference`] reads them.
     pub fn load(&self) -> Result<(Gpt2, Tokenizer)> {
+        kiln_nn::set_weight_prepacking(!self.no_prepack);
         load_for_inference(&self.model, self.no_mmap, self.dtype.into())
     }
 }

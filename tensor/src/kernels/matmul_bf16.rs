@@ -356,7 +356,7 @@ impl Kernel for Amx {
 /// balanced blocks of an even depth (a whole number of kernel steps where
 /// k allows), no deeper than `K::kc`.
 #[cfg(target_arch = "x86_64")]
-pub(super) fn k_block<K: Kernel>(m: usize, k: usize, n: usize) -> usize {
+fn k_block<K: Kernel>(m: usize, k: usize, n: usize) -> usize {
     k.div_ceil(k.div_ceil(K::kc(m, n)))
         .next_multiple_of(2 * K::KSTEP)
 }
@@ -372,9 +372,7 @@ pub(super) fn k_block<K: Kernel>(m: usize, k: usize, n: usize) -> usize {
 unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&PackedB>) {
     let (mr, nr) = (K::MR, K::NR);
     let kc = k_block::<K>(g.m, g.k, g.n);
-    // Prepacked panels serve only a product blocked as they were packed,
-    // so the result is the same bits either way.
-    let pre = pre.filter(|p| p.fits::<K>(g.k, g.n, kc));
+    let pre = pre.filter(|p| p.fits::<K>(g.k, g.n));
     let kpp = kc / 2; // pairs per panel row, padded
     let mc = g.m.div_ceil(g.m.div_ceil(MC)).div_ceil(mr) * mr;
     let a_panel = |kp| {
@@ -424,9 +422,9 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                     let ncur = width.min(g.n - j0);
                     let npanels = ncur.div_ceil(nr);
                     let (p0, p1) = (part * mpanels / row_parts, (part + 1) * mpanels / row_parts);
-                    // The tiles of this task against B panels `bpack`
-                    // (packed with kp pairs, from column j0).
-                    let run = |bpack: *const u32| {
+                    // The tiles of this task against the B panels from
+                    // `bpack` (column j0 on), `stride` pairs apart.
+                    let run = |bpack: *const u32, stride: usize| {
                         let tiles = || {
                             for ip in p0..p1 {
                                 let row = ip * mr;
@@ -452,7 +450,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                                         K::tile(
                                             kp,
                                             apack.get().add(ip * mr * kp),
-                                            bpack.add(jp * nr * kp),
+                                            bpack.add(jp * stride),
                                             &out,
                                         )
                                     };
@@ -464,8 +462,9 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                     };
                     if let Some(p) = pre {
                         // j0 is a whole number of panels (`plan` widths are
-                        // multiples of nr).
-                        return run(p.panels(pc, j0));
+                        // multiples of nr), pc of kernel steps (kc is).
+                        let (bpack, stride) = p.panels(pc, j0);
+                        return run(bpack, stride);
                     }
                     with_scratch(&PACK_B, npanels * nr * kp, |bpack| {
                         let bpack = bpack.cast::<u32>();
@@ -483,7 +482,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                                 bpack,
                             )
                         };
-                        run(bpack)
+                        run(bpack, nr * kp)
                     })
                 };
                 let tasks = row_parts * col_blocks;

@@ -277,10 +277,17 @@ fn prepacking_packs_only_for_a_bf16_kernel() {
 
 /// The panels are really read: B's elements zeroed after packing do not
 /// change a product that reads the prepacked panels (K blocks of 384 and
-/// of a ragged tail), while one that packs its own sees the zeros.
+/// of a ragged tail, or deeper ones), while one that packs its own sees
+/// the zeros.
 #[test]
 fn prepacked_panels_are_what_the_kernel_reads() {
-    let (m, k, n) = (64, 1000, 300);
+    // The second shape has C_STREAMED's deeper blocks on AMX.
+    for (m, k, n) in [(64, 1000, 300), (2900, 800, 2900)] {
+        are_read(m, k, n);
+    }
+}
+
+fn are_read(m: usize, k: usize, n: usize) {
     let a = values(m * k, 7);
     let b0: Vec<u16> = values(k * n, 8).into_iter().map(to_bf16_bits).collect();
     for isa in Isa::available() {
@@ -326,5 +333,24 @@ fn prepacked_panels_are_what_the_kernel_reads() {
             isa.name()
         );
         assert!(product(&zeros, None).iter().all(|&x| x == 0.0));
+    }
+}
+
+/// A product with more than `C_STREAMED` outputs takes deeper K blocks
+/// on AMX; the full-depth prepacked panels serve it too, with the bits of
+/// packing per call (ragged edge tiles included).
+#[test]
+fn prepacked_panels_serve_any_k_blocking() {
+    let shape = (2900, 800, 2900);
+    assert!(shape.0 * shape.2 > C_STREAMED);
+    let isa = Isa::detect();
+    if !(isa.has_amx() || isa.has_bf16_dot()) {
+        eprintln!("skipped: this CPU has no bf16 GEMM kernel to prepack for");
+        return;
+    }
+    for opts in [(false, false, 0.0), (false, true, 1.0)] {
+        let got = run_prepacked(isa, 2, shape, opts, Some(isa));
+        let want = run_prepacked(isa, 2, shape, opts, None);
+        assert!(got == want, "{} {opts:?}", isa.name());
     }
 }

@@ -4,24 +4,25 @@
 //! [`super::matmul_bf16`] packs B's panels on every call: it pairs each two
 //! rows of k (and rounds f32 to bf16) into the layout its micro-kernel
 //! reads. For a weight matrix that is the same work each time; on a 512-token
-//! bf16 prefill of GPT-2 124M it is about a tenth of the forward pass. A
-//! [`PackedB`] holds all of B's panels, K block after K block, laid out
-//! exactly as a call would pack them, so a product that reads them gives
-//! the same bits as one that packs its own. This is the weight prepacking
-//! of oneDNN and Intel's extension for PyTorch (`ipex.optimize`), and it
-//! costs what they cost: a second copy of the matrix, in bf16.
+//! bf16 prefill of GPT-2 124M it is about a seventh of the forward pass. A
+//! [`PackedB`] holds every panel the whole `k` deep, so the panel of any K
+//! block is a stretch of it holding exactly what a call would pack for
+//! that block (the blocks start at whole kernel steps, and the zero
+//! padding past `k` is the same). A product that reads them therefore gives
+//! the same bits as one that packs its own, however deep its K blocks.
+//! This is the weight prepacking of oneDNN and Intel's extension for
+//! PyTorch (`ipex.optimize`), and it costs what theirs costs: a second copy
+//! of the matrix, in bf16.
 //!
-//! The panels serve a product only if it is blocked as they were packed:
-//! the same kernel (AMX or AVX512-BF16, chosen at run time) and the same K
-//! blocks. The K blocks depend on the product's `m·n` only past 8 M
-//! outputs (the LM head's blocks are deeper); such a product, or one on
-//! another instruction set (`KILN_SIMD`), packs its own panels as before.
+//! The panels serve the kernel they were packed for (AMX or AVX512-BF16,
+//! chosen at run time); a product on another instruction set (`KILN_SIMD`)
+//! packs its own panels as before.
 
 use super::isa::Isa;
 use super::matmul_bf16::Operand;
 use super::scratch::Line;
 
-/// B's panels for one kernel, every K block one after another.
+/// B's panels for one kernel, each the whole `k` deep.
 pub struct PackedB {
     /// Rows of B.
     k: usize,
@@ -32,12 +33,9 @@ pub struct PackedB {
     kernel: &'static str,
     /// Columns per panel (the kernel's NR).
     nr: usize,
-    /// Depth of each K block but the last, in elements.
-    kc: usize,
-    /// Per K block: where its panels start (in u32 pairs) and how many
-    /// pairs each panel row holds.
-    blocks: Vec<(usize, usize)>,
-    /// The panels.
+    /// Pairs per panel row: `⌈k/2⌉`, padded to the kernel's step.
+    kp: usize,
+    /// The panels, one after another.
     data: Vec<Line>,
 }
 
@@ -85,27 +83,20 @@ impl PackedB {
         self.data.len() * std::mem::size_of::<Line>()
     }
 
-    /// Whether these panels serve a `k×n` B on kernel `K` with K blocks
-    /// `kc` deep.
+    /// Whether these panels serve a `k×n` B on kernel `K`.
     #[cfg(target_arch = "x86_64")]
-    pub(super) fn fits<K: super::matmul_bf16::Kernel>(
-        &self,
-        k: usize,
-        n: usize,
-        kc: usize,
-    ) -> bool {
-        self.kernel == K::NAME && self.k == k && self.n == n && self.kc == kc
+    pub(super) fn fits<K: super::matmul_bf16::Kernel>(&self, k: usize, n: usize) -> bool {
+        self.kernel == K::NAME && self.k == k && self.n == n
     }
 
-    /// The panels of the K block that starts at row `pc`, from column `j0`
-    /// (a multiple of the panel width).
-    pub(super) fn panels(&self, pc: usize, j0: usize) -> *const u32 {
-        debug_assert!(pc.is_multiple_of(self.kc) && j0.is_multiple_of(self.nr));
-        let (start, kp) = self.blocks[pc / self.kc];
-        self.data
-            .as_ptr()
-            .cast::<u32>()
-            .wrapping_add(start + j0 * kp)
+    /// Where the panel of columns `j0..` starts for the K block at row `pc`
+    /// (`j0` a multiple of the panel width, `pc` of two kernel steps), and
+    /// the distance from one panel to the next, both in u32 pairs.
+    pub(super) fn panels(&self, pc: usize, j0: usize) -> (*const u32, usize) {
+        debug_assert!(pc.is_multiple_of(2) && j0.is_multiple_of(self.nr));
+        let start = j0 * self.kp + pc / 2 * self.nr;
+        let p = self.data.as_ptr().cast::<u32>().wrapping_add(start);
+        (p, self.nr * self.kp)
     }
 }
 
@@ -113,8 +104,8 @@ impl PackedB {
 /// panels.
 const COLUMNS_PER_UNIT: usize = 256;
 
-/// Packs B for kernel `K`, K block by K block, each block's panels packed
-/// in parallel over column ranges.
+/// Packs B for kernel `K`: every panel the whole `k` deep, in parallel over
+/// column ranges.
 ///
 /// # Safety
 ///
@@ -137,57 +128,42 @@ unsafe fn pack<K: super::matmul_bf16::Kernel>(b: &Operand, k: usize, n: usize) -
         }
     }
 
-    // The blocks a product with up to 8 M outputs uses (m = 1 stands for
-    // every such m: the depth depends on m only past that size).
-    let kc = super::matmul_bf16::k_block::<K>(1, k, n);
     let nr = K::NR;
-    let npanels = n.div_ceil(nr);
-    let mut blocks = Vec::new();
-    let mut len = 0;
-    for pc in (0..k).step_by(kc) {
-        let kp = (kc.min(k - pc)).div_ceil(2).next_multiple_of(K::KSTEP);
-        blocks.push((len, kp));
-        len += npanels * nr * kp;
-    }
+    let kp = k.div_ceil(2).next_multiple_of(K::KSTEP);
+    let len = n.div_ceil(nr) * nr * kp;
     let mut data = vec![Line::default(); len.div_ceil(16)];
     let dst = SharedPtr(data.as_mut_ptr().cast::<u32>());
     let src = Src(*b);
     assert!(COLUMNS_PER_UNIT.is_multiple_of(nr));
-    for (bi, &(start, kp)) in blocks.iter().enumerate() {
-        let pc = bi * kc;
-        let kcur = kc.min(k - pc);
-        let units = n.div_ceil(COLUMNS_PER_UNIT);
-        crate::parallel::for_each_range(units, 1, |r| {
-            for u in r {
-                let j0 = u * COLUMNS_PER_UNIT;
-                let cols = COLUMNS_PER_UNIT.min(n - j0);
-                let b = src.get();
-                // SAFETY: columns j0..j0+cols < n and rows pc..pc+kcur < k
-                // are in bounds (contract); the panels of these columns
-                // (⌈cols/nr⌉ of nr·kp pairs from j0·kp) lie inside this
-                // block and are written by this unit only.
-                unsafe {
-                    pack_pairs(
-                        b,
-                        pc as isize * b.rs + j0 as isize * b.cs,
-                        b.cs,
-                        b.rs,
-                        Panel::pair_major_panels(nr, kp, cols.div_ceil(nr)),
-                        kcur,
-                        cols,
-                        dst.get().add(start + j0 * kp),
-                    )
-                };
-            }
-        });
-    }
+    crate::parallel::for_each_range(n.div_ceil(COLUMNS_PER_UNIT), 1, |r| {
+        for u in r {
+            let j0 = u * COLUMNS_PER_UNIT;
+            let cols = COLUMNS_PER_UNIT.min(n - j0);
+            let b = src.get();
+            // SAFETY: columns j0..j0+cols < n and rows 0..k are in bounds
+            // (contract); the panels of these columns (⌈cols/nr⌉ of nr·kp
+            // pairs from j0·kp) lie inside data and are written by this
+            // unit only.
+            unsafe {
+                pack_pairs(
+                    b,
+                    j0 as isize * b.cs,
+                    b.cs,
+                    b.rs,
+                    Panel::pair_major_panels(nr, kp, cols.div_ceil(nr)),
+                    k,
+                    cols,
+                    dst.get().add(j0 * kp),
+                )
+            };
+        }
+    });
     PackedB {
         k,
         n,
         kernel: K::NAME,
         nr,
-        kc,
-        blocks,
+        kp,
         data,
     }
 }
