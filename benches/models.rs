@@ -30,6 +30,11 @@ use kiln::nn::optim::{clip_grad_norm, decay_groups, AdamConfig, AdamW, Optimizer
 use kiln::nn::Module;
 use kiln::tensor::{DType, Tensor};
 
+/// Prefill runs per case: the first is a warm-up (after it a bf16 model
+/// keeps its reused weights packed, `kiln_nn::prepack`); the median of the
+/// rest is reported. `scripts/compare_models.py` runs as many.
+const PREFILL_RUNS: usize = 8;
+
 fn ids(n: usize, v: usize) -> Vec<i64> {
     (0..n).map(|i| ((i * 7919 + 13) % v) as i64).collect()
 }
@@ -104,7 +109,7 @@ fn main() {
         if run("prefill") {
             let x = Tensor::from_vec(ids(512, 50257), &[1, 512]).unwrap();
             let mut times = Vec::new();
-            for _ in 0..4 {
+            for _ in 0..PREFILL_RUNS {
                 let t0 = Instant::now();
                 no_grad(|| model.forward(&x, ForwardOptions::default()).unwrap());
                 times.push(t0.elapsed().as_secs_f64());
@@ -141,7 +146,7 @@ fn main() {
             // the LM head for the last one (transformers: logits_to_keep=1).
             let x = Tensor::from_vec(ids(512, 50257), &[1, 512]).unwrap();
             let mut times = Vec::new();
-            for _ in 0..4 {
+            for _ in 0..PREFILL_RUNS {
                 let t0 = Instant::now();
                 no_grad(|| {
                     let h = model.hidden_states(&x, ForwardOptions::default()).unwrap();

@@ -26,6 +26,12 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 
+# Prefill runs per case; the first is a warm-up (and, on Kiln's side, the
+# use after which a bf16 model keeps its weights packed), the median of the
+# rest is reported. Kept equal to PREFILL_RUNS in benches/models.rs.
+PREFILL_RUNS = 8
+
+
 def ids(n, v=50257):
     return torch.tensor([(i * 7919 + 13) % v for i in range(n)])
 
@@ -52,7 +58,7 @@ def torch_case(case):
         x = ids(512).reshape(1, 512)
         times = []
         with torch.no_grad():
-            for _ in range(4):
+            for _ in range(PREFILL_RUNS):
                 t0 = time.perf_counter()
                 model(x, logits_to_keep=1)
                 times.append(time.perf_counter() - t0)
@@ -66,7 +72,7 @@ def torch_case(case):
             x = ids(512).reshape(1, 512)
             times = []
             with torch.no_grad():
-                for _ in range(4):
+                for _ in range(PREFILL_RUNS):
                     t0 = time.perf_counter()
                     model(x)
                     times.append(time.perf_counter() - t0)

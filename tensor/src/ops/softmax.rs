@@ -234,15 +234,19 @@ impl Tensor {
         // SAFETY: each call writes every element of the whole rows it gets.
         let out = unsafe {
             build_par(src.len(), n.max(1), ROW_GRAIN / n.max(1), |start, dst| {
-                let mut scaled = vec![0f32; n];
+                let mut scaled = vec![MaybeUninit::<f32>::uninit(); n];
                 for (i, row) in dst.chunks_mut(n).enumerate() {
                     let first = start / n + i;
                     let valid = (offset + first % t + 1).min(n);
                     let xr = &src[(start + i * n)..(start + i * n + valid)];
-                    for (s, &v) in scaled.iter_mut().zip(xr) {
-                        *s = v / d;
-                    }
-                    fastmath::softmax_rows(isa, &scaled[..valid], &mut row[..valid], valid);
+                    // x / d, vectorised (a scalar loop of divisions was
+                    // most of this function's time in a prefill).
+                    let div = fastmath::Binary::Div;
+                    fastmath::binary(isa, div, xr, 1, &[d], 0, &mut scaled[..valid]);
+                    // `binary` wrote all `valid` elements (inside the
+                    // unsafe block above, so no block of its own).
+                    let scaled = crate::uninit::assume_init_mut(&mut scaled[..valid]);
+                    fastmath::softmax_rows(isa, scaled, &mut row[..valid], valid);
                     for o in &mut row[valid..] {
                         o.write(0.0);
                     }
