@@ -99,8 +99,16 @@ impl CausalSelfAttention {
                 a.matmul(b)?
             })
         };
-        let scores = mm(&q, &k.t()?)?; // (B, NH, T, P+T)
         let divisor = (hs as f64).sqrt();
+        let records =
+            kiln_autograd::is_grad_enabled() && [&q, &k, &v].iter().any(|x| x.requires_grad());
+        let dropout_off = !self.attn_dropout.is_training() || self.attn_dropout.p == 0.0;
+        if bf16 && key_padding.is_none() && !records && dropout_off {
+            let y = causal_blocks(&q, &k, &v, past, divisor, mm)?; // (B, NH, T, HS)
+            let y = y.transpose(1, 2)?.reshape(&[b, t, c])?;
+            return self.resid_dropout.forward(&self.c_proj.forward(&y)?);
+        }
+        let scores = mm(&q, &k.t()?)?; // (B, NH, T, P+T)
         let att = match key_padding {
             // Query i (absolute position P+i) may not see keys j > P+i:
             // one fused pass (scale, causal mask, softmax).
@@ -122,6 +130,42 @@ impl CausalSelfAttention {
         let y = y.transpose(1, 2)?.reshape(&[b, t, c])?; // (B, T, C)
         self.resid_dropout.forward(&self.c_proj.forward(&y)?)
     }
+}
+
+/// Queries per block of [`causal_blocks`].
+const QUERY_BLOCK: usize = 256;
+
+/// `softmax(q·kᵀ / divisor, causal) · v` with the queries in blocks of
+/// [`QUERY_BLOCK`], each against only the keys it may see: block `r0..r1`
+/// (absolute positions `P + r0..P + r1`) takes keys and values `0..P + r1`.
+/// This skips most of the masked upper triangle of both products and of
+/// the softmax — a quarter of their work at T = 512, three eighths at
+/// T = 1024 — where the full product computes it and the mask then zeroes
+/// it. (Blocks of 256 measured faster than 128 or 64 on a 512-token
+/// prefill: the smaller products lose more to their fixed costs.) The sums are the same ones in
+/// the same order (the skipped terms are the mask's zeros), so on the AMX
+/// kernel the bits are those of the full product; other kernels may
+/// round a last bit differently where K blocks split the sum elsewhere.
+///
+/// `q`: `(B, NH, T, HS)`; `k`, `v`: `(B, NH, P + T, HS)`.
+fn causal_blocks(
+    q: &Var,
+    k: &Var,
+    v: &Var,
+    past: usize,
+    divisor: f64,
+    mm: impl Fn(&Var, &Var) -> Result<Var>,
+) -> Result<Var> {
+    let t = q.shape()[2];
+    let mut ys = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
+    for r0 in (0..t).step_by(QUERY_BLOCK) {
+        let rows = QUERY_BLOCK.min(t - r0);
+        let keys = past + r0 + rows;
+        let scores = mm(&q.narrow(2, r0, rows)?, &k.narrow(2, 0, keys)?.t()?)?;
+        let att = scores.causal_softmax(divisor, past + r0)?;
+        ys.push(mm(&att, &v.narrow(2, 0, keys)?)?);
+    }
+    Ok(Var::cat(&ys.iter().collect::<Vec<_>>(), 2)?)
 }
 
 /// The attention mask: which keys each query must not see, as a bool
@@ -172,5 +216,88 @@ impl Module for CausalSelfAttention {
 impl Forward for CausalSelfAttention {
     fn forward(&self, x: &Var) -> Result<Var> {
         self.forward_with(x, None, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kiln_autograd::no_grad;
+    use kiln_tensor::Rng;
+
+    use super::*;
+
+    /// A bf16 attention layer of width 64, 4 heads, no dropout.
+    fn bf16_attention(rng: &mut Rng) -> CausalSelfAttention {
+        let conv = |i: usize, o: usize, rng: &mut Rng| {
+            let mut c = Conv1D::new(i, o, 0.2, DType::F32, rng).unwrap();
+            c.weight = Var::parameter(c.weight.value().to_dtype(DType::BF16));
+            c
+        };
+        CausalSelfAttention {
+            c_attn: conv(64, 192, rng),
+            c_proj: conv(64, 64, rng),
+            n_head: 4,
+            attn_dropout: Dropout::new(0.0, 0).unwrap(),
+            resid_dropout: Dropout::new(0.0, 0).unwrap(),
+        }
+    }
+
+    fn assert_same(what: &str, got: &Tensor, want: &Tensor) {
+        let (g, w) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+        if kiln_tensor::kernels::isa::Isa::detect().has_amx() {
+            assert!(g == w, "{what}: the blocked attention changed the bits");
+        }
+        let worst = g
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{what}: relative difference {worst:e}");
+    }
+
+    /// A bf16 prefill that records nothing runs the queries in blocks
+    /// against only the keys they may see; it gives what the full product
+    /// and mask give (the bits, on AMX), with and without cached keys and
+    /// for a ragged last block.
+    #[test]
+    fn blocked_causal_attention_equals_the_full_product() {
+        let mut rng = Rng::new(5);
+        let attn = bf16_attention(&mut rng);
+        let x = Tensor::randn(
+            &[2, 2 * QUERY_BLOCK + 44, 64],
+            0.0,
+            1.0,
+            DType::F32,
+            &mut rng,
+        )
+        .unwrap();
+        let t = x.shape()[1];
+        // Recording gradients (the weights are parameters): the full path.
+        let full = attn.forward(&Var::constant(x.clone())).unwrap().value();
+        let blocked = no_grad(|| attn.forward(&Var::constant(x.clone())))
+            .unwrap()
+            .value();
+        assert_same("no cache", &blocked, &full);
+        // The same positions in two calls, the second after 100 cached.
+        let (first, rest) = (
+            x.narrow(1, 0, 100).unwrap(),
+            x.narrow(1, 100, t - 100).unwrap(),
+        );
+        let run = |record: bool| {
+            let mut cache = KvCache::default();
+            let mut step = |x: &Tensor| {
+                let x = Var::constant(x.clone());
+                let mut f = || attn.forward_with(&x, Some(&mut cache), None);
+                if record { f() } else { no_grad(f) }.unwrap().value()
+            };
+            step(&first);
+            step(&rest)
+        };
+        assert_same("after 100 cached", &run(false), &run(true));
+        assert_same(
+            "cached vs one call",
+            &run(false),
+            &full.narrow(1, 100, t - 100).unwrap().contiguous(),
+        );
     }
 }
