@@ -146,6 +146,42 @@ unsafe fn part_avx512(x: &[f32], w: Weights, r: (usize, usize), out: &mut [f32])
             let row = |p: usize| w.w.offset(p as isize * w.rs);
             let acc = out.as_mut_ptr();
             let mut p = p0;
+            // Eight rows per pass over the columns: the sums of rows
+            // p..p+4 and then of p+4..p+8 are added to each column's
+            // partial in a register, which is loaded and stored once
+            // instead of twice. The additions are those of two four-row
+            // passes, in their order, so the bits are too.
+            while p + 8 <= p1 {
+                let xs: [f32; 8] = std::array::from_fn(|q| x[p + q]);
+                let xv = xs.map(|v| _mm512_set1_ps(v));
+                let rs: [*const u16; 8] = std::array::from_fn(|q| row(p + q));
+                let four = |g: usize, j: usize| {
+                    let mut t = _mm512_mul_ps(xv[g], widen16(rs[g].add(j)));
+                    for q in g + 1..g + 4 {
+                        t = _mm512_add_ps(t, _mm512_mul_ps(xv[q], widen16(rs[q].add(j))));
+                    }
+                    t
+                };
+                let mut j = 0;
+                while j < vn {
+                    if j.is_multiple_of(32) {
+                        // As below: the line AHEAD rows on, for each row.
+                        for r in rs {
+                            let ahead = r.wrapping_offset(AHEAD * w.rs).wrapping_add(j);
+                            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+                        }
+                    }
+                    let a = _mm512_add_ps(_mm512_loadu_ps(acc.add(j)), four(0, j));
+                    _mm512_storeu_ps(acc.add(j), _mm512_add_ps(a, four(4, j)));
+                    j += 16;
+                }
+                for j in vn..n {
+                    let wv = |q: usize| xs[q] * from_bf16_bits(*rs[q].add(j));
+                    *acc.add(j) += wv(0) + wv(1) + wv(2) + wv(3);
+                    *acc.add(j) += wv(4) + wv(5) + wv(6) + wv(7);
+                }
+                p += 8;
+            }
             while p + 4 <= p1 {
                 let xs = [x[p], x[p + 1], x[p + 2], x[p + 3]];
                 let xv = xs.map(|v| _mm512_set1_ps(v));
