@@ -92,6 +92,7 @@ impl PackedB {
     /// Where the panel of columns `j0..` starts for the K block at row `pc`
     /// (`j0` a multiple of the panel width, `pc` of two kernel steps), and
     /// the distance from one panel to the next, both in u32 pairs.
+    #[cfg(target_arch = "x86_64")]
     pub(super) fn panels(&self, pc: usize, j0: usize) -> (*const u32, usize) {
         debug_assert!(pc.is_multiple_of(2) && j0.is_multiple_of(self.nr));
         let start = j0 * self.kp + pc / 2 * self.nr;
@@ -102,6 +103,7 @@ impl PackedB {
 
 /// Columns packed per parallel unit: a whole number of every kernel's
 /// panels.
+#[cfg(target_arch = "x86_64")]
 const COLUMNS_PER_UNIT: usize = 256;
 
 /// Packs B for kernel `K`: every panel the whole `k` deep, in parallel over
