@@ -301,6 +301,9 @@ impl Var {
     /// runs on every call. (PyTorch has no counterpart; weight caches there
     /// live outside the parameter, keyed on its version counter.)
     ///
+    /// `f` runs under this leaf's lock for it, so it must not ask the same
+    /// leaf for its derived value (it would wait on itself).
+    ///
     /// # Errors
     /// Whatever `f` returns (nothing is kept then).
     pub fn derived<T: Any + Send + Sync, E>(
