@@ -37,6 +37,6 @@ pub use custom::custom_op;
 pub use error::{AutogradError, Result};
 pub use gradcheck::{gradcheck, GradMismatch, GradcheckOptions, GradcheckReport};
 pub use tape::{
-    backward_all, clear_tape, is_grad_enabled, no_grad, tape_len, unbroadcast, NoGradGuard,
+    backward_all, clear_tape, is_grad_enabled, no_grad, records, tape_len, unbroadcast, NoGradGuard,
 };
 pub use var::{GradHookHandle, Leaf, Var};

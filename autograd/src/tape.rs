@@ -78,6 +78,14 @@ pub fn is_grad_enabled() -> bool {
     GRAD_ENABLED.with(|g| g.get())
 }
 
+/// Whether an op on `inputs` is recorded on this thread: recording is on
+/// and some input requires grad (so its result would too). Code that
+/// computes a result outside the tape, because nothing will differentiate
+/// it, asks this first.
+pub fn records(inputs: &[&Var]) -> bool {
+    is_grad_enabled() && inputs.iter().any(|v| v.requires_grad())
+}
+
 /// Runs `f` without recording anything (`with torch.no_grad():`): results
 /// are constants and no activations are kept. Used for evaluation and
 /// generation.
@@ -209,7 +217,12 @@ fn push(
     slice: Option<(usize, usize)>,
     always: bool,
 ) -> Result<Var> {
-    if !is_grad_enabled() || !(always || inputs.iter().any(|v| v.requires_grad())) {
+    let recorded = if always {
+        is_grad_enabled()
+    } else {
+        records(inputs)
+    };
+    if !recorded {
         return Ok(Var::constant(out));
     }
     let ins: Vec<Input> = inputs

@@ -100,10 +100,8 @@ impl CausalSelfAttention {
             })
         };
         let divisor = (hs as f64).sqrt();
-        let records =
-            kiln_autograd::is_grad_enabled() && [&q, &k, &v].iter().any(|x| x.requires_grad());
         let dropout_off = !self.attn_dropout.is_training() || self.attn_dropout.p == 0.0;
-        if bf16 && key_padding.is_none() && !records && dropout_off {
+        if bf16 && key_padding.is_none() && !kiln_autograd::records(&[&q, &k, &v]) && dropout_off {
             let y = causal_blocks(&q, &k, &v, past, divisor, mm)?; // (B, NH, T, HS)
             let y = y.transpose(1, 2)?.reshape(&[b, t, c])?;
             return self.resid_dropout.forward(&self.c_proj.forward(&y)?);
@@ -142,10 +140,11 @@ const QUERY_BLOCK: usize = 256;
 /// the softmax — a quarter of their work at T = 512, three eighths at
 /// T = 1024 — where the full product computes it and the mask then zeroes
 /// it. (Blocks of 256 measured faster than 128 or 64 on a 512-token
-/// prefill: the smaller products lose more to their fixed costs.) The sums are the same ones in
-/// the same order (the skipped terms are the mask's zeros), so on the AMX
-/// kernel the bits are those of the full product; other kernels may
-/// round a last bit differently where K blocks split the sum elsewhere.
+/// prefill: the smaller products lose more to their fixed costs.) The
+/// sums are the same ones in the same order (the skipped terms are the
+/// mask's zeros), so on the AMX kernel the bits are those of the full
+/// product; other kernels may round a last bit differently where K blocks
+/// split the sum elsewhere.
 ///
 /// `q`: `(B, NH, T, HS)`; `k`, `v`: `(B, NH, P + T, HS)`.
 fn causal_blocks(

@@ -67,12 +67,16 @@ struct Reuse {
     packed: Mutex<Option<Arc<PackedRhs>>>,
 }
 
+/// The [`Reuse`] kept with `weight` (a fresh one the first time).
+fn reuse(weight: &Var) -> Result<Arc<Reuse>> {
+    weight.derived(|_| Ok(Reuse::default()))
+}
+
 /// The weight's packed copy for the product `x · weight`, if this product
 /// should use one: a bf16 `[in, out]` weight, f32 activations of
 /// [`PREPACK_MIN_ROWS`] to [`PREPACK_MAX_ROWS`] rows, no gradient to
-/// record, prepacking on, and
-/// the weight already seen in an earlier such product. Packs it on the
-/// first call that needs it.
+/// record, prepacking on, and the weight already seen in an earlier such
+/// product. Packs it on the first call that needs it.
 ///
 /// # Errors
 /// Whatever packing reports (a weight that is not a 2-D bf16 matrix).
@@ -81,16 +85,15 @@ pub(crate) fn packed_weight(weight: &Var, x: &Var) -> Result<Option<Arc<PackedRh
     let rows = shape[..shape.len().saturating_sub(1)]
         .iter()
         .product::<usize>();
-    let records = kiln_autograd::is_grad_enabled() && (x.requires_grad() || weight.requires_grad());
     if !weight_prepacking()
         || weight.dtype() != DType::BF16
         || x.dtype() != DType::F32
-        || records
+        || kiln_autograd::records(&[x, weight])
         || !(PREPACK_MIN_ROWS..=PREPACK_MAX_ROWS).contains(&rows)
     {
         return Ok(None);
     }
-    let reuse = weight.derived(|_| Ok::<_, crate::NnError>(Reuse::default()))?;
+    let reuse = reuse(weight)?;
     if reuse.long_uses.fetch_add(1, Ordering::Relaxed) < USES_BEFORE_PACKING {
         return Ok(None);
     }
@@ -104,15 +107,13 @@ pub(crate) fn packed_weight(weight: &Var, x: &Var) -> Result<Option<Arc<PackedRh
 /// Bytes of the packed copy kept for `weight` (0 if none): what
 /// prepacking adds to a model's memory.
 pub fn prepacked_bytes(weight: &Var) -> usize {
-    weight
-        .derived(|_| Ok::<_, crate::NnError>(Reuse::default()))
-        .map_or(0, |r| {
-            r.packed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map_or(0, |p| p.packed_bytes())
-        })
+    reuse(weight).map_or(0, |r| {
+        r.packed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |p| p.packed_bytes())
+    })
 }
 
 #[cfg(test)]
