@@ -7,10 +7,9 @@
 //! several; each GEMM parallelises over blocks of the output itself.
 
 use std::mem::MaybeUninit;
-
-use crate::dtype::Element;
 use std::sync::Arc;
 
+use crate::dtype::Element;
 use crate::kernels::matmul_bf16::{Elems, GemmBf16, Operand, PackedB};
 use crate::kernels::matmul_packed::{gemm_f32, gemm_f64, Gemm};
 use crate::shape::broadcast_shapes;
@@ -31,6 +30,18 @@ struct Mat {
     offset: usize,
     rs: isize,
     cs: isize,
+}
+
+impl Mat {
+    /// The matrix of `layout`'s last two dims, starting at `offset`.
+    fn of(layout: &Layout, offset: usize) -> Mat {
+        let s = layout.strides();
+        Mat {
+            offset,
+            rs: s[s.len() - 2] as isize,
+            cs: s[s.len() - 1] as isize,
+        }
+    }
 }
 
 /// Storage offsets of every batch entry of a layout whose last two dims are
@@ -121,18 +132,10 @@ fn batch_mats(
     let r = out_shape.len();
     let (m, n) = (out_shape[r - 2], out_shape[r - 1]);
     let k = la.shape()[la.rank() - 1];
-    let mat = |l: &Layout, offset: usize| {
-        let s = l.strides();
-        Mat {
-            offset,
-            rs: s[s.len() - 2] as isize,
-            cs: s[s.len() - 1] as isize,
-        }
-    };
     let mats = batch_offsets(la)
         .into_iter()
         .zip(batch_offsets(lb))
-        .map(|(ao, bo)| (mat(la, ao), mat(lb, bo)))
+        .map(|(ao, bo)| (Mat::of(la, ao), Mat::of(lb, bo)))
         .collect();
     ((m, k, n), mats)
 }
@@ -308,12 +311,7 @@ impl Tensor {
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         let (l, r) = (self.dtype(), rhs.dtype());
         if l == DType::BF16 || r == DType::BF16 {
-            let out = self.product(rhs, Precision::Bf16, None)?;
-            return Ok(if l == r {
-                out.to_dtype(DType::BF16)
-            } else {
-                out
-            });
+            return self.bf16_product(rhs, None);
         }
         crate::ops::binary::same_dtype("matmul", self, rhs)?;
         if !l.is_compute_float() {
@@ -520,15 +518,7 @@ impl Tensor {
             });
         }
         let (k, n) = (self.shape()[0], self.shape()[1]);
-        let st = self.layout().strides();
-        let b = bf16_operand(
-            self,
-            Mat {
-                offset: self.layout().offset(),
-                rs: st[0] as isize,
-                cs: st[1] as isize,
-            },
-        )?;
+        let b = bf16_operand(self, Mat::of(self.layout(), self.layout().offset()))?;
         let isa = crate::kernels::isa::Isa::detect();
         // SAFETY: the layout was validated against the storage, so every
         // element (p < k, j < n) is in bounds; a tensor's storage is
@@ -548,12 +538,15 @@ impl Tensor {
     /// # Errors
     /// As [`Tensor::matmul`].
     pub fn matmul_prepacked(&self, rhs: &PackedRhs) -> Result<Tensor> {
-        let w = &rhs.rhs;
-        let Some(pre) = rhs.packed.as_deref() else {
-            return self.matmul(w);
-        };
-        let out = self.product(w, Precision::Bf16, Some(pre))?;
-        Ok(if self.dtype() == DType::BF16 {
+        self.bf16_product(&rhs.rhs, rhs.packed.as_deref())
+    }
+
+    /// [`Tensor::matmul`] with a bf16 operand (B's panels from `pre`, if
+    /// packed from `rhs`): f32 accumulation, rounded to a bf16 result when
+    /// both operands are bf16, as torch does.
+    fn bf16_product(&self, rhs: &Tensor, pre: Option<&PackedB>) -> Result<Tensor> {
+        let out = self.product(rhs, Precision::Bf16, pre)?;
+        Ok(if self.dtype() == rhs.dtype() {
             out.to_dtype(DType::BF16)
         } else {
             out
