@@ -160,7 +160,8 @@ fn rounding_is_to_nearest_even() {
     assert!(from_bf16_bits(to_bf16_bits(f32::NAN)).is_nan());
 }
 
-/// `C = 0.75·A·B + beta·C0` on `isa` with `threads`, B's panels packed per
+/// `C = alpha·A·B + beta·C0` on `isa` with `threads` (alpha 1 with beta 0,
+/// the AMX kernel's in-place tiles; 0.75 otherwise), B's panels packed per
 /// call or, with `pack`, read from a [`PackedB`] packed for that ISA.
 fn run_prepacked(
     isa: Isa,
@@ -268,8 +269,8 @@ fn prepacking_packs_only_for_a_bf16_kernel() {
             isa.name()
         );
         if let Some(p) = pre {
-            // Two 32-column panels of 32 pairs (16 for AVX512-BF16 is
-            // also 32: KSTEP 1 pads nothing at k = 64).
+            // Two 32-column panels of 32 pairs (k = 64 is a whole number
+            // of steps for either kernel, so nothing is padded).
             assert_eq!(p.bytes(), 2 * 32 * 32 * 4, "{}", isa.name());
         }
     }
