@@ -131,14 +131,16 @@ unsafe impl Sync for GemmBf16 {}
 /// Depth of a K block in elements (even): a 12-row A panel of 384 pairs is
 /// 18 KiB, in L1; a 1024-wide B block of 384 pairs is 1.5 MiB, in L2.
 const KC: usize = 768;
-/// Depth of an AMX K block: a 32-row A panel of 192 pairs (24 KiB) stays in
-/// L1 while the B panels stream past it, which measured 5–15 % faster than
-/// 768 on the GPT-2 shapes...
-const KC_AMX: usize = 384;
-/// ...unless C has more elements than this: every further K block reads
-/// and rewrites all of C (an LM head's 512×50257 outputs are 100 MB), so
-/// then the blocks are as deep as [`KC`].
-const C_STREAMED: usize = 8 << 20;
+/// Depth of an AMX K block. Each K block ends every C tile with a store
+/// (and starts the next with a load) that the tile unit cannot overlap
+/// with its products: about a third of the time at 384. With blocks this
+/// deep the GPT-2 shapes take one or two (their A panels no longer fit L1,
+/// which costs less), and `mlp_down` on two threads ran 30–40 % faster.
+const KC_AMX: usize = 1536;
+/// Bytes of the B block a task streams its tiles against on AMX: columns
+/// are cut so it stays in L2 (2 MiB per core on these Xeons) beside the A
+/// panels and C; 1.5 MiB blocks measured a third slower on the LM head.
+const B_BLOCK_AMX: usize = 1 << 20;
 
 /// Rows of the shared A block.
 const MC: usize = 1536;
@@ -292,8 +294,10 @@ pub(super) trait Kernel {
     /// A panels row-major (`a[i·kp + q]`, AMX) instead of pair-major
     /// (`a[q·MR + i]`, AVX512-BF16).
     const A_ROW_MAJOR: bool;
-    /// The deepest K block for an `m×n` C.
-    fn kc(m: usize, n: usize) -> usize;
+    /// The deepest K block.
+    const KC: usize;
+    /// The widest column block per task, for K blocks `kc` deep.
+    fn nc(kc: usize) -> usize;
     /// Runs one task's tiles: sets up whatever state the kernel needs.
     unsafe fn scope(f: impl FnOnce());
     /// One tile over `kp` pairs (a multiple of `KSTEP`).
@@ -311,8 +315,9 @@ impl Kernel for Avx512Bf16 {
     const NR: usize = super::microkernel_bf16::NR;
     const KSTEP: usize = 1;
     const A_ROW_MAJOR: bool = false;
-    fn kc(_: usize, _: usize) -> usize {
-        KC
+    const KC: usize = KC;
+    fn nc(_: usize) -> usize {
+        NC
     }
     unsafe fn scope(f: impl FnOnce()) {
         f()
@@ -335,12 +340,10 @@ impl Kernel for Amx {
     const NR: usize = super::microkernel_amx::NR;
     const KSTEP: usize = super::microkernel_amx::KSTEP;
     const A_ROW_MAJOR: bool = true;
-    fn kc(m: usize, n: usize) -> usize {
-        if m.saturating_mul(n) > C_STREAMED {
-            KC
-        } else {
-            KC_AMX
-        }
+    const KC: usize = KC_AMX;
+    fn nc(kc: usize) -> usize {
+        // bf16 B: 2 bytes per element.
+        (B_BLOCK_AMX / (2 * kc) / Self::NR * Self::NR).clamp(Self::NR, NC)
     }
     unsafe fn scope(f: impl FnOnce()) {
         // SAFETY: this kernel is only chosen when AMX is permitted.
@@ -352,13 +355,12 @@ impl Kernel for Amx {
     }
 }
 
-/// The depth of the K blocks of an `m×k·k×n` product on kernel `K`:
+/// The depth of the K blocks of a product `k` deep on kernel `K`:
 /// balanced blocks of an even depth (a whole number of kernel steps where
-/// k allows), no deeper than `K::kc`.
+/// k allows), no deeper than `K::KC`.
 #[cfg(target_arch = "x86_64")]
-fn k_block<K: Kernel>(m: usize, k: usize, n: usize) -> usize {
-    k.div_ceil(k.div_ceil(K::kc(m, n)))
-        .next_multiple_of(2 * K::KSTEP)
+fn k_block<K: Kernel>(k: usize) -> usize {
+    k.div_ceil(k.div_ceil(K::KC)).next_multiple_of(2 * K::KSTEP)
 }
 
 /// The packed, blocked product (the f32 GEMM's loop nest; see
@@ -371,7 +373,7 @@ fn k_block<K: Kernel>(m: usize, k: usize, n: usize) -> usize {
 #[cfg(target_arch = "x86_64")]
 unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&PackedB>) {
     let (mr, nr) = (K::MR, K::NR);
-    let kc = k_block::<K>(g.m, g.k, g.n);
+    let kc = k_block::<K>(g.k);
     let pre = pre.filter(|p| p.fits::<K>(g.k, g.n));
     let kpp = kc / 2; // pairs per panel row, padded
     let mc = g.m.div_ceil(g.m.div_ceil(MC)).div_ceil(mr) * mr;
@@ -387,7 +389,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
         for ic in (0..g.m).step_by(mc) {
             let mcur = mc.min(g.m - ic);
             let mpanels = mcur.div_ceil(mr);
-            let (row_parts, width) = plan(g.n, nr, NC, mpanels, threads);
+            let (row_parts, width) = plan(g.n, nr, K::nc(kc), mpanels, threads);
             let col_blocks = g.n.div_ceil(width);
             for pc in (0..g.k).step_by(kc) {
                 let kcur = kc.min(g.k - pc);
