@@ -97,6 +97,9 @@ fn generate_rate(model: &Gpt2) -> f64 {
 }
 
 fn main() {
+    // As the `kiln` binary does: the allocator keeps freed memory, so a
+    // decoding step's activations do not fault in fresh zeroed pages.
+    alloc::keep_freed_memory();
     let cases = Cases::from_args();
     let run = |name: &str| cases.run(name);
     let report = |case: &str, value: f64, unit: &str| cases.report(case, value, unit);
