@@ -132,10 +132,12 @@ fn results_are_bit_identical_across_thread_counts() {
 /// row-major walk's chunks are added in chunk order.
 #[test]
 fn the_decode_gemv_is_bit_identical_across_paths_and_threads() {
-    // k past one chunk of 64 rows and not a multiple of 4; n with a
-    // 32-column body, a 16-column step and a scalar tail.
-    let shape = (1, 777, 1100 + 16 + 5);
-    for layout in [(false, false), (false, true)] {
+    // k past one chunk of 64 rows and not a multiple of 4, or a whole
+    // number of 32-lane steps (the column loop's fold in registers); n
+    // with a 32-column body, a 16-column step and a scalar tail.
+    for (shape, layout) in [(777, false), (777, true), (768, true)]
+        .map(|(k, b_t)| ((1, k, 1100 + 16 + 5), (false, b_t)))
+    {
         let want = run(Isa::portable(), 1, shape, layout, 1.0).0;
         for isa in Isa::available() {
             for threads in [1, 2, 3] {
