@@ -173,12 +173,15 @@ unsafe fn part_avx512(x: &[f32], w: Weights, r: (usize, usize), out: &mut [f32])
                     let mut e =
                         _mm512_mul_ps(xv[g], _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)));
                     let mut o = _mm512_mul_ps(xv[g], _mm512_castsi512_ps(_mm512_and_si512(v, top)));
-                    for (q, &xq) in xv.iter().enumerate().take(g + 4).skip(g + 1) {
+                    // (A plain range, not an iterator chain: this must
+                    // unroll, and `skip`/`take` were left as calls.)
+                    for d in 1..4 {
+                        let q = g + d;
                         let v = line(q);
                         let we = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(v));
                         let wo = _mm512_castsi512_ps(_mm512_and_si512(v, top));
-                        e = _mm512_add_ps(e, _mm512_mul_ps(xq, we));
-                        o = _mm512_add_ps(o, _mm512_mul_ps(xq, wo));
+                        e = _mm512_add_ps(e, _mm512_mul_ps(xv[q], we));
+                        o = _mm512_add_ps(o, _mm512_mul_ps(xv[q], wo));
                     }
                     (
                         _mm512_permutex2var_ps(e, lo_idx, o),
