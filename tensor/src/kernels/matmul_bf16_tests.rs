@@ -133,8 +133,8 @@ fn results_are_bit_identical_across_thread_counts() {
 #[test]
 fn the_decode_gemv_is_bit_identical_across_paths_and_threads() {
     // k past one chunk of 64 rows and not a multiple of 4, or a whole
-    // number of 32-lane steps (the column loop's fold in registers); n
-    // with a 32-column body, a 16-column step and a scalar tail.
+    // number of 32-lane steps (GPT-2's 768: no ragged tail in the column
+    // loop); n with a 32-column body, a 16-column step and a scalar tail.
     for (shape, layout) in [(777, false), (777, true), (768, true)]
         .map(|(k, b_t)| ((1, k, 1100 + 16 + 5), (false, b_t)))
     {
@@ -282,9 +282,9 @@ fn prepacking_packs_only_for_a_bf16_kernel() {
 }
 
 /// The panels are really read: B's elements zeroed after packing do not
-/// change a product that reads the prepacked panels (two K blocks, the
-/// second ragged, on either kernel), while one that packs its own sees
-/// the zeros.
+/// change a product that reads the prepacked panels (several K blocks,
+/// the last ragged, on either kernel, or one), while one that packs its
+/// own sees the zeros.
 #[test]
 fn prepacked_panels_are_what_the_kernel_reads() {
     for (m, k, n) in [(64, 3300, 300), (70, 700, 90)] {
