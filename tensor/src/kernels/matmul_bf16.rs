@@ -300,8 +300,10 @@ pub(super) trait Kernel {
     fn nc(kc: usize) -> usize;
     /// Runs one task's tiles: sets up whatever state the kernel needs.
     unsafe fn scope(f: impl FnOnce());
-    /// One tile over `kp` pairs (a multiple of `KSTEP`).
-    unsafe fn tile(kp: usize, a: *const u32, b: *const u32, out: &TileOut);
+    /// One tile over `kp` pairs (a multiple of `KSTEP`). Where A is
+    /// row-major, `lda` is the distance between its rows in pairs: a
+    /// packed panel's `kp`, or A's own row stride where it is read in place.
+    unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: &TileOut);
 }
 
 /// `vdpbf16ps`, 12×32 register tiles (`microkernel_bf16.rs`).
@@ -322,7 +324,7 @@ impl Kernel for Avx512Bf16 {
     unsafe fn scope(f: impl FnOnce()) {
         f()
     }
-    unsafe fn tile(kp: usize, a: *const u32, b: *const u32, out: &TileOut) {
+    unsafe fn tile(kp: usize, a: *const u32, _: usize, b: *const u32, out: &TileOut) {
         // SAFETY: forwarded (the CPU has AVX512-BF16: this kernel is only
         // chosen then).
         unsafe { super::microkernel_bf16::kernel(kp, a, b, out) }
@@ -349,9 +351,9 @@ impl Kernel for Amx {
         // SAFETY: this kernel is only chosen when AMX is permitted.
         unsafe { super::microkernel_amx::with_tiles(f) }
     }
-    unsafe fn tile(kp: usize, a: *const u32, b: *const u32, out: &TileOut) {
+    unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: &TileOut) {
         // SAFETY: forwarded; called inside `scope`.
-        unsafe { super::microkernel_amx::kernel(kp, a, b, out) }
+        unsafe { super::microkernel_amx::kernel(kp, a, lda, b, out) }
     }
 }
 
@@ -384,6 +386,18 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
             Panel::pair_major(mr, kp)
         }
     };
+    // AMX reads its A tiles straight from a bf16 A whose rows run along k
+    // when every tile row is a whole, aligned cache line and every K block
+    // a whole number of kernel steps (so no step reads past a row):
+    // packing would only copy it. A row panel short of MR rows is still
+    // packed, as its missing rows must read as zeros.
+    let in_place = K::A_ROW_MAJOR
+        && matches!(g.a.data, Elems::Bf16(p) if (p as usize).is_multiple_of(64))
+        && g.a.cs == 1
+        && g.a.rs > 0
+        && (g.a.rs as usize * 2).is_multiple_of(64)
+        && g.k.is_multiple_of(2 * K::KSTEP)
+        && kc.is_multiple_of(2 * K::KSTEP);
     with_scratch(&PACK_A, mc * kpp, |apack| {
         let apack = SharedPtr(apack.cast::<u32>());
         for ic in (0..g.m).step_by(mc) {
@@ -413,11 +427,25 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                         )
                     }
                 };
-                if threads > 1 && mcur * kcur >= 1 << 15 {
-                    crate::parallel::for_each_range(mpanels, 1, |r| r.for_each(pack_a));
+                // The row panels that are packed: all, or the short last one.
+                let packed = if in_place { mcur / mr } else { 0 }..mpanels;
+                if threads > 1 && packed.len() * mr * kcur >= 1 << 15 {
+                    crate::parallel::for_each_range(packed.len(), 1, |r| {
+                        r.for_each(|i| pack_a(packed.start + i))
+                    });
                 } else {
-                    (0..mpanels).for_each(pack_a);
+                    packed.clone().for_each(pack_a);
                 }
+                // Row panel ip's A, and its row stride in pairs.
+                let a_at = |ip: usize| match g.a.data {
+                    Elems::Bf16(p) if ip < packed.start => {
+                        // Inside A: the panel's rows are all below m, and
+                        // pc < k (even, so a whole pair in).
+                        let at = (ic + ip * mr) as isize * g.a.rs + pc as isize;
+                        (p.wrapping_offset(at).cast::<u32>(), g.a.rs as usize / 2)
+                    }
+                    _ => (apack.get().wrapping_add(ip * mr * kp).cast_const(), kp),
+                };
                 let task = |t: usize| {
                     let (part, cb) = (t / col_blocks, t % col_blocks);
                     let j0 = cb * width;
@@ -444,18 +472,14 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                                         alpha: g.alpha,
                                         beta,
                                     };
-                                    // SAFETY: panels packed with kp pairs
-                                    // (here or by `PackedB`); the tile is
-                                    // inside C and owned by this task;
+                                    let (a, lda) = a_at(ip);
+                                    // SAFETY: B panels packed with kp pairs
+                                    // (here or by `PackedB`); A packed so, or
+                                    // read in place (`in_place`: whole
+                                    // aligned steps of whole rows); the tile
+                                    // is inside C and owned by this task;
                                     // inside `K::scope`.
-                                    unsafe {
-                                        K::tile(
-                                            kp,
-                                            apack.get().add(ip * mr * kp),
-                                            bpack.add(jp * stride),
-                                            &out,
-                                        )
-                                    };
+                                    unsafe { K::tile(kp, a, lda, bpack.add(jp * stride), &out) };
                                 }
                             }
                         };

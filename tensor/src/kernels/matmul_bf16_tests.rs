@@ -340,3 +340,71 @@ fn are_read(m: usize, k: usize, n: usize) {
         assert!(product(&zeros, None).iter().all(|&x| x == 0.0));
     }
 }
+
+/// A bf16 A whose rows are whole aligned cache lines is read in place by
+/// the AMX kernel (no packing), and gives the bits of the same A packed:
+/// the same A copied one element off alignment, or with a row stride that
+/// is not a whole number of lines, takes the packing path. Over one and
+/// two K blocks, a short last row panel (which is packed either way), rows
+/// wider than k, and 1–3 threads.
+#[test]
+fn a_read_in_place_gives_the_bits_of_packed_a() {
+    for (m, k, n) in [(70, 64, 50), (64, 1600, 40), (33, 96, 33)] {
+        for pad in [0, 32] {
+            let rs = k + pad;
+            let vals: Vec<u16> = values(m * rs, 9).into_iter().map(to_bf16_bits).collect();
+            let b: Vec<u16> = values(k * n, 10).into_iter().map(to_bf16_bits).collect();
+            // A copied to `skew` elements past a 64-byte boundary, rows `rs`
+            // apart.
+            let product = |isa: Isa, threads: usize, skew: usize, rs: usize| {
+                let mut buf = vec![0u16; m * rs + 64];
+                let start = buf.as_ptr().align_offset(64) + skew;
+                for i in 0..m {
+                    for p in 0..k {
+                        buf[start + i * rs + p] = vals[i * (k + pad) + p];
+                    }
+                }
+                let mut c = vec![0f32; m * n];
+                let g = GemmBf16 {
+                    m,
+                    k,
+                    n,
+                    alpha: 1.0,
+                    a: Operand {
+                        data: Elems::Bf16(buf[start..].as_ptr()),
+                        rs: rs as isize,
+                        cs: 1,
+                    },
+                    b: Operand {
+                        data: Elems::Bf16(b.as_ptr()),
+                        rs: n as isize,
+                        cs: 1,
+                    },
+                    beta: 0.0,
+                    c: c.as_mut_ptr(),
+                    rsc: n as isize,
+                    csc: 1,
+                };
+                // SAFETY: A's m rows of rs from start fit in buf; b and c
+                // are sized for their strides.
+                unsafe { gemm_bf16_on(isa, threads, g, None) };
+                c
+            };
+            for isa in Isa::available() {
+                let packed = product(isa, 1, 1, rs);
+                assert!(
+                    product(isa, 1, 0, rs + 8) == packed,
+                    "{} {m}×{k}×{n}: a row stride off the lines changed the bits",
+                    isa.name()
+                );
+                for threads in [1, 2, 3] {
+                    assert!(
+                        product(isa, threads, 0, rs) == packed,
+                        "{} {m}×{k}×{n}, rows {rs} apart, {threads} threads: A in place differs from A packed",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+}

@@ -133,13 +133,17 @@ pub(crate) unsafe fn with_tiles<R>(f: impl FnOnce() -> R) -> R {
 ///
 /// # Safety
 ///
-/// Inside [`with_tiles`]. `a` valid for `MR·kp` reads (row-major pairs, row
-/// stride `kp`), `b` for `kp·NR` reads; `out` satisfies [`TileOut`]'s
-/// contract. The CPU has AVX-512F (every AMX CPU does).
+/// Inside [`with_tiles`]. `a` valid for reads of pairs `0..kp` of `MR`
+/// rows `lda` pairs apart (a packed panel's `kp`, or A's own row stride
+/// where A is read in place); `b` for `kp·NR` reads; `out` satisfies
+/// [`TileOut`]'s contract. The CPU has AVX-512F (every AMX CPU does).
+/// Every A row should start on a 64-byte boundary (`a` and `4·lda`
+/// multiples of 64): a tile row that straddles two cache lines loads
+/// several times slower.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn kernel(kp: usize, a: *const u32, b: *const u32, out: &TileOut) {
+pub(crate) unsafe fn kernel(kp: usize, a: *const u32, lda: usize, b: *const u32, out: &TileOut) {
     debug_assert_eq!(kp % KSTEP, 0);
-    let lda = kp * 4; // bytes between rows of the A panel
+    let lda = lda * 4; // bytes between rows of A
     let a_lo = a.cast::<u8>();
     let a_hi = a_lo.wrapping_add(16 * lda);
     // A full tile of contiguous rows with alpha 1 and beta 0 or 1 (every
