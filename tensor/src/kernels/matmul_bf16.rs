@@ -142,6 +142,15 @@ const KC_AMX: usize = 1536;
 /// panels and C; 1.5 MiB blocks measured a third slower on the LM head.
 const B_BLOCK_AMX: usize = 1 << 20;
 
+/// The most A one AMX K block may hold for its B tiles to be loaded past
+/// L1: a 32-row panel (or 32 rows of an A read in place) this size stays
+/// in the 48 KiB L1 of these Xeons while B streams by.
+const A_PANEL_L1: usize = 48 << 10;
+/// The largest B block a task streams past L1: loaded with the
+/// non-temporal hint, bigger blocks (the LM head's 1 MiB) no longer stay in
+/// L2 from one row panel to the next, and ran 12 % slower.
+const B_BLOCK_STREAMED: usize = 640 << 10;
+
 /// Rows of the shared A block.
 const MC: usize = 1536;
 /// Widest column block per task.
@@ -300,10 +309,20 @@ pub(super) trait Kernel {
     fn nc(kc: usize) -> usize;
     /// Runs one task's tiles: sets up whatever state the kernel needs.
     unsafe fn scope(f: impl FnOnce());
+    /// Whether tiles `kp` pairs deep against a B block of `b_bytes` load
+    /// B past L1 (`tile`'s `stream_b`).
+    fn stream_b(kp: usize, b_bytes: usize) -> bool;
     /// One tile over `kp` pairs (a multiple of `KSTEP`). Where A is
     /// row-major, `lda` is the distance between its rows in pairs: a
     /// packed panel's `kp`, or A's own row stride where it is read in place.
-    unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: &TileOut);
+    unsafe fn tile(
+        kp: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        out: &TileOut,
+        stream_b: bool,
+    );
 }
 
 /// `vdpbf16ps`, 12×32 register tiles (`microkernel_bf16.rs`).
@@ -324,7 +343,10 @@ impl Kernel for Avx512Bf16 {
     unsafe fn scope(f: impl FnOnce()) {
         f()
     }
-    unsafe fn tile(kp: usize, a: *const u32, _: usize, b: *const u32, out: &TileOut) {
+    fn stream_b(_: usize, _: usize) -> bool {
+        false
+    }
+    unsafe fn tile(kp: usize, a: *const u32, _: usize, b: *const u32, out: &TileOut, _: bool) {
         // SAFETY: forwarded (the CPU has AVX512-BF16: this kernel is only
         // chosen then).
         unsafe { super::microkernel_bf16::kernel(kp, a, b, out) }
@@ -351,9 +373,21 @@ impl Kernel for Amx {
         // SAFETY: this kernel is only chosen when AMX is permitted.
         unsafe { super::microkernel_amx::with_tiles(f) }
     }
-    unsafe fn tile(kp: usize, a: *const u32, lda: usize, b: *const u32, out: &TileOut) {
+    fn stream_b(kp: usize, b_bytes: usize) -> bool {
+        // Measured on a Xeon with AMX (2 threads): qkv +9 %, mlp_up +5 %
+        // (A panels of 384 pairs, B blocks of 442 and 590 KiB).
+        Self::MR * kp * 4 <= A_PANEL_L1 && b_bytes <= B_BLOCK_STREAMED
+    }
+    unsafe fn tile(
+        kp: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        out: &TileOut,
+        stream_b: bool,
+    ) {
         // SAFETY: forwarded; called inside `scope`.
-        unsafe { super::microkernel_amx::kernel(kp, a, lda, b, out) }
+        unsafe { super::microkernel_amx::kernel(kp, a, lda, b, out, stream_b) }
     }
 }
 
@@ -452,6 +486,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                     let ncur = width.min(g.n - j0);
                     let npanels = ncur.div_ceil(nr);
                     let (p0, p1) = (part * mpanels / row_parts, (part + 1) * mpanels / row_parts);
+                    let stream_b = K::stream_b(kp, npanels * nr * kp * 4);
                     // The tiles of this task against the B panels from
                     // `bpack` (column j0 on), `stride` pairs apart.
                     let run = |bpack: *const u32, stride: usize| {
@@ -479,7 +514,9 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                                     // aligned steps of whole rows); the tile
                                     // is inside C and owned by this task;
                                     // inside `K::scope`.
-                                    unsafe { K::tile(kp, a, lda, bpack.add(jp * stride), &out) };
+                                    unsafe {
+                                        K::tile(kp, a, lda, bpack.add(jp * stride), &out, stream_b)
+                                    };
                                 }
                             }
                         };

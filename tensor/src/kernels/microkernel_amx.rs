@@ -140,8 +140,19 @@ pub(crate) unsafe fn with_tiles<R>(f: impl FnOnce() -> R) -> R {
 /// Every A row should start on a 64-byte boundary (`a` and `4·lda`
 /// multiples of 64): a tile row that straddles two cache lines loads
 /// several times slower.
+///
+/// `stream_b` loads B's tiles with the non-temporal hint (`tileloaddt1`)
+/// instead of prefetching them into L1: for a caller whose A panel fits
+/// L1 beside little else, so that B streaming past does not evict it.
 #[target_feature(enable = "avx512f")]
-pub(crate) unsafe fn kernel(kp: usize, a: *const u32, lda: usize, b: *const u32, out: &TileOut) {
+pub(crate) unsafe fn kernel(
+    kp: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    out: &TileOut,
+    stream_b: bool,
+) {
     debug_assert_eq!(kp % KSTEP, 0);
     let lda = lda * 4; // bytes between rows of A
     let a_lo = a.cast::<u8>();
@@ -191,21 +202,43 @@ pub(crate) unsafe fn kernel(kp: usize, a: *const u32, lda: usize, b: *const u32,
         let al = a_lo.wrapping_add(64 * s);
         let ah = a_hi.wrapping_add(64 * s);
         let bs = b.wrapping_add(s * KSTEP * NR);
-        // The B panel streams from L2 (the A panel is reused across a
-        // task's B panels, so it stays closer): ask for the step two ahead
-        // now, so its tile loads find it in L1. A prefetch past the panel's
-        // end is harmless (it does not fault).
+        // Both ways, a tile register is only reloaded after the products
+        // that read it: the loads are interleaved with the products so
+        // each waits as little as possible on the one before.
+        if stream_b {
+            // SAFETY: step s reads 64 bytes at pairs 16s.. of each of the
+            // 32 A rows and 16 rows of 128 bytes of B from pair 16s:
+            // inside both panels (contract).
+            unsafe {
+                asm!(
+                    "tileloadd tmm4, [{al} + {lda}*1]",
+                    "tileloaddt1 tmm6, [{b} + {ldb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloaddt1 tmm7, [{b} + {ldb}*1 + 64]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tileloadd tmm5, [{ah} + {lda}*1]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    al = in(reg) al,
+                    ah = in(reg) ah,
+                    b = in(reg) bs,
+                    lda = in(reg) lda,
+                    ldb = in(reg) ldb,
+                    options(nostack, readonly),
+                )
+            };
+            continue;
+        }
+        // Otherwise B streams from L2 into L1: ask for the step two ahead
+        // now, so its tile loads find it there. A prefetch past the
+        // panel's end is harmless (it does not fault).
         let ahead = bs.wrapping_add(2 * KSTEP * NR).cast::<i8>();
         for line in 0..KSTEP * NR * 4 / 64 {
             // A prefetch reads nothing architecturally and never faults,
             // whatever the address (so it is a safe intrinsic).
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
         }
-        // SAFETY: step s reads 64 bytes at pairs 16s.. of each of the 32 A
-        // rows and 16 rows of 128 bytes of B from pair 16s: inside both
-        // panels (contract). A tile register is only reloaded after the
-        // products that read it: the loads are interleaved with the
-        // products so each waits as little as possible on the one before.
+        // SAFETY: as above.
         unsafe {
             asm!(
                 "tileloadd tmm4, [{al} + {lda}*1]",
