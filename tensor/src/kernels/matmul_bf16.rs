@@ -143,9 +143,11 @@ const KC_AMX: usize = 1536;
 const B_BLOCK_AMX: usize = 1 << 20;
 
 /// The most A one AMX K block may hold for its B tiles to be loaded past
-/// L1: a 32-row panel (or 32 rows of an A read in place) this size stays
-/// in the 48 KiB L1 of these Xeons while B streams by.
-const A_PANEL_L1: usize = 48 << 10;
+/// L1. A 32-row panel (or 32 rows of an A read in place) of 48 KiB stays
+/// in the 48 KiB L1 of these Xeons while B streams by (qkv, mlp_up: +12 %);
+/// at 64 KiB most of it does (1024³: +4 %); at 96 KiB (mlp_down) the
+/// prefetched loads are 4 % faster.
+const A_PANEL_L1: usize = 64 << 10;
 /// The largest B block a task streams past L1: loaded with the
 /// non-temporal hint, bigger blocks (the LM head's 1 MiB) no longer stay in
 /// L2 from one row panel to the next, and ran 12 % slower.
@@ -374,8 +376,6 @@ impl Kernel for Amx {
         unsafe { super::microkernel_amx::with_tiles(f) }
     }
     fn stream_b(kp: usize, b_bytes: usize) -> bool {
-        // Measured on a Xeon with AMX (2 threads): qkv +9 %, mlp_up +5 %
-        // (A panels of 384 pairs, B blocks of 442 and 590 KiB).
         Self::MR * kp * 4 <= A_PANEL_L1 && b_bytes <= B_BLOCK_STREAMED
     }
     unsafe fn tile(
