@@ -198,35 +198,39 @@ pub(crate) unsafe fn kernel(
         };
     }
     let ldb = NR * 4; // bytes between rows of a B tile
+                      // One step: two A tiles, two B tiles (loaded with `$load_b`), four
+                      // products. A tile register is only reloaded after the products that
+                      // read it: the loads are interleaved with the products so each waits
+                      // as little as possible on the one before.
+    macro_rules! step {
+        ($load_b:literal, $al:expr, $ah:expr, $bs:expr) => {
+            asm!(
+                "tileloadd tmm4, [{al} + {lda}*1]",
+                concat!($load_b, " tmm6, [{b} + {ldb}*1]"),
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                concat!($load_b, " tmm7, [{b} + {ldb}*1 + 64]"),
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{ah} + {lda}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                al = in(reg) $al,
+                ah = in(reg) $ah,
+                b = in(reg) $bs,
+                lda = in(reg) lda,
+                ldb = in(reg) ldb,
+                options(nostack, readonly),
+            )
+        };
+    }
     for s in 0..kp / KSTEP {
         let al = a_lo.wrapping_add(64 * s);
         let ah = a_hi.wrapping_add(64 * s);
         let bs = b.wrapping_add(s * KSTEP * NR);
-        // Both ways, a tile register is only reloaded after the products
-        // that read it: the loads are interleaved with the products so
-        // each waits as little as possible on the one before.
         if stream_b {
             // SAFETY: step s reads 64 bytes at pairs 16s.. of each of the
             // 32 A rows and 16 rows of 128 bytes of B from pair 16s:
             // inside both panels (contract).
-            unsafe {
-                asm!(
-                    "tileloadd tmm4, [{al} + {lda}*1]",
-                    "tileloaddt1 tmm6, [{b} + {ldb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tileloaddt1 tmm7, [{b} + {ldb}*1 + 64]",
-                    "tdpbf16ps tmm1, tmm4, tmm7",
-                    "tileloadd tmm5, [{ah} + {lda}*1]",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    "tdpbf16ps tmm3, tmm5, tmm7",
-                    al = in(reg) al,
-                    ah = in(reg) ah,
-                    b = in(reg) bs,
-                    lda = in(reg) lda,
-                    ldb = in(reg) ldb,
-                    options(nostack, readonly),
-                )
-            };
+            unsafe { step!("tileloaddt1", al, ah, bs) };
             continue;
         }
         // Otherwise B streams from L2 into L1: ask for the step two ahead
@@ -239,24 +243,7 @@ pub(crate) unsafe fn kernel(
             _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
         }
         // SAFETY: as above.
-        unsafe {
-            asm!(
-                "tileloadd tmm4, [{al} + {lda}*1]",
-                "tileloadd tmm6, [{b} + {ldb}*1]",
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{ah} + {lda}*1]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                al = in(reg) al,
-                ah = in(reg) ah,
-                b = in(reg) bs,
-                lda = in(reg) lda,
-                ldb = in(reg) ldb,
-                options(nostack, readonly),
-            )
-        };
+        unsafe { step!("tileloadd", al, ah, bs) };
     }
     if direct {
         // SAFETY: as for the loads above; the rows are writable (TileOut
