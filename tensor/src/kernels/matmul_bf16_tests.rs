@@ -281,6 +281,46 @@ fn prepacking_packs_only_for_a_bf16_kernel() {
     }
 }
 
+/// `C = A·B` into a fresh row-major C (alpha 1, beta 0: the AMX kernel's
+/// in-place tiles), A row-major with rows `lda` apart, B row-major bf16.
+///
+/// # Safety
+///
+/// A holds `m` rows of `lda` (`k` read from each); `b` holds `k·n`.
+unsafe fn overwrite(
+    isa: Isa,
+    threads: usize,
+    (m, k, n): (usize, usize, usize),
+    (a, lda): (Elems, usize),
+    b: &[u16],
+    pre: Option<&PackedB>,
+) -> Vec<f32> {
+    let mut c = vec![0f32; m * n];
+    let g = GemmBf16 {
+        m,
+        k,
+        n,
+        alpha: 1.0,
+        a: Operand {
+            data: a,
+            rs: lda as isize,
+            cs: 1,
+        },
+        b: Operand {
+            data: Elems::Bf16(b.as_ptr()),
+            rs: n as isize,
+            cs: 1,
+        },
+        beta: 0.0,
+        c: c.as_mut_ptr(),
+        rsc: n as isize,
+        csc: 1,
+    };
+    // SAFETY: forwarded; c is m·n.
+    unsafe { gemm_bf16_on(isa, threads, g, pre) };
+    c
+}
+
 /// The panels are really read: B's elements zeroed after packing do not
 /// change a product that reads the prepacked panels (several K blocks,
 /// the last ragged, on either kernel, or one), while one that packs its
@@ -297,30 +337,9 @@ fn are_read(m: usize, k: usize, n: usize) {
     let b0: Vec<u16> = values(k * n, 8).into_iter().map(to_bf16_bits).collect();
     for isa in Isa::available() {
         let product = |b: &[u16], pre: Option<&PackedB>| {
-            let mut c = vec![0f32; m * n];
-            let g = GemmBf16 {
-                m,
-                k,
-                n,
-                alpha: 1.0,
-                a: Operand {
-                    data: Elems::F32(a.as_ptr()),
-                    rs: k as isize,
-                    cs: 1,
-                },
-                b: Operand {
-                    data: Elems::Bf16(b.as_ptr()),
-                    rs: n as isize,
-                    cs: 1,
-                },
-                beta: 0.0,
-                c: c.as_mut_ptr(),
-                rsc: n as isize,
-                csc: 1,
-            };
+            let a = Elems::F32(a.as_ptr());
             // SAFETY: a, b and c are sized for their strides.
-            unsafe { gemm_bf16_on(isa, 2, g, pre) };
-            c
+            unsafe { overwrite(isa, 2, (m, k, n), (a, k), b, pre) }
         };
         let op = Operand {
             data: Elems::Bf16(b0.as_ptr()),
@@ -364,31 +383,10 @@ fn a_read_in_place_gives_the_bits_of_packed_a() {
                         buf[start + i * rs + p] = vals[i * (k + pad) + p];
                     }
                 }
-                let mut c = vec![0f32; m * n];
-                let g = GemmBf16 {
-                    m,
-                    k,
-                    n,
-                    alpha: 1.0,
-                    a: Operand {
-                        data: Elems::Bf16(buf[start..].as_ptr()),
-                        rs: rs as isize,
-                        cs: 1,
-                    },
-                    b: Operand {
-                        data: Elems::Bf16(b.as_ptr()),
-                        rs: n as isize,
-                        cs: 1,
-                    },
-                    beta: 0.0,
-                    c: c.as_mut_ptr(),
-                    rsc: n as isize,
-                    csc: 1,
-                };
-                // SAFETY: A's m rows of rs from start fit in buf; b and c
-                // are sized for their strides.
-                unsafe { gemm_bf16_on(isa, threads, g, None) };
-                c
+                let a = Elems::Bf16(buf[start..].as_ptr());
+                // SAFETY: A's m rows of rs from start fit in buf; b is
+                // k·n.
+                unsafe { overwrite(isa, threads, (m, k, n), (a, rs), &b, None) }
             };
             for isa in Isa::available() {
                 let packed = product(isa, 1, 1, rs);
