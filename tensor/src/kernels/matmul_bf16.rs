@@ -422,16 +422,16 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
     };
     // AMX reads its A tiles straight from a bf16 A whose rows run along k
     // when every tile row is a whole, aligned cache line and every K block
-    // a whole number of kernel steps (so no step reads past a row):
-    // packing would only copy it. A row panel short of MR rows is still
-    // packed, as its missing rows must read as zeros.
+    // a whole number of kernel steps (so no step reads past a row; `kc`
+    // always is one, so k decides for the last block): packing would only
+    // copy it. A row panel short of MR rows is still packed, as its
+    // missing rows must read as zeros.
     let in_place = K::A_ROW_MAJOR
         && matches!(g.a.data, Elems::Bf16(p) if (p as usize).is_multiple_of(64))
         && g.a.cs == 1
         && g.a.rs > 0
         && (g.a.rs as usize * 2).is_multiple_of(64)
-        && g.k.is_multiple_of(2 * K::KSTEP)
-        && kc.is_multiple_of(2 * K::KSTEP);
+        && g.k.is_multiple_of(2 * K::KSTEP);
     with_scratch(&PACK_A, mc * kpp, |apack| {
         let apack = SharedPtr(apack.cast::<u32>());
         for ic in (0..g.m).step_by(mc) {

@@ -197,11 +197,12 @@ pub(crate) unsafe fn kernel(
             )
         };
     }
-    let ldb = NR * 4; // bytes between rows of a B tile
-                      // One step: two A tiles, two B tiles (loaded with `$load_b`), four
-                      // products. A tile register is only reloaded after the products that
-                      // read it: the loads are interleaved with the products so each waits
-                      // as little as possible on the one before.
+    // Bytes between rows of a B tile.
+    let ldb = NR * 4;
+    // One step: two A tiles, two B tiles (loaded with `$load_b`), four
+    // products. A tile register is only reloaded after the products that
+    // read it: the loads are interleaved with the products so each waits
+    // as little as possible on the one before.
     macro_rules! step {
         ($load_b:literal, $al:expr, $ah:expr, $bs:expr) => {
             asm!(
