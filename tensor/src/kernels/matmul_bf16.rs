@@ -325,6 +325,37 @@ pub(super) trait Kernel {
         out: &TileOut,
         stream_b: bool,
     );
+    /// `count` full, direct tiles side by side (alpha 1, beta 0 or 1, C's
+    /// columns contiguous): tile `t` against the B panel at
+    /// `b + t·b_stride` into C from `c + t·NR`; the same bits as `tile`
+    /// on each.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        kp: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        b_stride: usize,
+        count: usize,
+        c: *mut f32,
+        rsc: isize,
+        beta_one: bool,
+        stream_b: bool,
+    ) {
+        for t in 0..count {
+            let out = TileOut {
+                c: c.wrapping_add(t * Self::NR),
+                rsc,
+                csc: 1,
+                rows: Self::MR,
+                cols: Self::NR,
+                alpha: 1.0,
+                beta: if beta_one { 1.0 } else { 0.0 },
+            };
+            // SAFETY: forwarded.
+            unsafe { Self::tile(kp, a, lda, b.wrapping_add(t * b_stride), &out, stream_b) }
+        }
+    }
 }
 
 /// `vdpbf16ps`, 12×32 register tiles (`microkernel_bf16.rs`).
@@ -388,6 +419,25 @@ impl Kernel for Amx {
     ) {
         // SAFETY: forwarded; called inside `scope`.
         unsafe { super::microkernel_amx::kernel(kp, a, lda, b, out, stream_b) }
+    }
+    unsafe fn run(
+        kp: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        b_stride: usize,
+        count: usize,
+        c: *mut f32,
+        rsc: isize,
+        beta_one: bool,
+        stream_b: bool,
+    ) {
+        // SAFETY: forwarded; called inside `scope`.
+        unsafe {
+            super::microkernel_amx::kernel_run(
+                kp, a, lda, b, b_stride, count, c, rsc, beta_one, stream_b,
+            )
+        }
     }
 }
 
@@ -493,7 +543,35 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                         let tiles = || {
                             for ip in p0..p1 {
                                 let row = ip * mr;
-                                for jp in 0..npanels {
+                                // Full tiles stored straight into C run
+                                // together, their boundaries overlapped.
+                                let runs = mr.min(mcur - row) == mr
+                                    && g.csc == 1
+                                    && g.alpha == 1.0
+                                    && (beta == 0.0 || beta == 1.0);
+                                let full = if runs { ncur / nr } else { 0 };
+                                if full > 0 {
+                                    let (a, lda) = a_at(ip);
+                                    // SAFETY: as for `K::tile` below, for
+                                    // the row panel's first `full` tiles.
+                                    unsafe {
+                                        K::run(
+                                            kp,
+                                            a,
+                                            lda,
+                                            bpack,
+                                            stride,
+                                            full,
+                                            g.c.wrapping_offset(
+                                                (ic + row) as isize * g.rsc + j0 as isize,
+                                            ),
+                                            g.rsc,
+                                            beta == 1.0,
+                                            stream_b,
+                                        )
+                                    };
+                                }
+                                for jp in full..npanels {
                                     let col = jp * nr;
                                     let out = TileOut {
                                         c: g.c.wrapping_offset(

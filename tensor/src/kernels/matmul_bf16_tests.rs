@@ -406,3 +406,82 @@ fn a_read_in_place_gives_the_bits_of_packed_a() {
         }
     }
 }
+
+/// A run of AMX tiles with overlapped boundaries (`Kernel::run`) writes
+/// the bits of the same tiles one `Kernel::tile` at a time, for beta 0 and
+/// 1, B loaded either way, one to four tiles one to three steps deep, and
+/// leaves C outside the tiles alone.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_run_of_amx_tiles_gives_the_bits_of_single_tiles() {
+    if !Isa::available().iter().any(|i| i.has_amx()) {
+        eprintln!("skipped: this CPU (or OS) offers no AMX");
+        return;
+    }
+    let (mr, nr, ks) = (Amx::MR, Amx::NR, Amx::KSTEP);
+    for steps in 1..=3 {
+        let kp = steps * ks;
+        for count in 1..=4 {
+            // Pairs of bf16 in u32s, as the panels hold them.
+            let pairs = |len: usize, seed: u64| -> Vec<u32> {
+                let v: Vec<u32> = values(2 * len, seed)
+                    .into_iter()
+                    .map(|x| to_bf16_bits(x) as u32)
+                    .collect();
+                v.chunks(2).map(|p| p[0] | p[1] << 16).collect()
+            };
+            let a = pairs(mr * kp, 21);
+            let b = pairs(count * nr * kp, 22);
+            let rsc = count * nr + 9;
+            let c0 = values(mr * rsc, 77);
+            for beta_one in [false, true] {
+                for stream_b in [false, true] {
+                    let mut one = c0.clone();
+                    let mut run = c0.clone();
+                    // SAFETY: AMX is available; A is 32 rows of kp pairs, B
+                    // count panels of nr·kp, C 32 rows of rsc ≥ count·NR.
+                    unsafe {
+                        Amx::scope(|| {
+                            for t in 0..count {
+                                let out = TileOut {
+                                    c: one.as_mut_ptr().add(t * nr),
+                                    rsc: rsc as isize,
+                                    csc: 1,
+                                    rows: mr,
+                                    cols: nr,
+                                    alpha: 1.0,
+                                    beta: if beta_one { 1.0 } else { 0.0 },
+                                };
+                                Amx::tile(
+                                    kp,
+                                    a.as_ptr(),
+                                    kp,
+                                    b.as_ptr().add(t * nr * kp),
+                                    &out,
+                                    stream_b,
+                                );
+                            }
+                            Amx::run(
+                                kp,
+                                a.as_ptr(),
+                                kp,
+                                b.as_ptr(),
+                                nr * kp,
+                                count,
+                                run.as_mut_ptr(),
+                                rsc as isize,
+                                beta_one,
+                                stream_b,
+                            );
+                        })
+                    };
+                    assert!(
+                        one.iter().zip(&run).all(|(x, y)| x.to_bits() == y.to_bits()),
+                        "{count} tiles of {steps} steps, beta_one {beta_one}, stream_b {stream_b}: a run differs"
+                    );
+                    assert!(one != c0, "the tiles wrote nothing");
+                }
+            }
+        }
+    }
+}

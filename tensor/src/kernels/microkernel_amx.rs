@@ -306,3 +306,224 @@ pub(crate) unsafe fn kernel(
         unsafe { store_tile_scalar(tmp, NR, out) }
     }
 }
+
+/// `count` full tiles side by side, `C_t = A_panel · B_panel_t (+ C_t)`
+/// for `t < count`: [`kernel`] on each, with the tile boundaries
+/// overlapped.
+///
+/// The tile registers are not renamed, so a tile that ends with its four
+/// stores and the next that starts with four zeroings (or loads of C)
+/// drain the tile unit between them: a store waits for the last product
+/// into its accumulator, and the next products wait for all the stores.
+/// Here each accumulator's store is followed at once by its reset and the
+/// next tile's first product into it, so the unit keeps working on the
+/// other three while one is stored. The sums are those of [`kernel`]'s
+/// direct path, bit for bit.
+///
+/// Tile `t` reads B at `b + t·b_stride` and writes C from `c + t·NR`;
+/// with `beta_one` it adds to C's old values (beta 1), else overwrites
+/// them (beta 0); alpha is 1.
+///
+/// # Safety
+///
+/// Inside [`with_tiles`]; `count ≥ 1`; `a` as for [`kernel`], each B panel
+/// as `kernel`'s `b`; the `count` tiles of 32×32 from `c`, rows `rsc`
+/// apart, inside C, owned by the caller (readable when `beta_one`).
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn kernel_run(
+    kp: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    b_stride: usize,
+    count: usize,
+    c: *mut f32,
+    rsc: isize,
+    beta_one: bool,
+    stream_b: bool,
+) {
+    debug_assert!(kp.is_multiple_of(KSTEP) && kp > 0 && count > 0);
+    let lda = lda * 4;
+    let a_lo = a.cast::<u8>();
+    let a_hi = a_lo.wrapping_add(16 * lda);
+    let ldc = rsc.wrapping_mul(4);
+    let ldb = NR * 4;
+    let c_at = |t: usize| {
+        let lo = c.wrapping_add(t * NR).cast::<u8>();
+        (lo, lo.wrapping_offset(16 * ldc))
+    };
+    let steps = kp / KSTEP;
+    let (c_lo, c_hi) = c_at(0);
+    // SAFETY: tile 0's 32 rows of 128 bytes are inside C, readable when
+    // beta_one (contract); tiles configured.
+    unsafe {
+        if beta_one {
+            asm!(
+                "tileloadd tmm0, [{cl} + {ld}*1]",
+                "tileloadd tmm1, [{cl} + {ld}*1 + 64]",
+                "tileloadd tmm2, [{ch} + {ld}*1]",
+                "tileloadd tmm3, [{ch} + {ld}*1 + 64]",
+                cl = in(reg) c_lo,
+                ch = in(reg) c_hi,
+                ld = in(reg) ldc,
+                options(nostack, readonly),
+            )
+        } else {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            )
+        }
+    }
+    // One step, as in `kernel`.
+    macro_rules! step {
+        ($load_b:literal, $al:expr, $ah:expr, $bs:expr) => {
+            asm!(
+                "tileloadd tmm4, [{al} + {lda}*1]",
+                concat!($load_b, " tmm6, [{b} + {ldb}*1]"),
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                concat!($load_b, " tmm7, [{b} + {ldb}*1 + 64]"),
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{ah} + {lda}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                al = in(reg) $al,
+                ah = in(reg) $ah,
+                b = in(reg) $bs,
+                lda = in(reg) lda,
+                ldb = in(reg) ldb,
+                options(nostack, readonly),
+            )
+        };
+    }
+    // The boundary: store accumulator i of the tile at (cl, ch), reset it
+    // (`$init` i) and issue the next tile's first product into it, for
+    // i = 0..4, with step 0's loads of A and of the next B panel `b`.
+    macro_rules! boundary {
+        ($cl:expr, $ch:expr, $bn:expr, $load_b:literal, $i0:literal, $i1:literal, $i2:literal, $i3:literal, $($next:tt)*) => {
+            asm!(
+                "tilestored [{cl} + {ldc}*1], tmm0",
+                "tileloadd tmm4, [{al} + {lda}*1]",
+                $i0,
+                concat!($load_b, " tmm6, [{b} + {ldb}*1]"),
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tilestored [{cl} + {ldc}*1 + 64], tmm1",
+                $i1,
+                concat!($load_b, " tmm7, [{b} + {ldb}*1 + 64]"),
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tilestored [{ch} + {ldc}*1], tmm2",
+                $i2,
+                "tileloadd tmm5, [{ah} + {lda}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tilestored [{ch} + {ldc}*1 + 64], tmm3",
+                $i3,
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                cl = in(reg) $cl,
+                ch = in(reg) $ch,
+                al = in(reg) a_lo,
+                ah = in(reg) a_hi,
+                b = in(reg) $bn,
+                lda = in(reg) lda,
+                ldb = in(reg) ldb,
+                ldc = in(reg) ldc,
+                $($next)*
+                options(nostack),
+            )
+        };
+    }
+    for t in 0..count {
+        let bt = b.wrapping_add(t * b_stride);
+        let (c_lo, c_hi) = c_at(t);
+        for s in (if t == 0 { 0 } else { 1 })..steps {
+            let al = a_lo.wrapping_add(64 * s);
+            let ah = a_hi.wrapping_add(64 * s);
+            let bs = bt.wrapping_add(s * KSTEP * NR);
+            if stream_b {
+                // SAFETY: step s of A's 32 rows and of B panel t: inside
+                // both (contract).
+                unsafe { step!("tileloaddt1", al, ah, bs) };
+                continue;
+            }
+            // As in `kernel`: B two steps ahead into L1 (a prefetch never
+            // faults).
+            let ahead = bs.wrapping_add(2 * KSTEP * NR).cast::<i8>();
+            for line in 0..KSTEP * NR * 4 / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+            // SAFETY: as above.
+            unsafe { step!("tileloadd", al, ah, bs) };
+        }
+        if t + 1 == count {
+            // SAFETY: tile t is inside C, writable (contract).
+            unsafe {
+                asm!(
+                    "tilestored [{cl} + {ld}*1], tmm0",
+                    "tilestored [{cl} + {ld}*1 + 64], tmm1",
+                    "tilestored [{ch} + {ld}*1], tmm2",
+                    "tilestored [{ch} + {ld}*1 + 64], tmm3",
+                    cl = in(reg) c_lo,
+                    ch = in(reg) c_hi,
+                    ld = in(reg) ldc,
+                    options(nostack),
+                )
+            };
+            break;
+        }
+        let bn = b.wrapping_add((t + 1) * b_stride);
+        let (n_lo, n_hi) = c_at(t + 1);
+        if !stream_b {
+            let ahead = bn.wrapping_add(2 * KSTEP * NR).cast::<i8>();
+            for line in 0..KSTEP * NR * 4 / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+            }
+        }
+        // SAFETY: tile t is written and tile t + 1 read (beta_one) inside
+        // C (contract); step 0 of A and of B panel t + 1 as above.
+        unsafe {
+            match (stream_b, beta_one) {
+                (true, true) => boundary!(
+                    c_lo, c_hi, bn,
+                    "tileloaddt1",
+                    "tileloadd tmm0, [{nl} + {ldc}*1]",
+                    "tileloadd tmm1, [{nl} + {ldc}*1 + 64]",
+                    "tileloadd tmm2, [{nh} + {ldc}*1]",
+                    "tileloadd tmm3, [{nh} + {ldc}*1 + 64]",
+                    nl = in(reg) n_lo, nh = in(reg) n_hi,
+                ),
+                (false, true) => boundary!(
+                    c_lo, c_hi, bn,
+                    "tileloadd",
+                    "tileloadd tmm0, [{nl} + {ldc}*1]",
+                    "tileloadd tmm1, [{nl} + {ldc}*1 + 64]",
+                    "tileloadd tmm2, [{nh} + {ldc}*1]",
+                    "tileloadd tmm3, [{nh} + {ldc}*1 + 64]",
+                    nl = in(reg) n_lo, nh = in(reg) n_hi,
+                ),
+                (true, false) => boundary!(
+                    c_lo,
+                    c_hi,
+                    bn,
+                    "tileloaddt1",
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                ),
+                (false, false) => boundary!(
+                    c_lo,
+                    c_hi,
+                    bn,
+                    "tileloadd",
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                ),
+            }
+        }
+    }
+}
