@@ -44,6 +44,8 @@ use super::matmul_packed::{plan, TileOut};
 use super::pack_bf16::{pack_pairs, Panel};
 pub use super::prepack_bf16::PackedB;
 use super::scratch::{with_scratch, PACK_A, PACK_B};
+#[cfg(target_arch = "x86_64")]
+use super::stream_c::StreamC;
 use crate::parallel::SharedPtr;
 
 /// One operand's elements: f32 (rounded to bf16 when packed) or bf16 bits.
@@ -153,6 +155,12 @@ const A_PANEL_L1: usize = 64 << 10;
 /// L2 from one row panel to the next, and ran 12 % slower.
 const B_BLOCK_STREAMED: usize = 640 << 10;
 
+/// The smallest write-only C an AMX run writes past the caches
+/// (`StreamC`): the LM head's 103 MB of logits ran 10 % faster on two
+/// threads (one: within noise); a C this size would not stay in cache for
+/// whatever reads it next anyway, and smaller ones should.
+const STREAM_C_BYTES: usize = 32 << 20;
+
 /// Rows of the shared A block.
 const MC: usize = 1536;
 /// Widest column block per task.
@@ -208,6 +216,23 @@ fn threads_for(g: &GemmBf16) -> usize {
 /// As [`gemm_bf16`]; `isa` came from [`Isa::available`] or [`Isa::detect`];
 /// `pre`, if any, was packed from `g.b` (same elements, `k×n`).
 pub(super) unsafe fn gemm_bf16_on(isa: Isa, threads: usize, g: GemmBf16, pre: Option<&PackedB>) {
+    // SAFETY: forwarded.
+    unsafe { gemm_bf16_streaming(isa, threads, g, pre, STREAM_C_BYTES) }
+}
+
+/// [`gemm_bf16_on`], writing C past the caches where the AMX kernel can
+/// and C has at least `stream_c_min` bytes (the tests lower it).
+///
+/// # Safety
+///
+/// As [`gemm_bf16_on`].
+pub(super) unsafe fn gemm_bf16_streaming(
+    isa: Isa,
+    threads: usize,
+    g: GemmBf16,
+    pre: Option<&PackedB>,
+    stream_c_min: usize,
+) {
     if g.m == 0 || g.n == 0 {
         return;
     }
@@ -220,16 +245,16 @@ pub(super) unsafe fn gemm_bf16_on(isa: Isa, threads: usize, g: GemmBf16, pre: Op
     if g.k > 0 && g.alpha != 0.0 {
         if isa.has_amx() {
             // SAFETY: AMX is permitted; rest forwarded.
-            unsafe { gemm_packed::<Amx>(threads, &g, pre) };
+            unsafe { gemm_packed::<Amx>(threads, &g, pre, stream_c_min) };
             return;
         }
         if isa.has_bf16_dot() {
             // SAFETY: the CPU has AVX512-BF16; rest forwarded.
-            unsafe { gemm_packed::<Avx512Bf16>(threads, &g, pre) };
+            unsafe { gemm_packed::<Avx512Bf16>(threads, &g, pre, stream_c_min) };
             return;
         }
     }
-    let _ = (isa, pre);
+    let _ = (isa, pre, stream_c_min);
     // SAFETY: forwarded.
     unsafe { gemm_widened(&g) }
 }
@@ -328,7 +353,8 @@ pub(super) trait Kernel {
     /// `count` full, direct tiles side by side (alpha 1, beta 0 or 1, C's
     /// columns contiguous): tile `t` against the B panel at
     /// `b + t·b_stride` into C from `c + t·NR`; the same bits as `tile`
-    /// on each.
+    /// on each. With `stream_c` (and beta 0) a kernel may write C past
+    /// the caches (AMX: `StreamC`).
     #[allow(clippy::too_many_arguments)]
     unsafe fn run(
         kp: usize,
@@ -341,7 +367,9 @@ pub(super) trait Kernel {
         rsc: isize,
         beta_one: bool,
         stream_b: bool,
+        stream_c: bool,
     ) {
+        let _ = stream_c;
         for t in 0..count {
             let out = TileOut {
                 c: c.wrapping_add(t * Self::NR),
@@ -431,12 +459,26 @@ impl Kernel for Amx {
         rsc: isize,
         beta_one: bool,
         stream_b: bool,
+        stream_c: bool,
     ) {
-        // SAFETY: forwarded; called inside `scope`.
+        let mut sc = StreamC::new();
+        // SAFETY: forwarded; called inside `scope`; the run's tiles are
+        // the caller's until `finish` has ordered its stores.
         unsafe {
             super::microkernel_amx::kernel_run(
-                kp, a, lda, b, b_stride, count, c, rsc, beta_one, stream_b,
-            )
+                kp,
+                a,
+                lda,
+                b,
+                b_stride,
+                count,
+                c,
+                rsc,
+                beta_one,
+                stream_b,
+                stream_c.then_some(&mut sc),
+            );
+            sc.finish();
         }
     }
 }
@@ -457,7 +499,12 @@ fn k_block<K: Kernel>(k: usize) -> usize {
 /// The CPU runs `K`; `g` satisfies [`gemm_bf16`]'s contract with
 /// `m, n, k > 0`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&PackedB>) {
+unsafe fn gemm_packed<K: Kernel>(
+    threads: usize,
+    g: &GemmBf16,
+    pre: Option<&PackedB>,
+    stream_c_min: usize,
+) {
     let (mr, nr) = (K::MR, K::NR);
     let kc = k_block::<K>(g.k);
     let pre = pre.filter(|p| p.fits::<K>(g.k, g.n));
@@ -493,6 +540,11 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                 let kcur = kc.min(g.k - pc);
                 let kp = kcur.div_ceil(2).next_multiple_of(K::KSTEP);
                 let beta = if pc == 0 { g.beta } else { 1.0 };
+                // A write-only C too big for the caches, finished in one K
+                // block, is written past them (`StreamC`).
+                let stream_c = kcur == g.k
+                    && beta == 0.0
+                    && g.m.saturating_mul(g.n).saturating_mul(4) >= stream_c_min;
                 let pack_a = |ip: usize| {
                     let row = ic + ip * mr;
                     // SAFETY: rows row..row+valid < m, columns pc..pc+kcur
@@ -568,6 +620,7 @@ unsafe fn gemm_packed<K: Kernel>(threads: usize, g: &GemmBf16, pre: Option<&Pack
                                             g.rsc,
                                             beta == 1.0,
                                             stream_b,
+                                            stream_c,
                                         )
                                     };
                                 }

@@ -472,6 +472,7 @@ fn a_run_of_amx_tiles_gives_the_bits_of_single_tiles() {
                                 rsc as isize,
                                 beta_one,
                                 stream_b,
+                                false,
                             );
                         })
                     };
@@ -480,6 +481,81 @@ fn a_run_of_amx_tiles_gives_the_bits_of_single_tiles() {
                         "{count} tiles of {steps} steps, beta_one {beta_one}, stream_b {stream_b}: a run differs"
                     );
                     assert!(one != c0, "the tiles wrote nothing");
+                }
+            }
+        }
+    }
+}
+
+/// A write-only C stored past the caches (`StreamC`: whole lines shifted
+/// into place, non-temporal stores, masked stores at each run's ends)
+/// holds the same bits as C stored tile by tile, and nothing outside C
+/// changes: C at every alignment within a line, rows padded or not, a
+/// short last row panel and column panel, B row-major or transposed (the
+/// LM head), two K blocks (never streamed), on 1–3 threads.
+#[test]
+fn c_streamed_past_the_caches_gives_the_bits_of_c_stored_per_tile() {
+    use std::sync::atomic::Ordering;
+    for (m, k, n) in [(64, 96, 100), (70, 64, 257), (32, 1600, 64), (96, 32, 33)] {
+        let a: Vec<u16> = values(m * k, 11).into_iter().map(to_bf16_bits).collect();
+        let b: Vec<u16> = values(k * n, 12).into_iter().map(to_bf16_bits).collect();
+        for (pad, skew, b_t) in [
+            (0, 0, true),
+            (0, 1, true),
+            (5, 7, false),
+            (0, 15, false),
+            (16, 3, true),
+        ] {
+            let rsc = n + pad;
+            let product = |isa: Isa, threads: usize, stream_c_min: usize| {
+                let mut buf = vec![-7.5f32; m * rsc + 64];
+                let start = buf.as_ptr().align_offset(64) + skew;
+                let (rsb, csb) = if b_t {
+                    (1, k as isize)
+                } else {
+                    (n as isize, 1)
+                };
+                let g = GemmBf16 {
+                    m,
+                    k,
+                    n,
+                    alpha: 1.0,
+                    a: Operand {
+                        data: Elems::Bf16(a.as_ptr()),
+                        rs: k as isize,
+                        cs: 1,
+                    },
+                    b: Operand {
+                        data: Elems::Bf16(b.as_ptr()),
+                        rs: rsb,
+                        cs: csb,
+                    },
+                    beta: 0.0,
+                    c: buf[start..].as_mut_ptr(),
+                    rsc: rsc as isize,
+                    csc: 1,
+                };
+                // SAFETY: A is m×k, B k×n, C m rows of rsc from start.
+                unsafe { gemm_bf16_streaming(isa, threads, g, None, stream_c_min) };
+                // Nothing before or after C's rows changed.
+                let end = start + (m - 1) * rsc + n;
+                assert!(buf[..start].iter().chain(&buf[end..]).all(|&x| x == -7.5));
+                buf[start..end].to_vec()
+            };
+            for isa in Isa::available() {
+                let stored = product(isa, 1, usize::MAX);
+                for threads in [1, 2, 3] {
+                    let before = super::super::stream_c::STREAMED_TILES.load(Ordering::Relaxed);
+                    let streamed = product(isa, threads, 0);
+                    let after = super::super::stream_c::STREAMED_TILES.load(Ordering::Relaxed);
+                    if isa.has_amx() && k <= KC_AMX && m >= 32 && n >= 32 {
+                        assert!(after > before, "{m}×{k}×{n}: no tile was streamed");
+                    }
+                    assert!(
+                        streamed == stored,
+                        "{} {m}×{k}×{n}, rows {rsc} apart, {skew} past a line, {threads} threads: streamed C differs",
+                        isa.name()
+                    );
                 }
             }
         }

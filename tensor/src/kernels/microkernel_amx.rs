@@ -28,6 +28,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::matmul_packed::{store_tile_scalar, TileOut};
+use super::stream_c::StreamC;
 
 /// Rows of the C tile (two tiles of 16 rows).
 pub(crate) const MR: usize = 32;
@@ -322,7 +323,9 @@ pub(crate) unsafe fn kernel(
 ///
 /// Tile `t` reads B at `b + t·b_stride` and writes C from `c + t·NR`;
 /// with `beta_one` it adds to C's old values (beta 1), else overwrites
-/// them (beta 0); alpha is 1.
+/// them (beta 0); alpha is 1. With `stream_c` (and beta 0) each tile goes
+/// through a 4 KiB buffer to [`StreamC::put`] instead of into C; the
+/// caller calls [`StreamC::finish`] after the run.
 ///
 /// # Safety
 ///
@@ -342,8 +345,13 @@ pub(crate) unsafe fn kernel_run(
     rsc: isize,
     beta_one: bool,
     stream_b: bool,
+    mut stream_c: Option<&mut StreamC>,
 ) {
     debug_assert!(kp.is_multiple_of(KSTEP) && kp > 0 && count > 0);
+    let stream_c_on = stream_c.is_some() && !beta_one;
+    let mut tmp = Tmp([0.0; MR * NR]);
+    let tmp_lo = tmp.0.as_mut_ptr().cast::<u8>();
+    let tmp_hi = tmp_lo.wrapping_add(16 * NR * 4);
     let lda = lda * 4;
     let a_lo = a.cast::<u8>();
     let a_hi = a_lo.wrapping_add(16 * lda);
@@ -404,7 +412,7 @@ pub(crate) unsafe fn kernel_run(
     // (`$init` i) and issue the next tile's first product into it, for
     // i = 0..4, with step 0's loads of A and of the next B panel `b`.
     macro_rules! boundary {
-        ($cl:expr, $ch:expr, $bn:expr, $load_b:literal, $i0:literal, $i1:literal, $i2:literal, $i3:literal, $($next:tt)*) => {
+        ($cl:expr, $ch:expr, $ldc:expr, $bn:expr, $load_b:literal, $i0:literal, $i1:literal, $i2:literal, $i3:literal, $($next:tt)*) => {
             asm!(
                 "tilestored [{cl} + {ldc}*1], tmm0",
                 "tileloadd tmm4, [{al} + {lda}*1]",
@@ -429,7 +437,7 @@ pub(crate) unsafe fn kernel_run(
                 b = in(reg) $bn,
                 lda = in(reg) lda,
                 ldb = in(reg) ldb,
-                ldc = in(reg) ldc,
+                ldc = in(reg) $ldc,
                 $($next)*
                 options(nostack),
             )
@@ -438,6 +446,27 @@ pub(crate) unsafe fn kernel_run(
     for t in 0..count {
         let bt = b.wrapping_add(t * b_stride);
         let (c_lo, c_hi) = c_at(t);
+        // Where tile t is stored: C, or the buffer StreamC reads.
+        let (s_lo, s_hi, s_ld) = if stream_c_on {
+            (tmp_lo, tmp_hi, (NR * 4) as isize)
+        } else {
+            (c_lo, c_hi, ldc)
+        };
+        let put = |sc: &mut Option<&mut StreamC>, tmp: &Tmp| {
+            if let Some(sc) = sc.as_deref_mut().filter(|_| stream_c_on) {
+                let out = TileOut {
+                    c: c.wrapping_add(t * NR),
+                    rsc,
+                    csc: 1,
+                    rows: MR,
+                    cols: NR,
+                    alpha: 1.0,
+                    beta: 0.0,
+                };
+                // SAFETY: tile t is inside C, write-only (contract).
+                unsafe { sc.put(&tmp.0, &out) };
+            }
+        };
         for s in (if t == 0 { 0 } else { 1 })..steps {
             let al = a_lo.wrapping_add(64 * s);
             let ah = a_hi.wrapping_add(64 * s);
@@ -465,12 +494,13 @@ pub(crate) unsafe fn kernel_run(
                     "tilestored [{cl} + {ld}*1 + 64], tmm1",
                     "tilestored [{ch} + {ld}*1], tmm2",
                     "tilestored [{ch} + {ld}*1 + 64], tmm3",
-                    cl = in(reg) c_lo,
-                    ch = in(reg) c_hi,
-                    ld = in(reg) ldc,
+                    cl = in(reg) s_lo,
+                    ch = in(reg) s_hi,
+                    ld = in(reg) s_ld,
                     options(nostack),
                 )
             };
+            put(&mut stream_c, &tmp);
             break;
         }
         let bn = b.wrapping_add((t + 1) * b_stride);
@@ -486,7 +516,7 @@ pub(crate) unsafe fn kernel_run(
         unsafe {
             match (stream_b, beta_one) {
                 (true, true) => boundary!(
-                    c_lo, c_hi, bn,
+                    s_lo, s_hi, s_ld, bn,
                     "tileloaddt1",
                     "tileloadd tmm0, [{nl} + {ldc}*1]",
                     "tileloadd tmm1, [{nl} + {ldc}*1 + 64]",
@@ -495,7 +525,7 @@ pub(crate) unsafe fn kernel_run(
                     nl = in(reg) n_lo, nh = in(reg) n_hi,
                 ),
                 (false, true) => boundary!(
-                    c_lo, c_hi, bn,
+                    s_lo, s_hi, s_ld, bn,
                     "tileloadd",
                     "tileloadd tmm0, [{nl} + {ldc}*1]",
                     "tileloadd tmm1, [{nl} + {ldc}*1 + 64]",
@@ -504,8 +534,9 @@ pub(crate) unsafe fn kernel_run(
                     nl = in(reg) n_lo, nh = in(reg) n_hi,
                 ),
                 (true, false) => boundary!(
-                    c_lo,
-                    c_hi,
+                    s_lo,
+                    s_hi,
+                    s_ld,
                     bn,
                     "tileloaddt1",
                     "tilezero tmm0",
@@ -514,8 +545,9 @@ pub(crate) unsafe fn kernel_run(
                     "tilezero tmm3",
                 ),
                 (false, false) => boundary!(
-                    c_lo,
-                    c_hi,
+                    s_lo,
+                    s_hi,
+                    s_ld,
                     bn,
                     "tileloadd",
                     "tilezero tmm0",
@@ -525,5 +557,10 @@ pub(crate) unsafe fn kernel_run(
                 ),
             }
         }
+        put(&mut stream_c, &tmp);
     }
 }
+
+/// The 4 KiB a run's tiles go through on their way to `StreamC`.
+#[repr(C, align(64))]
+struct Tmp([f32; MR * NR]);

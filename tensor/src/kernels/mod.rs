@@ -100,3 +100,5 @@ mod microkernel_bf16;
 mod pack_bf16;
 mod prepack_bf16;
 mod scratch;
+#[cfg(target_arch = "x86_64")]
+mod stream_c;
