@@ -16,7 +16,9 @@
 //!
 //! The 32×32 C tile lives in four accumulator tiles (2 row halves × 2 column
 //! halves); each 16-pair step loads two A tiles and two B tiles and issues
-//! four `tdpbf16ps`, so every loaded tile is used twice.
+//! four `tdpbf16ps`, so every loaded tile is used twice. A row panel's full
+//! tiles run as one call ([`kernel_run`]), which overlaps each tile's
+//! stores with the next tile's first products.
 //!
 //! Rust has no stable AMX intrinsics; the instructions are written with
 //! `asm!`, which is stable. Linux hands out the tile registers' 8 KiB of
