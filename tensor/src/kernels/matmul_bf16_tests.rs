@@ -493,6 +493,7 @@ fn a_run_of_amx_tiles_gives_the_bits_of_single_tiles() {
 /// changes: C at every alignment within a line, rows padded or not, a
 /// short last row panel and column panel, B row-major or transposed (the
 /// LM head), two K blocks (never streamed), on 1–3 threads.
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn c_streamed_past_the_caches_gives_the_bits_of_c_stored_per_tile() {
     use std::sync::atomic::Ordering;

@@ -156,10 +156,6 @@ pub(crate) unsafe fn kernel(
     out: &TileOut,
     stream_b: bool,
 ) {
-    debug_assert_eq!(kp % KSTEP, 0);
-    let lda = lda * 4; // bytes between rows of A
-    let a_lo = a.cast::<u8>();
-    let a_hi = a_lo.wrapping_add(16 * lda);
     // A full tile of contiguous rows with alpha 1 and beta 0 or 1 (every
     // product Kiln's models run) accumulates in place: the accumulators
     // start from C (or zero) and are stored straight back, with no pass
@@ -169,121 +165,34 @@ pub(crate) unsafe fn kernel(
         && out.csc == 1
         && out.alpha == 1.0
         && (out.beta == 0.0 || out.beta == 1.0);
-    let ldc = out.rsc.wrapping_mul(4);
-    let c_lo = out.c.cast::<u8>();
-    let c_hi = c_lo.wrapping_offset(16 * ldc);
-    if direct && out.beta == 1.0 {
-        // SAFETY: the tile is full and its rows contiguous: 16 rows of 128
-        // bytes from c_lo and from c_hi are inside C, readable as beta != 0
-        // (TileOut contract).
-        unsafe {
-            asm!(
-                "tileloadd tmm0, [{cl} + {ld}*1]",
-                "tileloadd tmm1, [{cl} + {ld}*1 + 64]",
-                "tileloadd tmm2, [{ch} + {ld}*1]",
-                "tileloadd tmm3, [{ch} + {ld}*1 + 64]",
-                cl = in(reg) c_lo,
-                ch = in(reg) c_hi,
-                ld = in(reg) ldc,
-                options(nostack, readonly),
-            )
-        };
-    } else {
-        // SAFETY: tiles configured (contract); no memory touched.
-        unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            )
-        };
-    }
-    // Bytes between rows of a B tile.
-    let ldb = NR * 4;
-    // One step: two A tiles, two B tiles (loaded with `$load_b`), four
-    // products. A tile register is only reloaded after the products that
-    // read it: the loads are interleaved with the products so each waits
-    // as little as possible on the one before.
-    macro_rules! step {
-        ($load_b:literal, $al:expr, $ah:expr, $bs:expr) => {
-            asm!(
-                "tileloadd tmm4, [{al} + {lda}*1]",
-                concat!($load_b, " tmm6, [{b} + {ldb}*1]"),
-                "tdpbf16ps tmm0, tmm4, tmm6",
-                concat!($load_b, " tmm7, [{b} + {ldb}*1 + 64]"),
-                "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{ah} + {lda}*1]",
-                "tdpbf16ps tmm2, tmm5, tmm6",
-                "tdpbf16ps tmm3, tmm5, tmm7",
-                al = in(reg) $al,
-                ah = in(reg) $ah,
-                b = in(reg) $bs,
-                lda = in(reg) lda,
-                ldb = in(reg) ldb,
-                options(nostack, readonly),
-            )
-        };
-    }
-    for s in 0..kp / KSTEP {
-        let al = a_lo.wrapping_add(64 * s);
-        let ah = a_hi.wrapping_add(64 * s);
-        let bs = b.wrapping_add(s * KSTEP * NR);
-        if stream_b {
-            // SAFETY: step s reads 64 bytes at pairs 16s.. of each of the
-            // 32 A rows and 16 rows of 128 bytes of B from pair 16s:
-            // inside both panels (contract).
-            unsafe { step!("tileloaddt1", al, ah, bs) };
-            continue;
-        }
-        // Otherwise B streams from L2 into L1: ask for the step two ahead
-        // now, so its tile loads find it there. A prefetch past the
-        // panel's end is harmless (it does not fault).
-        let ahead = bs.wrapping_add(2 * KSTEP * NR).cast::<i8>();
-        for line in 0..KSTEP * NR * 4 / 64 {
-            // A prefetch reads nothing architecturally and never faults,
-            // whatever the address (so it is a safe intrinsic).
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-        }
-        // SAFETY: as above.
-        unsafe { step!("tileloadd", al, ah, bs) };
-    }
     if direct {
-        // SAFETY: as for the loads above; the rows are writable (TileOut
-        // contract).
+        // SAFETY: a run of one tile, forwarded (the tile is full, its rows
+        // contiguous, readable when beta is 1: TileOut contract).
         unsafe {
-            asm!(
-                "tilestored [{cl} + {ld}*1], tmm0",
-                "tilestored [{cl} + {ld}*1 + 64], tmm1",
-                "tilestored [{ch} + {ld}*1], tmm2",
-                "tilestored [{ch} + {ld}*1 + 64], tmm3",
-                cl = in(reg) c_lo,
-                ch = in(reg) c_hi,
-                ld = in(reg) ldc,
-                options(nostack),
+            kernel_run(
+                kp,
+                a,
+                lda,
+                b,
+                0,
+                1,
+                out.c,
+                out.rsc,
+                out.beta == 1.0,
+                stream_b,
+                None,
             )
         };
         return;
     }
-    let mut tmp = std::mem::MaybeUninit::<[f32; MR * NR]>::uninit();
-    let t = tmp.as_mut_ptr().cast::<u8>();
-    // SAFETY: each tile store writes 16 rows of 64 bytes, at stride 128,
-    // into its quarter of the 4 KiB tmp.
-    unsafe {
-        asm!(
-            "tilestored [{t} + {ld}*1], tmm0",
-            "tilestored [{t} + {ld}*1 + 64], tmm1",
-            "tilestored [{u} + {ld}*1], tmm2",
-            "tilestored [{u} + {ld}*1 + 64], tmm3",
-            t = in(reg) t,
-            u = in(reg) t.add(16 * NR * 4),
-            ld = in(reg) NR * 4,
-            options(nostack),
-        )
-    };
-    // SAFETY: the four stores wrote all of tmp.
-    let tmp = unsafe { tmp.assume_init_ref() };
+    // Otherwise the accumulators go to a buffer, then alpha·acc + beta·C.
+    let mut tmp = Tmp(std::mem::MaybeUninit::uninit());
+    let t = tmp.0.as_mut_ptr().cast::<f32>();
+    // SAFETY: a run of one tile into tmp, 32 rows of NR (beta 0: only
+    // written).
+    unsafe { kernel_run(kp, a, lda, b, 0, 1, t, NR as isize, false, stream_b, None) };
+    // SAFETY: the run's four tile stores wrote all of tmp.
+    let tmp = unsafe { tmp.0.assume_init_ref() };
     if out.rows == MR && out.cols == NR && out.csc == 1 {
         // Full tile, contiguous rows: alpha·acc, then + beta·c, unfused, as
         // `store_tile_scalar` rounds it.
@@ -311,8 +220,8 @@ pub(crate) unsafe fn kernel(
 }
 
 /// `count` full tiles side by side, `C_t = A_panel · B_panel_t (+ C_t)`
-/// for `t < count`: [`kernel`] on each, with the tile boundaries
-/// overlapped.
+/// for `t < count`, with the tile boundaries overlapped ([`kernel`] is a
+/// run of one tile).
 ///
 /// The tile registers are not renamed, so a tile that ends with its four
 /// stores and the next that starts with four zeroings (or loads of C)
@@ -320,8 +229,8 @@ pub(crate) unsafe fn kernel(
 /// into its accumulator, and the next products wait for all the stores.
 /// Here each accumulator's store is followed at once by its reset and the
 /// next tile's first product into it, so the unit keeps working on the
-/// other three while one is stored. The sums are those of [`kernel`]'s
-/// direct path, bit for bit.
+/// other three while one is stored. The sums, and so the bits, are those
+/// of one tile at a time.
 ///
 /// Tile `t` reads B at `b + t·b_stride` and writes C from `c + t·NR`;
 /// with `beta_one` it adds to C's old values (beta 1), else overwrites
@@ -351,7 +260,7 @@ pub(crate) unsafe fn kernel_run(
 ) {
     debug_assert!(kp.is_multiple_of(KSTEP) && kp > 0 && count > 0);
     let stream_c_on = stream_c.is_some() && !beta_one;
-    let mut tmp = Tmp([0.0; MR * NR]);
+    let mut tmp = Tmp(std::mem::MaybeUninit::uninit());
     let tmp_lo = tmp.0.as_mut_ptr().cast::<u8>();
     let tmp_hi = tmp_lo.wrapping_add(16 * NR * 4);
     let lda = lda * 4;
@@ -465,8 +374,9 @@ pub(crate) unsafe fn kernel_run(
                     alpha: 1.0,
                     beta: 0.0,
                 };
-                // SAFETY: tile t is inside C, write-only (contract).
-                unsafe { sc.put(&tmp.0, &out) };
+                // SAFETY: tile t's four stores wrote all of tmp; the tile
+                // is inside C, write-only (contract).
+                unsafe { sc.put(tmp.0.assume_init_ref(), &out) };
             }
         };
         for s in (if t == 0 { 0 } else { 1 })..steps {
@@ -565,4 +475,4 @@ pub(crate) unsafe fn kernel_run(
 
 /// The 4 KiB a run's tiles go through on their way to `StreamC`.
 #[repr(C, align(64))]
-struct Tmp([f32; MR * NR]);
+struct Tmp(std::mem::MaybeUninit<[f32; MR * NR]>);
