@@ -350,40 +350,48 @@ pub(super) trait Kernel {
         out: &TileOut,
         stream_b: bool,
     );
-    /// `count` full, direct tiles side by side (alpha 1, beta 0 or 1, C's
-    /// columns contiguous): tile `t` against the B panel at
-    /// `b + t·b_stride` into C from `c + t·NR`; the same bits as `tile`
-    /// on each. With `stream_c` (and beta 0) a kernel may write C past
-    /// the caches (AMX: `StreamC`).
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn run(
-        kp: usize,
-        a: *const u32,
-        lda: usize,
-        b: *const u32,
-        b_stride: usize,
-        count: usize,
-        c: *mut f32,
-        rsc: isize,
-        beta_one: bool,
-        stream_b: bool,
-        stream_c: bool,
-    ) {
+    /// The full, direct tiles of `run` (alpha 1, beta 0 or 1, C's columns
+    /// contiguous) side by side; the same bits as `tile` on each. With
+    /// `stream_c` (and beta 0) a kernel may write C past the caches (AMX:
+    /// `StreamC`).
+    unsafe fn run(run: &TileRun, stream_c: bool) {
         let _ = stream_c;
-        for t in 0..count {
+        for t in 0..run.count {
             let out = TileOut {
-                c: c.wrapping_add(t * Self::NR),
-                rsc,
+                c: run.c.wrapping_add(t * Self::NR),
+                rsc: run.rsc,
                 csc: 1,
                 rows: Self::MR,
                 cols: Self::NR,
                 alpha: 1.0,
-                beta: if beta_one { 1.0 } else { 0.0 },
+                beta: if run.beta_one { 1.0 } else { 0.0 },
             };
+            let b = run.b.wrapping_add(t * run.b_stride);
             // SAFETY: forwarded.
-            unsafe { Self::tile(kp, a, lda, b.wrapping_add(t * b_stride), &out, stream_b) }
+            unsafe { Self::tile(run.kp, run.a, run.lda, b, &out, run.stream_b) }
         }
     }
+}
+
+/// `count` full tiles side by side along one row panel of C, for
+/// [`Kernel::run`]: tile `t` is the A panel at `a` (`lda` pairs between
+/// rows, `kp` pairs deep) times the B panel at `b + t·b_stride`, written
+/// to C from `c + t·NR` (rows `rsc` apart), added to C's old values if
+/// `beta_one` (beta 1), over them otherwise (beta 0); alpha is 1.
+/// `stream_b` as for [`Kernel::tile`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(super) struct TileRun {
+    pub kp: usize,
+    pub a: *const u32,
+    pub lda: usize,
+    pub b: *const u32,
+    pub b_stride: usize,
+    pub count: usize,
+    pub c: *mut f32,
+    pub rsc: isize,
+    pub beta_one: bool,
+    pub stream_b: bool,
 }
 
 /// `vdpbf16ps`, 12×32 register tiles (`microkernel_bf16.rs`).
@@ -448,37 +456,15 @@ impl Kernel for Amx {
         // SAFETY: forwarded; called inside `scope`.
         unsafe { super::microkernel_amx::kernel(kp, a, lda, b, out, stream_b) }
     }
-    unsafe fn run(
-        kp: usize,
-        a: *const u32,
-        lda: usize,
-        b: *const u32,
-        b_stride: usize,
-        count: usize,
-        c: *mut f32,
-        rsc: isize,
-        beta_one: bool,
-        stream_b: bool,
-        stream_c: bool,
-    ) {
-        let mut sc = StreamC::new();
+    unsafe fn run(run: &TileRun, stream_c: bool) {
+        let mut sc = stream_c.then(StreamC::new);
         // SAFETY: forwarded; called inside `scope`; the run's tiles are
         // the caller's until `finish` has ordered its stores.
         unsafe {
-            super::microkernel_amx::kernel_run(
-                kp,
-                a,
-                lda,
-                b,
-                b_stride,
-                count,
-                c,
-                rsc,
-                beta_one,
-                stream_b,
-                stream_c.then_some(&mut sc),
-            );
-            sc.finish();
+            super::microkernel_amx::kernel_run(run, sc.as_mut());
+            if let Some(sc) = &mut sc {
+                sc.finish();
+            }
         }
     }
 }
@@ -608,18 +594,20 @@ unsafe fn gemm_packed<K: Kernel>(
                                     // the row panel's first `full` tiles.
                                     unsafe {
                                         K::run(
-                                            kp,
-                                            a,
-                                            lda,
-                                            bpack,
-                                            stride,
-                                            full,
-                                            g.c.wrapping_offset(
-                                                (ic + row) as isize * g.rsc + j0 as isize,
-                                            ),
-                                            g.rsc,
-                                            beta == 1.0,
-                                            stream_b,
+                                            &TileRun {
+                                                kp,
+                                                a,
+                                                lda,
+                                                b: bpack,
+                                                b_stride: stride,
+                                                count: full,
+                                                c: g.c.wrapping_offset(
+                                                    (ic + row) as isize * g.rsc + j0 as isize,
+                                                ),
+                                                rsc: g.rsc,
+                                                beta_one: beta == 1.0,
+                                                stream_b,
+                                            },
                                             stream_c,
                                         )
                                     };

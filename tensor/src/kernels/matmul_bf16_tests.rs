@@ -462,16 +462,18 @@ fn a_run_of_amx_tiles_gives_the_bits_of_single_tiles() {
                                 );
                             }
                             Amx::run(
-                                kp,
-                                a.as_ptr(),
-                                kp,
-                                b.as_ptr(),
-                                nr * kp,
-                                count,
-                                run.as_mut_ptr(),
-                                rsc as isize,
-                                beta_one,
-                                stream_b,
+                                &TileRun {
+                                    kp,
+                                    a: a.as_ptr(),
+                                    lda: kp,
+                                    b: b.as_ptr(),
+                                    b_stride: nr * kp,
+                                    count,
+                                    c: run.as_mut_ptr(),
+                                    rsc: rsc as isize,
+                                    beta_one,
+                                    stream_b,
+                                },
                                 false,
                             );
                         })

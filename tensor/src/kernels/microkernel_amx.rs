@@ -29,6 +29,7 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::matmul_bf16::TileRun;
 use super::matmul_packed::{store_tile_scalar, TileOut};
 use super::stream_c::StreamC;
 
@@ -165,32 +166,35 @@ pub(crate) unsafe fn kernel(
         && out.csc == 1
         && out.alpha == 1.0
         && (out.beta == 0.0 || out.beta == 1.0);
+    let run = TileRun {
+        kp,
+        a,
+        lda,
+        b,
+        b_stride: 0,
+        count: 1,
+        c: out.c,
+        rsc: out.rsc,
+        beta_one: out.beta == 1.0,
+        stream_b,
+    };
     if direct {
         // SAFETY: a run of one tile, forwarded (the tile is full, its rows
         // contiguous, readable when beta is 1: TileOut contract).
-        unsafe {
-            kernel_run(
-                kp,
-                a,
-                lda,
-                b,
-                0,
-                1,
-                out.c,
-                out.rsc,
-                out.beta == 1.0,
-                stream_b,
-                None,
-            )
-        };
+        unsafe { kernel_run(&run, None) };
         return;
     }
     // Otherwise the accumulators go to a buffer, then alpha·acc + beta·C.
     let mut tmp = Tmp(std::mem::MaybeUninit::uninit());
-    let t = tmp.0.as_mut_ptr().cast::<f32>();
+    let into_tmp = TileRun {
+        c: tmp.0.as_mut_ptr().cast::<f32>(),
+        rsc: NR as isize,
+        beta_one: false,
+        ..run
+    };
     // SAFETY: a run of one tile into tmp, 32 rows of NR (beta 0: only
     // written).
-    unsafe { kernel_run(kp, a, lda, b, 0, 1, t, NR as isize, false, stream_b, None) };
+    unsafe { kernel_run(&into_tmp, None) };
     // SAFETY: the run's four tile stores wrote all of tmp.
     let tmp = unsafe { tmp.0.assume_init_ref() };
     if out.rows == MR && out.cols == NR && out.csc == 1 {
@@ -219,9 +223,9 @@ pub(crate) unsafe fn kernel(
     }
 }
 
-/// `count` full tiles side by side, `C_t = A_panel · B_panel_t (+ C_t)`
-/// for `t < count`, with the tile boundaries overlapped ([`kernel`] is a
-/// run of one tile).
+/// The `count` full tiles of `run` side by side, `C_t = A_panel ·
+/// B_panel_t (+ C_t)` for `t < count`, with the tile boundaries overlapped
+/// ([`kernel`] is a run of one tile).
 ///
 /// The tile registers are not renamed, so a tile that ends with its four
 /// stores and the next that starts with four zeroings (or loads of C)
@@ -232,11 +236,9 @@ pub(crate) unsafe fn kernel(
 /// other three while one is stored. The sums, and so the bits, are those
 /// of one tile at a time.
 ///
-/// Tile `t` reads B at `b + t·b_stride` and writes C from `c + t·NR`;
-/// with `beta_one` it adds to C's old values (beta 1), else overwrites
-/// them (beta 0); alpha is 1. With `stream_c` (and beta 0) each tile goes
-/// through a 4 KiB buffer to [`StreamC::put`] instead of into C; the
-/// caller calls [`StreamC::finish`] after the run.
+/// With `stream_c` (and beta 0) each tile goes through a 4 KiB buffer to
+/// [`StreamC::put`] instead of into C; the caller calls
+/// [`StreamC::finish`] after the run.
 ///
 /// # Safety
 ///
@@ -244,22 +246,21 @@ pub(crate) unsafe fn kernel(
 /// as `kernel`'s `b`; the `count` tiles of 32×32 from `c`, rows `rsc`
 /// apart, inside C, owned by the caller (readable when `beta_one`).
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn kernel_run(
-    kp: usize,
-    a: *const u32,
-    lda: usize,
-    b: *const u32,
-    b_stride: usize,
-    count: usize,
-    c: *mut f32,
-    rsc: isize,
-    beta_one: bool,
-    stream_b: bool,
-    mut stream_c: Option<&mut StreamC>,
-) {
+pub(crate) unsafe fn kernel_run(run: &TileRun, stream_c: Option<&mut StreamC>) {
+    let TileRun {
+        kp,
+        a,
+        lda,
+        b,
+        b_stride,
+        count,
+        c,
+        rsc,
+        beta_one,
+        stream_b,
+    } = *run;
     debug_assert!(kp.is_multiple_of(KSTEP) && kp > 0 && count > 0);
-    let stream_c_on = stream_c.is_some() && !beta_one;
+    let mut stream_c = stream_c.filter(|_| !beta_one);
     let mut tmp = Tmp(std::mem::MaybeUninit::uninit());
     let tmp_lo = tmp.0.as_mut_ptr().cast::<u8>();
     let tmp_hi = tmp_lo.wrapping_add(16 * NR * 4);
@@ -273,6 +274,15 @@ pub(crate) unsafe fn kernel_run(
         (lo, lo.wrapping_offset(16 * ldc))
     };
     let steps = kp / KSTEP;
+    // Unless B streams past L1, it comes from L2: ask for the step two
+    // ahead of `bs` now, so its tile loads find it in L1. A prefetch past
+    // the panel's end is harmless (it does not fault).
+    let prefetch_b = |bs: *const u32| {
+        let ahead = bs.wrapping_add(2 * KSTEP * NR).cast::<i8>();
+        for line in 0..KSTEP * NR * 4 / 64 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
+        }
+    };
     let (c_lo, c_hi) = c_at(0);
     // SAFETY: tile 0's 32 rows of 128 bytes are inside C, readable when
     // beta_one (contract); tiles configured.
@@ -298,7 +308,10 @@ pub(crate) unsafe fn kernel_run(
             )
         }
     }
-    // One step, as in `kernel`.
+    // One step: two A tiles, two B tiles (loaded with `$load_b`), four
+    // products. A tile register is only reloaded after the products that
+    // read it: the loads are interleaved with the products so each waits
+    // as little as possible on the one before.
     macro_rules! step {
         ($load_b:literal, $al:expr, $ah:expr, $bs:expr) => {
             asm!(
@@ -358,13 +371,13 @@ pub(crate) unsafe fn kernel_run(
         let bt = b.wrapping_add(t * b_stride);
         let (c_lo, c_hi) = c_at(t);
         // Where tile t is stored: C, or the buffer StreamC reads.
-        let (s_lo, s_hi, s_ld) = if stream_c_on {
+        let (s_lo, s_hi, s_ld) = if stream_c.is_some() {
             (tmp_lo, tmp_hi, (NR * 4) as isize)
         } else {
             (c_lo, c_hi, ldc)
         };
         let put = |sc: &mut Option<&mut StreamC>, tmp: &Tmp| {
-            if let Some(sc) = sc.as_deref_mut().filter(|_| stream_c_on) {
+            if let Some(sc) = sc.as_deref_mut() {
                 let out = TileOut {
                     c: c.wrapping_add(t * NR),
                     rsc,
@@ -389,12 +402,7 @@ pub(crate) unsafe fn kernel_run(
                 unsafe { step!("tileloaddt1", al, ah, bs) };
                 continue;
             }
-            // As in `kernel`: B two steps ahead into L1 (a prefetch never
-            // faults).
-            let ahead = bs.wrapping_add(2 * KSTEP * NR).cast::<i8>();
-            for line in 0..KSTEP * NR * 4 / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
+            prefetch_b(bs);
             // SAFETY: as above.
             unsafe { step!("tileloadd", al, ah, bs) };
         }
@@ -418,10 +426,7 @@ pub(crate) unsafe fn kernel_run(
         let bn = b.wrapping_add((t + 1) * b_stride);
         let (n_lo, n_hi) = c_at(t + 1);
         if !stream_b {
-            let ahead = bn.wrapping_add(2 * KSTEP * NR).cast::<i8>();
-            for line in 0..KSTEP * NR * 4 / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line));
-            }
+            prefetch_b(bn);
         }
         // SAFETY: tile t is written and tile t + 1 read (beta_one) inside
         // C (contract); step 0 of A and of B panel t + 1 as above.

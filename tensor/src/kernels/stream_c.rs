@@ -62,14 +62,10 @@ impl StreamC {
             unsafe { self.finish() };
         }
         let started = !self.next.is_null();
-        let iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         for i in 0..MR {
             let row = out.c.wrapping_offset(i as isize * out.rsc);
-            // Where the tile's row starts within its cache line (f32s are
-            // 4-byte aligned, so it is a whole number of values).
-            let s = (row as usize / 4) % 16;
+            let (s, idx) = offset_in_line(row);
             let line = row.wrapping_sub(s);
-            let idx = _mm512_add_epi32(iota, _mm512_set1_epi32(16 - s as i32));
             // SAFETY: row i of tmp; `prev` row i.
             let (v0, v1, prev) = unsafe {
                 (
@@ -117,14 +113,12 @@ impl StreamC {
         if self.next.is_null() {
             return;
         }
-        let iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         for i in 0..MR {
             let end = self.next.wrapping_offset(i as isize * self.rsc);
-            let s = (end as usize / 4) % 16;
+            let (s, idx) = offset_in_line(end);
             if s == 0 {
                 continue;
             }
-            let idx = _mm512_add_epi32(iota, _mm512_set1_epi32(16 - s as i32));
             // SAFETY: `prev` row i holds the last tile's columns 16..32 of
             // row i; the line from `end − s` gets its last s in lanes
             // 0..s, which are C(i, j) of that tile (contract).
@@ -137,4 +131,16 @@ impl StreamC {
         _mm_sfence();
         self.next = std::ptr::null_mut();
     }
+}
+
+/// How many values `p` sits into its cache line, `s` (f32s are 4-byte
+/// aligned, so a whole number), and the `vpermt2ps` indices 16 − s, …,
+/// 31 − s: lane i of the result takes lane i + 16 − s of a register pair,
+/// so the first register's last s values land in lanes 0..s and the
+/// second's first 16 − s after them.
+#[target_feature(enable = "avx512f")]
+fn offset_in_line(p: *const f32) -> (usize, __m512i) {
+    let s = (p as usize / 4) % 16;
+    let iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    (s, _mm512_add_epi32(iota, _mm512_set1_epi32(16 - s as i32)))
 }
