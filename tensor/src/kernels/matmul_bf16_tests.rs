@@ -494,12 +494,21 @@ fn a_run_of_amx_tiles_gives_the_bits_of_single_tiles() {
 /// holds the same bits as C stored tile by tile, and nothing outside C
 /// changes: C at every alignment within a line, rows padded or not, a
 /// short last row panel and column panel, B row-major or transposed (the
-/// LM head), two K blocks (never streamed), on 1–3 threads.
+/// LM head), two K blocks (never streamed), on 1–3 threads; each tile's
+/// rows written all at once (one kernel step) or a few per step of the
+/// next tile (17 steps).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn c_streamed_past_the_caches_gives_the_bits_of_c_stored_per_tile() {
     use std::sync::atomic::Ordering;
-    for (m, k, n) in [(64, 96, 100), (70, 64, 257), (32, 1600, 64), (96, 32, 33)] {
+    for (m, k, n) in [
+        (64, 96, 100),
+        (70, 64, 257),
+        (32, 1600, 64),
+        (96, 32, 33),
+        (40, 544, 200),
+        (64, 32, 100),
+    ] {
         let a: Vec<u16> = values(m * k, 11).into_iter().map(to_bf16_bits).collect();
         let b: Vec<u16> = values(k * n, 12).into_iter().map(to_bf16_bits).collect();
         for (pad, skew, b_t) in [

@@ -2,7 +2,8 @@
 //! lines, non-temporal stores.
 //!
 //! An AMX run of tiles (`microkernel_amx::kernel_run`) hands each finished
-//! 32×32 tile here instead of storing it into C with `tilestored`.
+//! 32×32 tile here, a few rows at a time, instead of storing it into C
+//! with `tilestored`.
 
 use std::arch::x86_64::*;
 
@@ -31,10 +32,14 @@ pub(crate) struct StreamC {
     /// The last 16 values of each row of the previous tile.
     prev: [[f32; 16]; MR],
     /// Element (0, 0) of the tile that would continue the run, or null
-    /// when no tile has been put since the last `finish`.
+    /// when no tile has been started since the last `finish`.
     next: *mut f32,
     /// C's row stride.
     rsc: isize,
+    /// Element (0, 0) of the tile being written.
+    tile: *mut f32,
+    /// Whether that tile continues a run (its rows' first lines are whole).
+    continues: bool,
 }
 
 impl StreamC {
@@ -44,26 +49,47 @@ impl StreamC {
             prev: [[0.0; 16]; MR],
             next: std::ptr::null_mut(),
             rsc: 0,
+            tile: std::ptr::null_mut(),
+            continues: false,
         }
     }
 
-    /// Writes the tile `tmp` (row-major, `NR` apart) to `out`, continuing
-    /// the run if `out` starts where the last tile ended.
+    /// Starts the tile `out`, continuing the run if it starts where the
+    /// last tile ended; [`StreamC::rows`] then writes its rows.
     ///
     /// # Safety
     ///
     /// `out` is a full tile with contiguous rows inside C (`TileOut`'s
-    /// contract, with beta 0); no other thread writes its elements. The
-    /// CPU has AVX-512F.
+    /// contract, with beta 0); no other thread writes its elements. Every
+    /// row of the last tile has been written. The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn put(&mut self, tmp: &[f32; MR * NR], out: &TileOut) {
+    pub(crate) unsafe fn start(&mut self, out: &TileOut) {
         if !self.next.is_null() && (self.next != out.c || self.rsc != out.rsc) {
             // SAFETY: forwarded.
             unsafe { self.finish() };
         }
-        let started = !self.next.is_null();
-        for i in 0..MR {
-            let row = out.c.wrapping_offset(i as isize * out.rsc);
+        self.continues = !self.next.is_null();
+        self.tile = out.c;
+        self.next = out.c.wrapping_add(NR);
+        self.rsc = out.rsc;
+        #[cfg(test)]
+        STREAMED_TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes `rows` of the started tile, whose values `tmp` holds
+    /// (row-major, `NR` apart). A tile's rows may be written a few at a
+    /// time, in order, so that its stores spread between the next tile's
+    /// products instead of stalling them all at once.
+    ///
+    /// # Safety
+    ///
+    /// As [`StreamC::start`], for the started tile; `rows` within `0..MR`
+    /// and after the rows already written.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn rows(&mut self, tmp: &[f32; MR * NR], rows: std::ops::Range<usize>) {
+        let started = self.continues;
+        for i in rows {
+            let row = self.tile.wrapping_offset(i as isize * self.rsc);
             let (s, idx) = offset_in_line(row);
             let line = row.wrapping_sub(s);
             // SAFETY: row i of tmp; `prev` row i.
@@ -93,10 +119,6 @@ impl StreamC {
                 _mm512_store_ps(self.prev[i].as_mut_ptr(), v1);
             }
         }
-        self.next = out.c.wrapping_add(NR);
-        self.rsc = out.rsc;
-        #[cfg(test)]
-        STREAMED_TILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Ends the run: writes the last tile's values still held (the last s
@@ -106,7 +128,7 @@ impl StreamC {
     ///
     /// # Safety
     ///
-    /// The tiles put since the last `finish` are still inside C and owned
+    /// The tiles started since the last `finish` are still inside C and owned
     /// by this thread. The CPU has AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub(crate) unsafe fn finish(&mut self) {
