@@ -457,50 +457,37 @@ pub(crate) unsafe fn kernel_run(run: &TileRun, stream_c: Option<&mut StreamC>) {
         if !stream_b {
             prefetch_b(bn);
         }
+        // The boundary with B loaded by `$load_b`: the accumulators reset
+        // to the next tile's C (beta 1) or to zero.
+        macro_rules! boundary_to_next {
+            ($load_b:literal) => {
+                if beta_one {
+                    boundary!(
+                        s_lo, s_hi, s_ld, bn, $load_b,
+                        "tileloadd tmm0, [{nl} + {ldc}*1]",
+                        "tileloadd tmm1, [{nl} + {ldc}*1 + 64]",
+                        "tileloadd tmm2, [{nh} + {ldc}*1]",
+                        "tileloadd tmm3, [{nh} + {ldc}*1 + 64]",
+                        nl = in(reg) n_lo, nh = in(reg) n_hi,
+                    )
+                } else {
+                    boundary!(
+                        s_lo, s_hi, s_ld, bn, $load_b,
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                    )
+                }
+            };
+        }
         // SAFETY: tile t is written and tile t + 1 read (beta_one) inside
         // C (contract); step 0 of A and of B panel t + 1 as above.
         unsafe {
-            match (stream_b, beta_one) {
-                (true, true) => boundary!(
-                    s_lo, s_hi, s_ld, bn,
-                    "tileloaddt1",
-                    "tileloadd tmm0, [{nl} + {ldc}*1]",
-                    "tileloadd tmm1, [{nl} + {ldc}*1 + 64]",
-                    "tileloadd tmm2, [{nh} + {ldc}*1]",
-                    "tileloadd tmm3, [{nh} + {ldc}*1 + 64]",
-                    nl = in(reg) n_lo, nh = in(reg) n_hi,
-                ),
-                (false, true) => boundary!(
-                    s_lo, s_hi, s_ld, bn,
-                    "tileloadd",
-                    "tileloadd tmm0, [{nl} + {ldc}*1]",
-                    "tileloadd tmm1, [{nl} + {ldc}*1 + 64]",
-                    "tileloadd tmm2, [{nh} + {ldc}*1]",
-                    "tileloadd tmm3, [{nh} + {ldc}*1 + 64]",
-                    nl = in(reg) n_lo, nh = in(reg) n_hi,
-                ),
-                (true, false) => boundary!(
-                    s_lo,
-                    s_hi,
-                    s_ld,
-                    bn,
-                    "tileloaddt1",
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                ),
-                (false, false) => boundary!(
-                    s_lo,
-                    s_hi,
-                    s_ld,
-                    bn,
-                    "tileloadd",
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                ),
+            if stream_b {
+                boundary_to_next!("tileloaddt1")
+            } else {
+                boundary_to_next!("tileloadd")
             }
         }
         begin!(t);
